@@ -1,0 +1,24 @@
+"""robustbench_ols: does a label-smoothing method make a CIFAR classifier more robust and better
+calibrated? Hard labels, label smoothing and Online Label Smoothing under injected label noise.
+
+Public API: `RunSpec`, `ExecOptions`, `execute` (one run), `load_dataset`, `make_noisy_labels`,
+`create_model`, `list_models`, `build_method`, `list_methods`, `Method`, `register`.
+"""
+__version__ = "0.1.0"
+
+from .spec import ExecOptions, RunSpec  # noqa: E402
+
+
+def __getattr__(name):
+    # Lazy: `import robustbench_ols` stays cheap; torch is imported on first use of these.
+    from importlib import import_module
+    where = {"execute": "run", "load_dataset": "data", "make_noisy_labels": "noise",
+             "create_model": "models", "list_models": "models", "build_method": "methods",
+             "list_methods": "methods", "Method": "methods", "register": "methods"}
+    if name in where:
+        return getattr(import_module(f".{where[name]}", __name__), name)
+    raise AttributeError(f"module 'robustbench_ols' has no attribute {name!r}")
+
+
+__all__ = ["ExecOptions", "RunSpec", "__version__", "execute", "load_dataset", "make_noisy_labels",
+           "create_model", "list_models", "build_method", "list_methods", "Method", "register"]

@@ -1,0 +1,144 @@
+"""`rbols run | methods | data check`.
+
+Exit status: 0 success, 1 a run failed (its directory says why), 2 bad input (the message says what
+is valid).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="train one model under label noise and record its curves",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--dataset", default="cifar10", help="cifar10, cifar100 or synthetic (fast tests only)")
+    a("--model", default="resnet20", help="a registered model (rbols models: see README)")
+    a("--method", default="hard", help="NAME[:key=value,...], e.g. ols:alpha=0.5,init=zeros")
+    a("--noise", default="none", help="none, symmetric:R, symmetric-all:R, pairflip:R, asymmetric:R, human:NAME")
+    a("--noise-seed", type=int, default=None, help="seed of the noisy labels (default: --seed)")
+    a("--seed", type=int, default=0, help="seed of the initialisation and the batch order")
+    a("--epochs", type=int, default=30)
+    a("--batch-size", type=int, default=128)
+    a("--lr", type=float, default=0.1)
+    a("--momentum", type=float, default=0.9)
+    a("--nesterov", action=argparse.BooleanOptionalAction, default=True)
+    a("--weight-decay", type=float, default=5e-4)
+    a("--schedule", default="step", help="step (x lr-decay at the milestones) or cosine")
+    a("--milestones", default=None, help="comma-separated 0-based epochs (default: 50%% and 75%% of --epochs)")
+    a("--lr-decay", type=float, default=0.1)
+    a("--train-subset", type=int, default=0, help="class-balanced seeded subset of N training images (0: all)")
+    a("--subset-seed", type=int, default=0)
+    a("--augment", action=argparse.BooleanOptionalAction, default=True,
+      help="random crop 32 (pad 4) and horizontal flip")
+    a("--amp", action="store_true", help="bf16 autocast")
+    a("--device", default="auto", help="auto, cpu, cuda or cuda:i")
+    a("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+      help="channels_last memory format (faster ResNets on CPUs and recent GPUs)")
+    a("--data-root", default=None, help="folder holding CIFAR (default: $RBOLS_DATA, else ~/.cache/robustbench_ols)")
+    a("--download", action=argparse.BooleanOptionalAction, default=True,
+      help="download CIFAR through torchvision when it is missing")
+    a("--out", default="results", help="parent folder of the run directories")
+    a("--progress", action=argparse.BooleanOptionalAction, default=True)
+    a("--eval-batch-size", type=int, default=1000)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    parser = argparse.ArgumentParser(prog="rbols", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"robustbench_ols {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    sub.add_parser("methods", help="list the training methods with their paper and defaults")
+    sub.add_parser("models", help="list the registered models")
+    data = sub.add_parser("data", help="data utilities")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    check = dsub.add_parser("check", help="verify a data root (md5 sums, counts) and print what it holds")
+    check.add_argument("--data-root", default=None)
+    return parser
+
+
+def spec_from_args(args):
+    """A validated (RunSpec, ExecOptions) from `rbols run` arguments."""
+    from .errors import SpecError
+    from .methods import build_method, parse_method
+    from .spec import ExecOptions, RunSpec, default_milestones
+    name, raw = parse_method(args.method)
+    _, options = build_method(name, raw)
+    if args.milestones is None:
+        milestones = default_milestones(args.epochs)
+    else:
+        try:
+            milestones = tuple(sorted(int(m) for m in args.milestones.split(",") if m.strip()))
+        except ValueError:
+            raise SpecError(f"--milestones {args.milestones!r}: give comma-separated epochs, e.g. 150,225") from None
+    spec = RunSpec(dataset=args.dataset, model=args.model, method=name,
+                   method_options=tuple(sorted(options.items())), noise=_canonical_noise(args.noise),
+                   noise_seed=args.seed if args.noise_seed is None else args.noise_seed, seed=args.seed,
+                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                   nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
+                   milestones=milestones if args.schedule == "step" else (), lr_decay=args.lr_decay,
+                   train_subset=args.train_subset, subset_seed=args.subset_seed, augment=args.augment,
+                   amp=args.amp)
+    ex = ExecOptions(device=args.device, channels_last=args.channels_last, data_root=args.data_root,
+                     download=args.download, progress=args.progress, eval_batch_size=args.eval_batch_size)
+    return spec, ex
+
+
+def _canonical_noise(text: str) -> str:
+    from .noise import NoiseSpec
+    return str(NoiseSpec.parse(text))  # "symmetric:0.40" and "symmetric:0.4" are one run
+
+
+def cmd_run(args) -> int:
+    from .run import execute
+    spec, ex = spec_from_args(args)
+    result = execute(spec, ex, args.out)
+    m = result.metrics
+    if result.status == "already done":
+        print(f"already done (not retrained): {result.run_dir}")
+    print(f"test_err last {m['test_err_last']:.4f}, best {m['test_err_best']:.4f} (epoch {m['best_epoch']}); "
+          f"realised noise rate {m['noise_rate_realised']:.4f}")
+    print(result.run_dir)
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .methods import METHODS, option_defaults
+    for name in sorted(METHODS):
+        cls = METHODS[name]
+        opts = ", ".join(f"{k}={v!r}" for k, v in option_defaults(cls).items()) or "(no options)"
+        print(f"{name:14s} {opts}\n{'':14s} {cls.citation}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import list_models
+    print("\n".join(list_models()))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import describe_root
+    for line in describe_root(args.data_root):
+        print(line)
+    return 0
+
+
+def main(argv=None) -> int:
+    from .errors import RbolsError, RunFailed
+    args = build_parser().parse_args(argv)
+    handler = {"run": cmd_run, "methods": cmd_methods, "models": cmd_models, "data": cmd_data}[args.command]
+    try:
+        return handler(args)
+    except RunFailed as e:
+        print(f"rbols: {e}", file=sys.stderr)
+        return 1
+    except RbolsError as e:
+        print(f"rbols: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,318 @@
+"""CIFAR-10/100 and a synthetic set as uint8 tensors, and a loader that augments whole batches.
+
+Layouts accepted under a data root:
+- `cifar-10-batches-py/`, `cifar-100-python/`: the python pickles that
+  `torchvision.datasets.CIFAR10/100(download=True)` writes;
+- `cifar-10-batches-bin/`: the official CIFAR-10 binary version (records of 1 label byte + 3072 pixel
+  bytes, R then G then B planes, row-major 32x32).
+Both hold the same pixels and labels in the same order. Images are returned as uint8 tensors of shape
+(N, 3, 32, 32); labels as int64 numpy arrays.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+ENV_VAR = "RBOLS_DATA"
+DEFAULT_ROOT = "~/.cache/robustbench_ols"
+DATASETS = ("cifar10", "cifar100", "synthetic")
+
+# md5 sums of the official files (the python ones are those torchvision checks).
+_MD5 = {
+    "cifar-10-batches-bin": {
+        "data_batch_1.bin": "5dd7e06a14cb22eb9f671a540d1b7c25",
+        "data_batch_2.bin": "5ea93a67294ea407fff1d09f752e9692",
+        "data_batch_3.bin": "942cd6a4bcdd0dd3c604fbe906cb4421",
+        "data_batch_4.bin": "ae636b3ba5c66a11e91e8cb52e771fcb",
+        "data_batch_5.bin": "53f37980c15c3d472c316c40844f3f0d",
+        "test_batch.bin": "803d5f7f4d78ea53de84dbe85f74fb6d",
+    },
+    "cifar-10-batches-py": {
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+        "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    },
+    "cifar-100-python": {
+        "train": "16019d7e3df5f24257cddd939b257f8d",
+        "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+        "meta": "7973b15100ade9c7d40fb424638fde48",
+    },
+}
+_LAYOUTS = {"cifar10": ("cifar-10-batches-py", "cifar-10-batches-bin"), "cifar100": ("cifar-100-python",)}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclass
+class ImageData:
+    """A dataset in memory. `fine_to_coarse[k]` is the superclass of class k (CIFAR-100 only)."""
+    name: str
+    train_x: torch.Tensor  # uint8 (N, 3, 32, 32)
+    train_y: np.ndarray  # int64 (N,), clean labels
+    test_x: torch.Tensor
+    test_y: np.ndarray
+    classes: tuple
+    source: str  # where the pixels came from (layout and folder), for the run record
+    fine_to_coarse: np.ndarray | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
+    """`--data-root`, else $RBOLS_DATA, else ~/.cache/robustbench_ols."""
+    root = data_root or os.environ.get(ENV_VAR) or DEFAULT_ROOT
+    return Path(root).expanduser()
+
+
+def load_dataset(name: str, data_root=None, *, download: bool = True, verify: bool = True,
+                 seed: int = 0) -> ImageData:
+    """Load `cifar10`, `cifar100` or `synthetic` (generated from `seed`, for fast tests only)."""
+    if name == "synthetic":
+        return make_synthetic(seed=seed)
+    if name not in _LAYOUTS:
+        raise DataError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    root = resolve_data_root(data_root)
+    folder = find_layout(name, root)
+    if folder is None and download:
+        _download(name, root)
+        folder = find_layout(name, root)
+    if folder is None:
+        raise DataError(_missing_message(name, root, download))
+    if verify:
+        verify_folder(folder)
+    if folder.name == "cifar-10-batches-bin":
+        return _read_cifar10_bin(folder)
+    if folder.name == "cifar-10-batches-py":
+        return _read_cifar10_py(folder)
+    return _read_cifar100_py(folder)
+
+
+def find_layout(name: str, root: Path) -> Path | None:
+    """The first complete layout folder for `name` under `root` (all expected files present)."""
+    for layout in _LAYOUTS[name]:
+        folder = root / layout
+        if folder.is_dir() and all((folder / f).is_file() for f in _MD5[layout]):
+            return folder
+    return None
+
+
+def verify_folder(folder: Path) -> None:
+    """Check every file's md5; the error names the corrupt file and what to do."""
+    for fname, want in _MD5[folder.name].items():
+        got = md5sum(folder / fname)
+        if got != want:
+            raise DataError(
+                f"corrupt data file {folder / fname}: md5 {got}, expected {want}. Delete the folder "
+                f"{folder} and download or copy CIFAR again (or point --data-root/${ENV_VAR} at a good copy).")
+
+
+def md5sum(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _missing_message(name: str, root: Path, tried_download: bool) -> str:
+    layouts = " or ".join(f"{root / layout}/" for layout in _LAYOUTS[name])
+    how = "the download failed (is this machine offline?)" if tried_download else "download was off"
+    return (f"{name} not found under the data root {root} and {how}. Accepted layouts: {layouts} "
+            f"(the python layout torchvision downloads"
+            f"{', or the official CIFAR-10 binary layout' if name == 'cifar10' else ''}). "
+            f"Set --data-root or the environment variable {ENV_VAR} to a folder that holds one.")
+
+
+def _download(name: str, root: Path) -> None:
+    """Fetch through torchvision when online; on failure leave the error to the caller's message."""
+    import socket
+    from torchvision import datasets
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        cls(str(root), train=True, download=True)
+    except Exception:  # noqa: BLE001 - any network or extraction failure means "not available"
+        return
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+def _to_images(flat: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(flat.reshape(-1, 3, 32, 32), dtype=np.uint8))
+
+
+def _read_cifar10_bin(folder: Path) -> ImageData:
+    def read(fname):
+        rec = np.fromfile(folder / fname, dtype=np.uint8).reshape(-1, 3073)
+        return rec[:, 1:], rec[:, 0].astype(np.int64)
+    parts = [read(f"data_batch_{i}.bin") for i in range(1, 6)]
+    tx, ty = read("test_batch.bin")
+    return ImageData("cifar10", _to_images(np.concatenate([p[0] for p in parts])),
+                     np.concatenate([p[1] for p in parts]), _to_images(tx), ty, CIFAR10_CLASSES,
+                     source=f"binary layout, {folder}")
+
+
+def _read_cifar10_py(folder: Path) -> ImageData:
+    parts = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
+    test = _unpickle(folder / "test_batch")
+    classes = tuple(_unpickle(folder / "batches.meta")["label_names"])
+    return ImageData("cifar10", _to_images(np.concatenate([p["data"] for p in parts])),
+                     np.concatenate([np.asarray(p["labels"], np.int64) for p in parts]),
+                     _to_images(test["data"]), np.asarray(test["labels"], np.int64), classes,
+                     source=f"python layout, {folder}")
+
+
+def _read_cifar100_py(folder: Path) -> ImageData:
+    train, test = _unpickle(folder / "train"), _unpickle(folder / "test")
+    classes = tuple(_unpickle(folder / "meta")["fine_label_names"])
+    fine = np.asarray(train["fine_labels"], np.int64)
+    coarse = np.asarray(train["coarse_labels"], np.int64)
+    fine_to_coarse = np.zeros(len(classes), np.int64)
+    fine_to_coarse[fine] = coarse
+    return ImageData("cifar100", _to_images(train["data"]), fine, _to_images(test["data"]),
+                     np.asarray(test["fine_labels"], np.int64), classes,
+                     source=f"python layout, {folder}", fine_to_coarse=fine_to_coarse)
+
+
+def make_synthetic(*, seed: int = 0, num_classes: int = 10, n_train: int = 1000,
+                   n_test: int = 500) -> ImageData:
+    """SYNTHETIC DATA, FOR FAST TESTS ONLY: each class is a smooth random colour pattern plus noise.
+
+    Learnable by a small ResNet in a couple of epochs; says nothing about CIFAR.
+    """
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(num_classes, 3, 4, 4, generator=g)
+    protos = torch.nn.functional.interpolate(protos, size=32, mode="bilinear", align_corners=False)
+
+    def sample(n):
+        y = torch.arange(n) % num_classes
+        y = y[torch.randperm(n, generator=g)]
+        x = 0.25 + 0.5 * protos[y] + 0.15 * torch.randn(n, 3, 32, 32, generator=g)
+        x = x + 0.1 * torch.randn(n, 1, 1, 1, generator=g)  # brightness jitter per image
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8), y.numpy().astype(np.int64)
+    tx, ty = sample(n_train)
+    vx, vy = sample(n_test)
+    return ImageData("synthetic", tx, ty, vx, vy, tuple(f"class{k}" for k in range(num_classes)),
+                     source=f"synthetic (seed {seed}): for fast tests only, not an image dataset")
+
+
+def class_balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subset with n // K images per class (the remainder of n spread one
+    each over randomly chosen classes)."""
+    classes = np.unique(labels)
+    k = len(classes)
+    if not k <= n <= len(labels):
+        raise DataError(f"--train-subset {n} must be between the number of classes ({k}) and the "
+                        f"training set size ({len(labels)}); use 0 for the whole set")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    per = np.full(k, n // k)
+    per[rng.choice(k, n % k, replace=False)] += 1
+    picked = []
+    for c, m in zip(classes, per):
+        members = np.flatnonzero(labels == c)
+        if m > len(members):
+            raise DataError(f"--train-subset {n} asks for {m} images of class {c}, which has only "
+                            f"{len(members)}; use a smaller subset")
+        picked.append(rng.choice(members, m, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+@dataclass
+class Batch:
+    """x: float (B, 3, 32, 32) in [0, 1]; y: the (noisy) labels; index: positions in the train set."""
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+
+
+class TrainLoader:
+    """Shuffles and augments whole batches on the device holding the uint8 images.
+
+    Augmentation (the CIFAR standard): random crop 32 from the image zero-padded by 4 pixels and a
+    horizontal flip with probability 1/2, a fresh draw per image, done as one gather per batch (no
+    per-image Python). Each epoch's randomness comes from a generator seeded by (seed, epoch), so a
+    resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, seed: int,
+                 augment: bool = True, channels_last: bool = False, pad: int = 4):
+        self.images, self.labels = images, labels
+        self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        self.channels_last, self.pad = channels_last, pad
+        self.device = images.device
+        n = len(images)
+        # A last batch of one image would break batch norm: drop it (a different one each epoch).
+        self.num_batches = n // batch_size + (1 if n % batch_size > 1 else 0)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def epoch(self, epoch: int):
+        g = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.images), generator=g, device=self.device)
+        for b in range(self.num_batches):
+            idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.augment:
+                x = augment_batch(x, g, self.pad)
+            x = x.float().div_(255)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield Batch(x, self.labels[idx], idx)
+
+
+def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random pad-`pad` crop and horizontal flip of a uint8 batch (B, C, H, W), one gather."""
+    b, c, h, w = x.shape
+    dev = x.device
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # zero fill, like torchvision RandomCrop
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=dev)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=dev)
+    flip = torch.rand(b, generator=g, device=dev) < 0.5
+    ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    rows = dy[:, None] + ar_h  # (B, H)
+    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)  # (B, W), reversed if flipped
+    bi = torch.arange(b, device=dev)[:, None, None, None]
+    ci = torch.arange(c, device=dev)[None, :, None, None]
+    return xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def describe_root(data_root=None, *, verify: bool = True) -> list[str]:
+    """Lines for `rbols data check`: what was found under the root, checked, and counted."""
+    root = resolve_data_root(data_root)
+    lines = [f"data root: {root}"]
+    for name in ("cifar10", "cifar100"):
+        folder = find_layout(name, root)
+        if folder is None:
+            lines.append(f"  {name}: not found (accepted: {', '.join(l + '/' for l in _LAYOUTS[name])})")
+            continue
+        if verify:
+            verify_folder(folder)
+        d = load_dataset(name, root, download=False, verify=False)
+        counts = np.bincount(d.train_y, minlength=d.num_classes)
+        lines.append(f"  {name}: {folder.name}/ md5 {'ok' if verify else 'not checked'}; "
+                     f"{len(d.train_y)} train + {len(d.test_y)} test images, {d.num_classes} classes, "
+                     f"{counts.min()}-{counts.max()} train images per class")
+    from .noise.human import describe_human_labels
+    lines.extend(describe_human_labels(root))
+    return lines

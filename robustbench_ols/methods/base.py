@@ -1,0 +1,72 @@
+"""The method contract.
+
+The trainer owns the optimiser, the schedule, `backward()`, `step()` and evaluation. A method owns its
+loss and its state, and never sees the clean labels. Options are the keyword-only arguments of the
+class's `__init__` (with defaults and type annotations): `--method ols:alpha=0.5,init=zeros` calls
+`OLS(alpha=0.5, init="zeros")`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ..data import Batch
+
+
+@dataclass
+class FitInfo:
+    """What a method may know about its run (never the clean labels)."""
+    num_classes: int
+    num_train: int
+    noisy_labels: torch.Tensor  # int64 (N,), on `device`
+    epochs: int
+    steps_per_epoch: int
+    device: torch.device
+    dataset: str
+    seed: int
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # a scalar, the mean over the batch
+    logits: torch.Tensor  # (B, K) of model 0 on batch.x, used for the training statistics
+
+
+class Method:
+    name: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    num_models: ClassVar[int] = 1
+
+    def setup(self, info: FitInfo) -> None:
+        self.info = info
+
+    def on_epoch_start(self, epoch: int, models) -> None:
+        pass
+
+    def training_step(self, models, batch: Batch, epoch: int) -> StepOutput:
+        logits = models[0](batch.x)
+        return StepOutput(self.loss(logits, batch, epoch), logits)
+
+    def loss(self, logits: torch.Tensor, batch: Batch, epoch: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_backward(self, batch: Batch, out: StepOutput) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def options(self) -> dict:
+        """The resolved options (defaults included), recorded in spec.json."""
+        return dict(getattr(self, "_options", {}))
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of -sum_k target_k log softmax(logits)_k; target rows are distributions."""
+    return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()

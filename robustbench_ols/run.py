@@ -1,0 +1,249 @@
+"""One run, end to end, in a write-once directory `<out>/<run_id>/`.
+
+Files: `spec.json` (spec, execution, versions, git commit), `noise.json` + `noise.npz` (the noisy
+labels, is-noisy mask, transition matrix, realised rate, train indices), `epochs.csv` (one row per
+epoch), `checkpoint.pt` while unfinished, then `model.pt`, `metrics.json`, `status.json` and last
+`DONE` (atomic rename). Everything is validated before anything is written; every file is written to
+a temporary name and renamed, so a killed run never leaves a half-written file under a final name.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data import TrainLoader, class_balanced_subset, load_dataset
+from .errors import RunFailed, SpecError
+from .methods import FitInfo, build_method
+from .models import create_model, list_models
+from .noise import NoiseSpec, noisy_labels_for
+from .spec import ExecOptions, RunSpec
+from .training import Timer, evaluate, make_optimizer, resolve_device, train_epoch
+
+EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_err", "noisy_err", "noisy_true_acc",
+                 "clean_subset_err", "test_loss", "test_err", "seconds")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # "done" or "already done"
+    metrics: dict
+
+
+def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> RunResult:
+    """Train (or resume, or skip when DONE) the run `spec` under `out`."""
+    device = resolve_device(ex.device)
+    method, _ = build_method(spec.method, spec.options)
+    if spec.model not in list_models():
+        create_model(spec.model, 1)  # raises the error listing the valid models
+    NoiseSpec.parse(spec.noise).check_dataset(spec.dataset)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {out} is a file; give a directory for the run directories")
+    run_dir = out / spec.run_id
+    if (run_dir / "DONE").exists():
+        return RunResult(run_dir, "already done", json.loads((run_dir / "metrics.json").read_text()))
+    _check_existing(run_dir, spec)
+    # Validated; now the data (errors here still leave nothing behind).
+    data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=spec.seed)
+    idx = (class_balanced_subset(data.train_y, spec.train_subset, spec.subset_seed)
+           if spec.train_subset else np.arange(len(data.train_y)))
+    noisy = noisy_labels_for(data, idx, spec.noise, spec.noise_seed, ex.data_root)
+    torch.manual_seed(spec.seed)  # model initialisation
+    models = [create_model(spec.model, data.num_classes).to(device) for _ in range(method.num_models)]
+    if ex.channels_last:
+        models = [m.to(memory_format=torch.channels_last) for m in models]
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "spec.json").exists():
+        write_json(run_dir / "spec.json", _spec_record(spec, ex, device, data.source, method))
+        with open(_tmp(run_dir / "noise.npz"), "wb") as f:  # a file object: numpy adds no suffix
+            np.savez_compressed(f, noisy_labels=noisy.labels, clean_labels=data.train_y[idx],
+                                is_noisy=noisy.is_noisy, train_indices=idx, T=noisy.T)
+        os.replace(_tmp(run_dir / "noise.npz"), run_dir / "noise.npz")
+        write_json(run_dir / "noise.json", noisy.summary())
+    write_json(run_dir / "status.json", {"status": "running"})
+
+    train_x = data.train_x[idx].to(device)
+    labels = torch.as_tensor(noisy.labels, device=device)
+    loader = TrainLoader(train_x, labels, spec.batch_size, seed=spec.seed, augment=spec.augment,
+                         channels_last=ex.channels_last)
+    method.setup(FitInfo(data.num_classes, len(idx), labels, spec.epochs, len(loader), device,
+                         spec.dataset, spec.seed))
+    optimizer = make_optimizer(spec, models)
+    state = {"epoch": -1, "history": [], "train_seconds": 0.0}
+    ckpt = run_dir / "checkpoint.pt"
+    if ckpt.exists():
+        state = _load_checkpoint(ckpt, models, optimizer, method, device)
+    fit_args = dict(models=models, method=method, optimizer=optimizer, loader=loader, state=state,
+                    is_noisy=torch.as_tensor(noisy.is_noisy, device=device),
+                    clean=torch.as_tensor(data.train_y[idx], device=device),
+                    test=(data.test_x.to(device), torch.as_tensor(data.test_y, device=device)))
+    _fit(spec, ex, run_dir, **fit_args)
+    metrics = _final_metrics(state, noisy)
+    _finish(run_dir, models, method, metrics)
+    return RunResult(run_dir, "done", metrics)
+
+
+def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_noisy, clean, test):
+    bar = _progress_bar(spec, len(loader), state, ex.progress)
+    try:
+        for epoch in range(state["epoch"] + 1, spec.epochs):
+            timer = Timer()
+            lr = spec.lr_at(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            row = {"epoch": epoch + 1, "lr": lr}
+            row.update(train_epoch(models, method, optimizer, loader, epoch, is_noisy=is_noisy,
+                                   clean=clean, amp=spec.amp, progress=bar))
+            if not math.isfinite(row["train_loss"]):
+                reason = f"non-finite training loss ({row['train_loss']}) in epoch {epoch + 1}"
+                write_json(run_dir / "status.json", {"status": "failed", "epoch": epoch + 1, "reason": reason})
+                raise RunFailed(f"run {run_dir} failed: {reason}; the checkpoint of the last good epoch "
+                                "is kept. Lower --lr or check the method's options.")
+            row.update(evaluate(models[0], *test, batch_size=ex.eval_batch_size,
+                                channels_last=ex.channels_last, amp=spec.amp))
+            row["seconds"] = timer.seconds()
+            state["history"].append(row)
+            state["epoch"] = epoch
+            state["train_seconds"] += row["seconds"]
+            _save_checkpoint(run_dir / "checkpoint.pt", models, optimizer, method, state)
+            write_epochs_csv(run_dir / "epochs.csv", state["history"])
+            if bar is not None:
+                bar.set_description(f"epoch {epoch + 1}/{spec.epochs} test_err {row['test_err']:.4f}")
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _progress_bar(spec, steps_per_epoch, state, enabled):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    done = (state["epoch"] + 1) * steps_per_epoch
+    return tqdm(total=spec.epochs * steps_per_epoch, initial=done, unit="step", dynamic_ncols=True,
+                desc=f"{spec.method} {spec.noise} seed {spec.seed}")
+
+
+def _final_metrics(state, noisy) -> dict:
+    hist = state["history"]
+    last = hist[-1]
+    best = min(hist, key=lambda r: r["test_err"])
+    m = {"test_err_last": last["test_err"], "test_err_best": best["test_err"],
+         "best_epoch": best["epoch"], "test_loss_last": last["test_loss"],
+         "train_err_last": last["train_err"], "train_loss_last": last["train_loss"],
+         "noisy_err_last": last["noisy_err"], "noisy_true_acc_last": last["noisy_true_acc"],
+         "clean_subset_err_last": last["clean_subset_err"], "noise_rate_realised": noisy.rate,
+         "num_train": len(noisy.labels), "num_noisy": int(noisy.is_noisy.sum()),
+         "epochs": len(hist), "train_seconds": state["train_seconds"],
+         "best_epoch_rule": "lowest test_err over epochs (the OLS code's reporting)"}
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
+
+
+def _finish(run_dir: Path, models, method, metrics: dict) -> None:
+    """Final weights, metrics, status; DONE last, by atomic rename; then drop the training checkpoint."""
+    final = {"models": [m.state_dict() for m in models], "method": method.state_dict()}
+    torch.save(final, _tmp(run_dir / "model.pt"))
+    os.replace(_tmp(run_dir / "model.pt"), run_dir / "model.pt")
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "status.json", {"status": "done", "epochs": metrics["epochs"]})
+    write_text(run_dir / "DONE", f"{run_dir.name}\n")
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+
+
+def _save_checkpoint(path, models, optimizer, method, state) -> None:
+    torch.save({"models": [m.state_dict() for m in models], "optimizer": optimizer.state_dict(),
+                "method": method.state_dict(), "state": state}, _tmp(path))
+    os.replace(_tmp(path), path)
+
+
+def _load_checkpoint(path, models, optimizer, method, device) -> dict:
+    ck = torch.load(path, map_location=device, weights_only=False)
+    for m, sd in zip(models, ck["models"]):
+        m.load_state_dict(sd)
+    optimizer.load_state_dict(ck["optimizer"])
+    method.load_state_dict(ck["method"])
+    return ck["state"]
+
+
+def _check_existing(run_dir: Path, spec: RunSpec) -> None:
+    f = run_dir / "spec.json"
+    if f.exists():
+        try:
+            old = json.loads(f.read_text())["spec"]
+        except (ValueError, KeyError) as e:
+            raise SpecError(f"{f} is unreadable ({e}); move {run_dir} away to rerun this spec") from None
+        if old != spec.to_dict():
+            raise SpecError(f"{run_dir} holds a different run (its spec.json differs); move it away")
+
+
+def _spec_record(spec, ex, device, source, method) -> dict:
+    return {"run_id": spec.run_id, "spec": spec.to_dict(),
+            "method": {"name": spec.method, "citation": method.citation, "options": spec.options},
+            "execution": {"device": str(device), "device_name": _device_name(device),
+                          "channels_last": ex.channels_last, "amp": spec.amp,
+                          "data_root": str(ex.data_root) if ex.data_root else None, "data_source": source,
+                          "torch_threads": torch.get_num_threads()},
+            "versions": {"robustbench_ols": __version__, "torch": torch.__version__,
+                         "numpy": np.__version__, "python": platform.python_version()},
+            "git": git_info()}
+
+
+def _device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def git_info() -> dict:
+    """The commit of the package's source tree and whether it had uncommitted changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty if commit else None}
+
+
+def write_epochs_csv(path: Path, rows: list) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(EPOCH_COLUMNS)
+    for r in rows:
+        w.writerow([_fmt(r[c]) for c in EPOCH_COLUMNS])
+    write_text(path, buf.getvalue())
+
+
+def _fmt(v) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = _tmp(path)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
