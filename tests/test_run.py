@@ -1,0 +1,251 @@
+"""One run end to end on the synthetic set: files, determinism, resume, failure, bad inputs."""
+import csv
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustbench_ols import run as run_mod
+from robustbench_ols.cli import main
+from robustbench_ols.errors import RunFailed
+from robustbench_ols.methods import METHODS, Method, register
+from robustbench_ols.run import EPOCH_COLUMNS, execute
+from robustbench_ols.spec import ExecOptions, RunSpec
+
+EX = ExecOptions(device="cpu", progress=False)
+
+
+def spec(**kw):
+    base = dict(dataset="synthetic", model="resnet8", method="ols",
+                method_options=(("alpha", 0.5), ("init", "uniform"), ("period", 0)),
+                noise="symmetric:0.4", epochs=3, batch_size=100, milestones=(2,), train_subset=600)
+    base.update(kw)
+    return RunSpec(**base)
+
+
+def rows(run_dir):
+    with open(run_dir / "epochs.csv") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, hashlib.md5(p.read_bytes()).hexdigest())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return execute(spec(), EX, out)
+
+
+def test_run_writes_every_file(finished):
+    d = finished.run_dir
+    assert d.name == spec().run_id and len(d.name) == 12
+    names = {p.name for p in d.iterdir()}
+    assert names == {"spec.json", "noise.json", "noise.npz", "epochs.csv", "metrics.json", "model.pt",
+                     "status.json", "DONE"}  # no checkpoint, no temporary file left
+    r = rows(d)
+    assert [int(x["epoch"]) for x in r] == [1, 2, 3]
+    with open(d / "epochs.csv") as f:
+        assert tuple(next(csv.reader(f))) == EPOCH_COLUMNS
+    assert [float(x["lr"]) for x in r] == pytest.approx([0.1, 0.1, 0.01])
+    m = json.loads((d / "metrics.json").read_text())
+    assert all(isinstance(m[k], float) for k in ("test_err_last", "test_err_best", "noise_rate_realised",
+                                                 "train_seconds", "noisy_err_last"))
+    assert m["noise_rate_realised"] == pytest.approx(0.4) and m["num_noisy"] == 240
+    assert m["test_err_best"] == min(float(x["test_err"]) for x in r)
+    assert m["test_err_last"] == float(r[-1]["test_err"])
+    s = json.loads((d / "spec.json").read_text())
+    assert s["run_id"] == d.name and s["spec"]["method_options"] == {"alpha": 0.5, "init": "uniform", "period": 0}
+    assert s["execution"]["device"] == "cpu" and s["versions"]["torch"] == torch.__version__
+    assert "commit" in s["git"]
+    z = np.load(d / "noise.npz")
+    assert (z["noisy_labels"] != z["clean_labels"]).sum() == 240
+    assert np.array_equal(z["is_noisy"], z["noisy_labels"] != z["clean_labels"])
+    assert np.allclose(z["T"].sum(1), 1) and len(z["train_indices"]) == 600
+    noise = json.loads((d / "noise.json").read_text())
+    assert noise["noise_rate_realised"] == pytest.approx(0.4) and len(noise["T"]) == 10
+    assert json.loads((d / "status.json").read_text())["status"] == "done"
+
+
+def test_statistics_are_consistent(finished):
+    for r in rows(finished.run_dir):
+        train_err, noisy_err = float(r["train_err"]), float(r["noisy_err"])
+        clean_err = float(r["clean_subset_err"])
+        # train_err is the mix of the wrong-label error and the clean-label error (40% / 60%).
+        assert train_err == pytest.approx(0.4 * noisy_err + 0.6 * clean_err, abs=1e-9)
+        # Predicting the true class of a wrong-label image is one way of missing its wrong label.
+        assert 0 <= float(r["noisy_true_acc"]) <= noisy_err
+
+
+def test_same_command_twice_gives_the_same_epochs_csv(finished, tmp_path):
+    again = execute(spec(), EX, tmp_path)
+    assert rows(again.run_dir) == rows(finished.run_dir)
+    a = torch.load(again.run_dir / "model.pt")["models"][0]
+    b = torch.load(finished.run_dir / "model.pt")["models"][0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_done_run_is_not_retrained(finished):
+    before = snapshot(finished.run_dir)
+    result = execute(spec(), EX, finished.run_dir.parent)
+    assert result.status == "already done"
+    assert snapshot(finished.run_dir) == before
+
+
+def test_resume_after_interruption_equals_uninterrupted(finished, tmp_path, monkeypatch):
+    calls = []
+    real = run_mod.write_epochs_csv
+
+    def dies_after_second_checkpoint(path, history):
+        calls.append(len(history))
+        if len(history) == 2:  # killed between the epoch-2 checkpoint and its epochs.csv
+            raise KeyboardInterrupt
+        real(path, history)
+    monkeypatch.setattr(run_mod, "write_epochs_csv", dies_after_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        execute(spec(), EX, tmp_path)
+    d = tmp_path / spec().run_id
+    assert not (d / "DONE").exists() and (d / "checkpoint.pt").exists() and len(rows(d)) == 1
+    monkeypatch.setattr(run_mod, "write_epochs_csv", real)
+    resumed = execute(spec(), EX, tmp_path)
+    assert resumed.status == "done"
+    assert rows(d) == rows(finished.run_dir)
+    a, b = torch.load(d / "model.pt"), torch.load(finished.run_dir / "model.pt")
+    assert all(torch.equal(a["models"][0][k], b["models"][0][k]) for k in a["models"][0])
+    assert torch.equal(a["method"]["S"], b["method"]["S"])  # OLS soft labels resumed exactly
+
+
+def test_resume_from_epoch_one_checkpoint_of_hard(tmp_path, monkeypatch):
+    s = spec(method="hard", method_options=(), epochs=2, milestones=())
+    full = execute(s, EX, tmp_path / "a")
+    real = run_mod._save_checkpoint
+
+    def stop_after_first(path, models, optimizer, method, state):
+        real(path, models, optimizer, method, state)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(run_mod, "_save_checkpoint", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        execute(s, EX, tmp_path / "b")
+    monkeypatch.setattr(run_mod, "_save_checkpoint", real)
+    part = execute(s, EX, tmp_path / "b")
+    assert rows(part.run_dir) == rows(full.run_dir)
+
+
+def test_two_methods_on_one_cell_see_the_same_noisy_labels(finished, tmp_path):
+    hard = execute(spec(method="hard", method_options=(), epochs=1, milestones=()), EX, tmp_path)
+    a, b = np.load(hard.run_dir / "noise.npz"), np.load(finished.run_dir / "noise.npz")
+    assert hard.run_dir.name != finished.run_dir.name
+    for key in ("noisy_labels", "is_noisy", "train_indices", "T"):
+        assert np.array_equal(a[key], b[key])
+
+
+class NaNInSecondEpoch(Method):
+    name = "test-nan-epoch2"
+    citation = "test only"
+
+    def loss(self, logits, batch, epoch):
+        return F.cross_entropy(logits, batch.y) * (float("nan") if epoch == 1 else 1.0)
+
+
+@pytest.fixture
+def nan_method():
+    register(NaNInSecondEpoch)
+    yield NaNInSecondEpoch.name
+    METHODS.pop(NaNInSecondEpoch.name)
+
+
+def test_non_finite_loss_stops_and_records_failure(nan_method, tmp_path, capsys):
+    code = main(["run", "--dataset", "synthetic", "--model", "resnet8", "--method", nan_method,
+                 "--epochs", "3", "--train-subset", "300", "--device", "cpu", "--no-progress",
+                 "--out", str(tmp_path)])
+    assert code == 1
+    assert "non-finite training loss" in capsys.readouterr().err
+    (d,) = tmp_path.iterdir()
+    status = json.loads((d / "status.json").read_text())
+    assert status["status"] == "failed" and status["epoch"] == 2 and "non-finite" in status["reason"]
+    assert not (d / "DONE").exists() and (d / "checkpoint.pt").exists()
+    assert len(rows(d)) == 1  # the good epoch is kept
+    with pytest.raises(RunFailed):  # rerunning resumes from epoch 1 and fails the same way
+        execute(RunSpec.from_dict(json.loads((d / "spec.json").read_text())["spec"]), EX, tmp_path)
+
+
+def test_cli_run_prints_the_run_directory(tmp_path, capsys):
+    args = ["run", "--dataset", "synthetic", "--model", "resnet8", "--method", "ls:eps=0.2",
+            "--noise", "symmetric:0.20", "--epochs", "1", "--train-subset", "300", "--device", "cpu",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    d = Path(out[-1])
+    assert d.parent == tmp_path and (d / "DONE").exists()
+    s = json.loads((d / "spec.json").read_text())["spec"]
+    assert s["noise"] == "symmetric:0.2" and s["method_options"] == {"eps": 0.2, "gamma": None}
+    assert s["noise_seed"] == s["seed"] == 0 and s["milestones"] == []
+    assert main(args) == 0 and "already done" in capsys.readouterr().out
+
+
+def _no_root(tmp_path):
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    return str(tmp_path / "empty")
+
+
+BAD = [
+    (["--method", "nope"], "unknown method 'nope'; valid methods:"),
+    (["--method", "ols:beta=1"], "unknown option(s) beta for method 'ols'; valid: alpha"),
+    (["--method", "ols:alpha=abc"], "alpha='abc' is not a valid float"),
+    (["--model", "resnet21"], "unknown model 'resnet21'; valid models:"),
+    (["--noise", "symmetric:1.0"], "must be in [0, 1)"),
+    (["--noise", "symmetric:-0.2"], "must be in [0, 1)"),
+    (["--noise", "gaussian:0.2"], "unknown noise kind 'gaussian'"),
+    (["--noise", "human:worst"], "synthetic has no human labels"),
+    (["--dataset", "cifar10", "--noise", "human:best"], "unknown human label set 'best'"),
+    (["--dataset", "mnist"], "unknown dataset 'mnist'; valid datasets: cifar10, cifar100, synthetic"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--schedule", "linear"], "unknown --schedule 'linear'"),
+    (["--milestones", "a,b"], "--milestones 'a,b'"),
+    (["--train-subset", "5"], "--train-subset 5 must be between"),
+    (["--device", "tpu"], "--device"),
+    (["--dataset", "cifar10", "--no-download", "--data-root", None], "RBOLS_DATA"),
+]
+
+
+@pytest.mark.parametrize("extra, fragment", BAD, ids=[" ".join(map(str, b[0])) for b in BAD])
+def test_bad_input_gives_its_message_and_loses_nothing(finished, tmp_path, capsys, extra, fragment):
+    out = tmp_path / "out"
+    shutil.copytree(finished.run_dir, out / finished.run_dir.name)
+    before = snapshot(out)
+    extra = [_no_root(tmp_path) if a is None else a for a in extra]
+    args = ["run", "--dataset", "synthetic", "--model", "resnet8", "--epochs", "2", "--device", "cpu",
+            "--no-progress", "--out", str(out)] + extra
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+    assert snapshot(out) == before
+
+
+def test_out_that_is_a_file_is_an_error(tmp_path, capsys):
+    f = tmp_path / "results"
+    f.write_text("precious")
+    assert main(["run", "--dataset", "synthetic", "--device", "cpu", "--out", str(f)]) == 2
+    assert "is a file" in capsys.readouterr().err and f.read_text() == "precious"
+
+
+def test_real_cifar10_tiny_run(tmp_path):
+    root = os.environ.get("RBOLS_DATA")
+    if not root or not (Path(root) / "cifar-10-batches-bin").is_dir():
+        pytest.skip("real CIFAR-10 not found: set RBOLS_DATA (e.g. ../shared/data)")
+    s = RunSpec(dataset="cifar10", model="resnet8", method="ols",
+                method_options=(("alpha", 0.5), ("init", "uniform"), ("period", 0)),
+                noise="human:worst", epochs=1, train_subset=500)
+    r = execute(s, ExecOptions(device="cpu", progress=False, data_root=root), tmp_path)
+    m = r.metrics
+    assert m["num_train"] == 500 and 0.3 < m["noise_rate_realised"] < 0.5  # CIFAR-10N worst: ~40%
+    assert 0 < m["test_err_last"] <= 0.95
+    assert "binary layout" in json.loads((r.run_dir / "spec.json").read_text())["execution"]["data_source"]
