@@ -94,6 +94,9 @@ def _canonical_noise(text: str) -> str:
 def cmd_run(args) -> int:
     from .run import execute
     spec, ex = spec_from_args(args)
+    if spec.dataset == "synthetic":
+        print("note: the synthetic dataset is for fast tests only; its numbers say nothing about CIFAR",
+              file=sys.stderr)
     result = execute(spec, ex, args.out)
     m = result.metrics
     if result.status == "already done":
@@ -121,8 +124,12 @@ def cmd_models(args) -> int:
 
 def cmd_data(args) -> int:
     from .data import describe_root
-    for line in describe_root(args.data_root):
-        print(line)
+    lines = describe_root(args.data_root)
+    print("\n".join(lines))
+    found = [ln for ln in lines if ln.strip().startswith(("cifar10:", "cifar100:")) and "not found" not in ln]
+    if not found:
+        print("no CIFAR data found: set --data-root or RBOLS_DATA to a folder holding it", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -74,7 +74,7 @@ class ImageData:
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     """`--data-root`, else $RBOLS_DATA, else ~/.cache/robustbench_ols."""
     root = data_root or os.environ.get(ENV_VAR) or DEFAULT_ROOT
-    return Path(root).expanduser()
+    return Path(root).expanduser().absolute()  # absolute, so the run record does not depend on the cwd
 
 
 def load_dataset(name: str, data_root=None, *, download: bool = True, verify: bool = True,
@@ -93,11 +93,13 @@ def load_dataset(name: str, data_root=None, *, download: bool = True, verify: bo
         raise DataError(_missing_message(name, root, download))
     if verify:
         verify_folder(folder)
-    if folder.name == "cifar-10-batches-bin":
-        return _read_cifar10_bin(folder)
-    if folder.name == "cifar-10-batches-py":
-        return _read_cifar10_py(folder)
-    return _read_cifar100_py(folder)
+    reader = {"cifar-10-batches-bin": _read_cifar10_bin, "cifar-10-batches-py": _read_cifar10_py,
+              "cifar-100-python": _read_cifar100_py}[folder.name]
+    try:
+        return reader(folder)
+    except (ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        raise DataError(f"unreadable data in {folder} ({type(e).__name__}: {e}); the files are damaged "
+                        "or not CIFAR: download or copy them again (md5 checking would name the file)") from None
 
 
 def find_layout(name: str, root: Path) -> Path | None:
@@ -187,8 +189,10 @@ def _read_cifar100_py(folder: Path) -> ImageData:
     classes = tuple(_unpickle(folder / "meta")["fine_label_names"])
     fine = np.asarray(train["fine_labels"], np.int64)
     coarse = np.asarray(train["coarse_labels"], np.int64)
-    fine_to_coarse = np.zeros(len(classes), np.int64)
+    fine_to_coarse = np.full(len(classes), -1, np.int64)
     fine_to_coarse[fine] = coarse
+    if (fine_to_coarse < 0).any():
+        raise ValueError(f"classes {np.flatnonzero(fine_to_coarse < 0).tolist()} never occur in train")
     return ImageData("cifar100", _to_images(train["data"]), fine, _to_images(test["data"]),
                      np.asarray(test["fine_labels"], np.int64), classes,
                      source=f"python layout, {folder}", fine_to_coarse=fine_to_coarse)
@@ -225,15 +229,16 @@ def class_balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         raise DataError(f"--train-subset {n} must be between the number of classes ({k}) and the "
                         f"training set size ({len(labels)}); use 0 for the whole set")
     rng = np.random.Generator(np.random.PCG64(seed))
+    sizes = np.array([np.sum(labels == c) for c in classes])
     per = np.full(k, n // k)
-    per[rng.choice(k, n % k, replace=False)] += 1
+    spare = np.flatnonzero(sizes > n // k)  # only classes with an image to spare take the remainder
+    if sizes.min() < n // k or len(spare) < n % k:
+        raise DataError(f"--train-subset {n} needs {n // k} or {n // k + 1} images per class, but the "
+                        f"smallest class has {sizes.min()}; use a smaller subset")
+    per[rng.choice(spare, n % k, replace=False)] += 1
     picked = []
     for c, m in zip(classes, per):
-        members = np.flatnonzero(labels == c)
-        if m > len(members):
-            raise DataError(f"--train-subset {n} asks for {m} images of class {c}, which has only "
-                            f"{len(members)}; use a smaller subset")
-        picked.append(rng.choice(members, m, replace=False))
+        picked.append(rng.choice(np.flatnonzero(labels == c), m, replace=False))
     return np.sort(np.concatenate(picked))
 
 

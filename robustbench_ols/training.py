@@ -81,7 +81,8 @@ def _batch_stats(out, batch, is_noisy, clean) -> torch.Tensor:
         wrong = pred != batch.y
         nz = is_noisy[batch.index]
         cl = ~nz
-        b = torch.tensor(float(len(pred)), dtype=torch.float64, device=pred.device)
+        # new_full fills on the device; torch.tensor(..., device=cuda) would copy from the host.
+        b = pred.new_full((), len(pred), dtype=torch.float64)
         return torch.stack([out.loss.detach().double() * b, b, wrong.sum(), nz.sum(), (wrong & nz).sum(),
                             ((pred == clean[batch.index]) & nz).sum(), cl.sum(), (wrong & cl).sum()
                             ]).double()

@@ -23,8 +23,8 @@ class LabelSmoothing(Method):
     """q = (1-eps)*onehot + eps/K (Szegedy et al. 2016), or the gamma form: the target class gets
     gamma and every other class (1-gamma)/(K-1), i.e. eps = (1-gamma)*K/(K-1)."""
     name = "ls"
-    citation = ("Szegedy et al., Rethinking the Inception Architecture, CVPR 2016 (eps form); "
-                "gamma form after the label-smoothing study in shared/papers/004")
+    citation = ("Szegedy et al., Rethinking the Inception Architecture, CVPR 2016 (eps form, default "
+                "eps=0.1); gamma form: target gamma, (1-gamma)/(K-1) elsewhere, eps = (1-gamma)K/(K-1)")
 
     def __init__(self, *, eps: float | None = None, gamma: float | None = None):
         if eps is not None and gamma is not None:

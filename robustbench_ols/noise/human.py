@@ -52,15 +52,18 @@ def _read(path: Path) -> dict:
 
 
 def describe_human_labels(root: Path) -> list[str]:
+    from ..data import md5sum
     lines = []
-    for dataset, (fname, _) in _FILES.items():
+    for dataset, (fname, want) in _FILES.items():
         path = root / FOLDER / fname
         if not path.is_file():
             lines.append(f"  {dataset} human labels: not found ({path})")
             continue
+        if md5sum(path) != want:
+            raise DataError(f"corrupt human-label file {path}: md5 differs from {want}; copy it again")
         table = _read(path)
         clean = np.asarray(table["clean_label"])
         rates = ", ".join(f"{n} {np.mean(np.asarray(table[key]) != clean):.2%}"
                           for n, key in HUMAN_NAMES[dataset].items())
-        lines.append(f"  {dataset} human labels: {path.name}: {rates}")
+        lines.append(f"  {dataset} human labels: {FOLDER}/{path.name} md5 ok; noise rates {rates}")
     return lines

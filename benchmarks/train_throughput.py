@@ -1,0 +1,183 @@
+"""Training throughput of the suite's loop against a bare loop and the OLS authors' script style.
+
+Side by side in one process, on the same model (resnet20), batch 128 and real CIFAR-10 images:
+  (a) the suite: `training.train_epoch` with the on-device batch augmentation, the per-epoch
+      statistics and the method's hooks, for `hard`, `ls` and `ols`;
+  (b) the limit: a bare forward/backward/step loop over tensors already in memory (no augmentation,
+      no statistics), in whichever memory format is faster (both are measured);
+  (c) the style of the OLS authors' script: a torchvision DataLoader (2 workers) with PIL transforms
+      (RandomCrop 32 pad 4, RandomHorizontalFlip, ToTensor) and a per-sample Python OLS update.
+Prints images/s and the ratios. Each measurement is repeated and the best repeat kept, because these
+machines are shared and noisy. Nothing here is asserted: targets are read off the printed ratios.
+
+    python benchmarks/train_throughput.py --data-root ../shared/data
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robustbench_ols import __version__
+from robustbench_ols.data import TrainLoader, load_dataset
+from robustbench_ols.methods import FitInfo, build_method
+from robustbench_ols.models import create_model
+from robustbench_ols.run import git_info
+from robustbench_ols.spec import RunSpec
+from robustbench_ols.training import make_optimizer, train_epoch
+
+BATCH = 128
+AUTHORS = "authors' style (ols)"
+
+
+def fresh(channels_last: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    model = create_model("resnet20", 10)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, make_optimizer(RunSpec(), [model])
+
+
+def suite(images, labels, method_name: str, steps: int) -> float:
+    """images/s of train_epoch (augmentation, statistics, method hooks included)."""
+    x, y = images[:steps * BATCH], torch.as_tensor(labels[:steps * BATCH])
+    model, opt = fresh(channels_last=True)
+    method, _ = build_method(method_name)
+    loader = TrainLoader(x, y, BATCH, seed=0, augment=True, channels_last=True)
+    method.setup(FitInfo(10, len(x), y, 2, len(loader), torch.device("cpu"), "cifar10", 0))
+    noisy, clean = torch.zeros(len(x), dtype=torch.bool), y
+    train_epoch([model], method, opt, _Short(loader, 2), 0, is_noisy=noisy, clean=clean)  # warm-up
+    t = time.perf_counter()
+    train_epoch([model], method, opt, loader, 1, is_noisy=noisy, clean=clean)
+    return len(x) / (time.perf_counter() - t)
+
+
+class _Short:
+    """The first `n` batches of a loader (for warm-up)."""
+    def __init__(self, loader, n):
+        self.loader, self.n = loader, n
+
+    def __len__(self):
+        return self.n
+
+    def epoch(self, e):
+        for i, b in enumerate(self.loader.epoch(e)):
+            if i == self.n:
+                return
+            yield b
+
+
+def bare(images, labels, steps: int, channels_last: bool) -> float:
+    """images/s of forward/backward/step over float tensors already in memory."""
+    model, opt = fresh(channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    xs = [images[i * BATCH:(i + 1) * BATCH].float().div(255).contiguous(memory_format=fmt)
+          for i in range(steps)]
+    ys = [torch.as_tensor(labels[i * BATCH:(i + 1) * BATCH]) for i in range(steps)]
+
+    def step(x, y):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for x, y in zip(xs[:2], ys[:2]):
+        step(x, y)
+    t = time.perf_counter()
+    for x, y in zip(xs, ys):
+        step(x, y)
+    return steps * BATCH / (time.perf_counter() - t)
+
+
+class _PILSet(torch.utils.data.Dataset):
+    """A torchvision-style dataset: one PIL image per __getitem__, transformed in Python."""
+    def __init__(self, hwc: np.ndarray, labels: np.ndarray):
+        from torchvision import transforms
+        self.hwc, self.labels = hwc, labels
+        self.tf = transforms.Compose([transforms.RandomCrop(32, padding=4),
+                                      transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.tf(Image.fromarray(self.hwc[i])), int(self.labels[i])
+
+
+def authors_style(images, labels, steps: int) -> float:
+    """DataLoader(2 workers) + PIL transforms, NCHW model, per-sample Python OLS accumulation."""
+    n = steps * BATCH
+    hwc = images[:n].permute(0, 2, 3, 1).contiguous().numpy()
+    loader = torch.utils.data.DataLoader(_PILSet(hwc, labels[:n]), batch_size=BATCH, shuffle=True,
+                                         num_workers=2, persistent_workers=True)
+    model, opt = fresh(channels_last=False)
+    k = 10
+    soft = torch.full((k, k), 1.0 / k)
+    acc, cnt = torch.zeros(k, k), torch.zeros(k)
+
+    def epoch():
+        for x, y in loader:
+            out = model(x)
+            logp = F.log_softmax(out, 1)
+            loss = (0.5 * F.nll_loss(logp, y) - 0.5 * (soft[y] * logp).sum(1).mean())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            prob = logp.exp().detach()
+            pred = prob.argmax(1)
+            for i in range(len(y)):  # the authors' per-sample update
+                if pred[i] == y[i]:
+                    acc[y[i]] += prob[i]
+                    cnt[y[i]] += 1
+    it = iter(loader)  # warm-up: start the workers, run two steps
+    for _ in range(2):
+        x, y = next(it)
+        F.cross_entropy(model(x), y).backward()
+    del it
+    t = time.perf_counter()
+    epoch()
+    return n / (time.perf_counter() - t)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", default=os.environ.get("RBOLS_DATA"))
+    p.add_argument("--steps", type=int, default=20, help="measured steps of batch 128 per repeat")
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args(argv)
+    data = load_dataset("cifar10", args.data_root, download=False)
+    images, labels = data.train_x, data.train_y
+    print(f"robustbench_ols {__version__} git {git_info()['commit']}; torch {torch.__version__}; "
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; resnet20, "
+          f"batch {BATCH}, {args.steps} steps x {args.repeats} repeats (best kept), CIFAR-10")
+    runs = {"bare NCHW": lambda: bare(images, labels, args.steps, False),
+            "bare channels_last": lambda: bare(images, labels, args.steps, True),
+            **{f"suite {m}": (lambda m=m: suite(images, labels, m, args.steps)) for m in ("hard", "ls", "ols")},
+            AUTHORS: lambda: authors_style(images, labels, args.steps)}
+    best = {name: 0.0 for name in runs}
+    for r in range(args.repeats):  # interleaved, so a slow spell of the machine hits every variant
+        for name, fn in runs.items():
+            best[name] = max(best[name], fn())
+            print(f"  repeat {r + 1}: {name:22s} {best[name]:8.1f} img/s (best so far)", flush=True)
+    limit = max(best["bare NCHW"], best["bare channels_last"])
+    print("\nimages/s (best of repeats):")
+    for name, v in best.items():
+        print(f"  {name:22s} {v:8.1f}")
+    print("\nratios:")
+    print(f"  bare channels_last / bare NCHW      {best['bare channels_last'] / best['bare NCHW']:.3f}")
+    for m in ("hard", "ls", "ols"):
+        print(f"  suite {m:4s} / bare (faster format)  {best[f'suite {m}'] / limit:.3f}   (target >= 0.90)")
+    print(f"  suite ols / suite hard              {best['suite ols'] / best['suite hard']:.3f}   (target >= 0.95)")
+    print(f"  suite ols / authors' style          {best['suite ols'] / best[AUTHORS]:.3f}   (target >= 2.0)")
+    print(f"  bare NCHW / authors' style          {best['bare NCHW'] / best[AUTHORS]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
