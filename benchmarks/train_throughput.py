@@ -44,7 +44,7 @@ def fresh(channels_last: bool, seed: int = 0):
     return model, make_optimizer(RunSpec(), [model])
 
 
-def suite(images, labels, method_name: str, steps: int) -> float:
+def suite(images, labels, method_name: str, steps: int, amp: bool = False) -> float:
     """images/s of train_epoch (augmentation, statistics, method hooks included)."""
     x, y = images[:steps * BATCH], torch.as_tensor(labels[:steps * BATCH])
     model, opt = fresh(channels_last=True)
@@ -52,9 +52,9 @@ def suite(images, labels, method_name: str, steps: int) -> float:
     loader = TrainLoader(x, y, BATCH, seed=0, augment=True, channels_last=True)
     method.setup(FitInfo(10, len(x), y, 2, len(loader), torch.device("cpu"), "cifar10", 0))
     noisy, clean = torch.zeros(len(x), dtype=torch.bool), y
-    train_epoch([model], method, opt, _Short(loader, 2), 0, is_noisy=noisy, clean=clean)  # warm-up
+    train_epoch([model], method, opt, _Short(loader, 2), 0, is_noisy=noisy, clean=clean, amp=amp)  # warm-up
     t = time.perf_counter()
-    train_epoch([model], method, opt, loader, 1, is_noisy=noisy, clean=clean)
+    train_epoch([model], method, opt, loader, 1, is_noisy=noisy, clean=clean, amp=amp)
     return len(x) / (time.perf_counter() - t)
 
 
@@ -98,9 +98,10 @@ class _PILSet(torch.utils.data.Dataset):
     """A torchvision-style dataset: one PIL image per __getitem__, transformed in Python."""
     def __init__(self, hwc: np.ndarray, labels: np.ndarray):
         from torchvision import transforms
+        from robustbench_ols.models import CIFAR_MEAN, CIFAR_STD
         self.hwc, self.labels = hwc, labels
-        self.tf = transforms.Compose([transforms.RandomCrop(32, padding=4),
-                                      transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+        self.tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                      transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
 
     def __len__(self):
         return len(self.labels)
@@ -111,45 +112,58 @@ class _PILSet(torch.utils.data.Dataset):
 
 
 def authors_style(images, labels, steps: int) -> float:
-    """DataLoader(2 workers) + PIL transforms, NCHW model, per-sample Python OLS accumulation."""
+    """What one step of the OLS authors' CIFAR script does, written here from reading it:
+    DataLoader (2 workers) with PIL transforms and Normalize, an NCHW model fed an input that
+    requires grad, the soft targets gathered sample by sample, the OLS accumulation sample by sample
+    after an argsort, top-1/top-5 error and loss read back with .item() every step."""
     n = steps * BATCH
     hwc = images[:n].permute(0, 2, 3, 1).contiguous().numpy()
     loader = torch.utils.data.DataLoader(_PILSet(hwc, labels[:n]), batch_size=BATCH, shuffle=True,
                                          num_workers=2, persistent_workers=True)
     model, opt = fresh(channels_last=False)
+    model.normalize = torch.nn.Identity()  # the transforms normalise instead
     k = 10
     soft = torch.full((k, k), 1.0 / k)
     acc, cnt = torch.zeros(k, k), torch.zeros(k)
 
-    def epoch():
-        for x, y in loader:
-            out = model(x)
-            logp = F.log_softmax(out, 1)
-            loss = (0.5 * F.nll_loss(logp, y) - 0.5 * (soft[y] * logp).sum(1).mean())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            prob = logp.exp().detach()
-            pred = prob.argmax(1)
-            for i in range(len(y)):  # the authors' per-sample update
-                if pred[i] == y[i]:
-                    acc[y[i]] += prob[i]
-                    cnt[y[i]] += 1
+    def step(x, y):
+        x.requires_grad_(True)
+        out = model(x)
+        with torch.no_grad():  # per-sample OLS accumulation
+            prob = torch.softmax(out, 1)
+            order = torch.argsort(prob, 1, descending=True)
+            for i in range(len(y)):
+                if y[i] != order[i, 0]:
+                    continue
+                acc[y[i]] += prob[i]
+                cnt[y[i]] += 1
+        target = torch.zeros_like(out)
+        for i in range(len(y)):  # per-sample soft-label gather
+            target[i] = soft[y[i]]
+        loss = 0.5 * F.cross_entropy(out, y) + 0.5 * torch.sum(-F.log_softmax(out, 1) * target) / len(y)
+        top = out.topk(5, 1).indices
+        err1 = 100 - 100 * (top[:, 0] == y).float().mean()
+        err5 = 100 - 100 * (top == y[:, None]).any(1).float().mean()
+        _ = loss.item(), err1.item(), err5.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     it = iter(loader)  # warm-up: start the workers, run two steps
     for _ in range(2):
-        x, y = next(it)
-        F.cross_entropy(model(x), y).backward()
-    del it
+        step(*next(it))
+    for _ in it:
+        pass
     t = time.perf_counter()
-    epoch()
+    for x, y in loader:
+        step(x, y)
     return n / (time.perf_counter() - t)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=os.environ.get("RBOLS_DATA"))
-    p.add_argument("--steps", type=int, default=20, help="measured steps of batch 128 per repeat")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--steps", type=int, default=24, help="measured steps of batch 128 per repeat")
+    p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     data = load_dataset("cifar10", args.data_root, download=False)
     images, labels = data.train_x, data.train_y
@@ -159,7 +173,8 @@ def main(argv=None) -> int:
     runs = {"bare NCHW": lambda: bare(images, labels, args.steps, False),
             "bare channels_last": lambda: bare(images, labels, args.steps, True),
             **{f"suite {m}": (lambda m=m: suite(images, labels, m, args.steps)) for m in ("hard", "ls", "ols")},
-            AUTHORS: lambda: authors_style(images, labels, args.steps)}
+            AUTHORS: lambda: authors_style(images, labels, args.steps),
+            "suite ols --amp (bf16)": lambda: suite(images, labels, "ols", args.steps, amp=True)}
     best = {name: 0.0 for name in runs}
     for r in range(args.repeats):  # interleaved, so a slow spell of the machine hits every variant
         for name, fn in runs.items():
@@ -176,6 +191,9 @@ def main(argv=None) -> int:
     print(f"  suite ols / suite hard              {best['suite ols'] / best['suite hard']:.3f}   (target >= 0.95)")
     print(f"  suite ols / authors' style          {best['suite ols'] / best[AUTHORS]:.3f}   (target >= 2.0)")
     print(f"  bare NCHW / authors' style          {best['bare NCHW'] / best[AUTHORS]:.3f}")
+    amp = best["suite ols --amp (bf16)"]
+    print(f"  suite ols --amp / authors' style    {amp / best[AUTHORS]:.3f}   (bf16 autocast; fp32 above)")
+    print(f"  suite ols --amp / suite ols (fp32)  {amp / best['suite ols']:.3f}")
     return 0
 
 

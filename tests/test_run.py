@@ -249,3 +249,20 @@ def test_real_cifar10_tiny_run(tmp_path):
     assert m["num_train"] == 500 and 0.3 < m["noise_rate_realised"] < 0.5  # CIFAR-10N worst: ~40%
     assert 0 < m["test_err_last"] <= 0.95
     assert "binary layout" in json.loads((r.run_dir / "spec.json").read_text())["execution"]["data_source"]
+
+
+def test_amp_and_memory_format_are_recorded(tmp_path):
+    s = spec(method="hard", method_options=(), epochs=1, milestones=(), amp=True)
+    assert s.run_id != spec(method="hard", method_options=(), epochs=1, milestones=()).run_id
+    r = execute(s, ExecOptions(device="cpu", progress=False, channels_last=False), tmp_path)
+    rec = json.loads((r.run_dir / "spec.json").read_text())
+    assert rec["spec"]["amp"] is True and rec["execution"]["amp"] is True
+    assert rec["execution"]["channels_last"] is False
+    assert np.isfinite(r.metrics["train_loss_last"]) and r.metrics["test_err_last"] < 0.9
+
+
+def test_run_id_ignores_execution_details_but_not_the_spec():
+    a = spec()
+    assert a.run_id == RunSpec.from_dict(a.to_dict()).run_id
+    assert a.run_id != spec(seed=1).run_id != spec(noise="symmetric:0.2").run_id
+    assert a.run_id != spec(method_options=(("alpha", 0.4), ("init", "uniform"), ("period", 0))).run_id
