@@ -62,33 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
 def spec_from_args(args):
     """A validated (RunSpec, ExecOptions) from `rbols run` arguments."""
     from .errors import SpecError
-    from .methods import build_method, parse_method
-    from .spec import ExecOptions, RunSpec, default_milestones
+    from .methods import parse_method
+    from .spec import ExecOptions, RunSpec
     name, raw = parse_method(args.method)
-    _, options = build_method(name, raw)
-    if args.milestones is None:
-        milestones = default_milestones(args.epochs)
-    else:
+    milestones = None
+    if args.milestones is not None:
         try:
-            milestones = tuple(sorted(int(m) for m in args.milestones.split(",") if m.strip()))
+            milestones = tuple(int(m) for m in args.milestones.split(",") if m.strip())
         except ValueError:
             raise SpecError(f"--milestones {args.milestones!r}: give comma-separated epochs, e.g. 150,225") from None
-    spec = RunSpec(dataset=args.dataset, model=args.model, method=name,
-                   method_options=tuple(sorted(options.items())), noise=_canonical_noise(args.noise),
-                   noise_seed=args.seed if args.noise_seed is None else args.noise_seed, seed=args.seed,
-                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                   nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
-                   milestones=milestones if args.schedule == "step" else (), lr_decay=args.lr_decay,
+    spec = RunSpec(dataset=args.dataset, model=args.model, method=name, method_options=tuple(raw.items()),
+                   noise=args.noise, noise_seed=args.seed if args.noise_seed is None else args.noise_seed,
+                   seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                   momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
+                   schedule=args.schedule, milestones=milestones, lr_decay=args.lr_decay,
                    train_subset=args.train_subset, subset_seed=args.subset_seed, augment=args.augment,
                    amp=args.amp)
     ex = ExecOptions(device=args.device, channels_last=args.channels_last, data_root=args.data_root,
                      download=args.download, progress=args.progress, eval_batch_size=args.eval_batch_size)
     return spec, ex
-
-
-def _canonical_noise(text: str) -> str:
-    from .noise import NoiseSpec
-    return str(NoiseSpec.parse(text))  # "symmetric:0.40" and "symmetric:0.4" are one run
 
 
 def cmd_run(args) -> int:

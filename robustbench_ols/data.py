@@ -86,11 +86,12 @@ def load_dataset(name: str, data_root=None, *, download: bool = True, verify: bo
         raise DataError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
     root = resolve_data_root(data_root)
     folder = find_layout(name, root)
+    failure = None
     if folder is None and download:
-        _download(name, root)
+        failure = _download(name, root)
         folder = find_layout(name, root)
     if folder is None:
-        raise DataError(_missing_message(name, root, download))
+        raise DataError(_missing_message(name, root, download, failure))
     if verify:
         verify_folder(folder)
     reader = {"cifar-10-batches-bin": _read_cifar10_bin, "cifar-10-batches-py": _read_cifar10_py,
@@ -129,27 +130,33 @@ def md5sum(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _missing_message(name: str, root: Path, tried_download: bool) -> str:
+def _missing_message(name: str, root: Path, tried_download: bool, failure: str | None = None) -> str:
     layouts = " or ".join(f"{root / layout}/" for layout in _LAYOUTS[name])
-    how = "the download failed (is this machine offline?)" if tried_download else "download was off"
+    how = (f"the download through torchvision failed ({failure}; is this machine offline?)"
+           if tried_download else "download was off")
     return (f"{name} not found under the data root {root} and {how}. Accepted layouts: {layouts} "
             f"(the python layout torchvision downloads"
             f"{', or the official CIFAR-10 binary layout' if name == 'cifar10' else ''}). "
             f"Set --data-root or the environment variable {ENV_VAR} to a folder that holds one.")
 
 
-def _download(name: str, root: Path) -> None:
-    """Fetch through torchvision when online; on failure leave the error to the caller's message."""
+def _download(name: str, root: Path) -> str | None:
+    """Fetch through torchvision when online. Returns None, or what went wrong (for the message);
+    a data root this call created stays only if something was written into it."""
     import socket
     from torchvision import datasets
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    created = not root.exists()
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)
     try:
         root.mkdir(parents=True, exist_ok=True)
         cls(str(root), train=True, download=True)
-    except Exception:  # noqa: BLE001 - any network or extraction failure means "not available"
-        return
+        return None
+    except Exception as e:  # noqa: BLE001 - network, disk or archive: all mean "not available"
+        if created and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
+        return f"{type(e).__name__}: {e}"
     finally:
         socket.setdefaulttimeout(old)
 

@@ -55,8 +55,12 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> Ru
     if (run_dir / "DONE").exists():
         return RunResult(run_dir, "already done", json.loads((run_dir / "metrics.json").read_text()))
     _check_existing(run_dir, spec)
-    # Validated; now the data (errors here still leave nothing behind).
-    data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=spec.seed)
+    if (run_dir / "metrics.json").exists():  # killed after the final files, before DONE
+        _mark_done(run_dir)
+        return RunResult(run_dir, "done", json.loads((run_dir / "metrics.json").read_text()))
+    # Everything up to setup() may still reject the input: nothing is written before it.
+    # The synthetic set has a fixed data seed: its labels must not change with --seed.
+    data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=0)
     idx = (class_balanced_subset(data.train_y, spec.train_subset, spec.subset_seed)
            if spec.train_subset else np.arange(len(data.train_y)))
     noisy = noisy_labels_for(data, idx, spec.noise, spec.noise_seed, ex.data_root)
@@ -64,28 +68,19 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> Ru
     models = [create_model(spec.model, data.num_classes).to(device) for _ in range(method.num_models)]
     if ex.channels_last:
         models = [m.to(memory_format=torch.channels_last) for m in models]
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "spec.json").exists():
-        write_json(run_dir / "spec.json", _spec_record(spec, ex, device, data.source, method))
-        with open(_tmp(run_dir / "noise.npz"), "wb") as f:  # a file object: numpy adds no suffix
-            np.savez_compressed(f, noisy_labels=noisy.labels, clean_labels=data.train_y[idx],
-                                is_noisy=noisy.is_noisy, train_indices=idx, T=noisy.T)
-        os.replace(_tmp(run_dir / "noise.npz"), run_dir / "noise.npz")
-        write_json(run_dir / "noise.json", noisy.summary())
-    write_json(run_dir / "status.json", {"status": "running"})
-
-    train_x = data.train_x[idx].to(device)
     labels = torch.as_tensor(noisy.labels, device=device)
-    loader = TrainLoader(train_x, labels, spec.batch_size, seed=spec.seed, augment=spec.augment,
-                         channels_last=ex.channels_last)
+    loader = TrainLoader(data.train_x[idx].to(device), labels, spec.batch_size, seed=spec.seed,
+                         augment=spec.augment, channels_last=ex.channels_last)
     method.setup(FitInfo(data.num_classes, len(idx), labels, spec.epochs, len(loader), device,
                          spec.dataset, spec.seed))
     optimizer = make_optimizer(spec, models)
+
+    _write_record(run_dir, spec, ex, device, data.source, method, noisy, data.train_y[idx], idx)
     state = {"epoch": -1, "history": [], "train_seconds": 0.0}
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
         state = _load_checkpoint(ckpt, models, optimizer, method, device)
+    _log_execution(run_dir, ex, device, state["epoch"] + 1)
     fit_args = dict(models=models, method=method, optimizer=optimizer, loader=loader, state=state,
                     is_noisy=torch.as_tensor(noisy.is_noisy, device=device),
                     clean=torch.as_tensor(data.train_y[idx], device=device),
@@ -94,6 +89,34 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> Ru
     metrics = _final_metrics(state, noisy)
     _finish(run_dir, models, method, metrics)
     return RunResult(run_dir, "done", metrics)
+
+
+def _write_record(run_dir, spec, ex, device, source, method, noisy, clean, idx) -> None:
+    """spec.json, noise.npz, noise.json (each written once, whichever is missing; spec.json last)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "noise.npz").exists():
+        with open(_tmp(run_dir / "noise.npz"), "wb") as f:  # a file object: numpy adds no suffix
+            np.savez_compressed(f, noisy_labels=noisy.labels, clean_labels=clean,
+                                is_noisy=noisy.is_noisy, train_indices=idx, T=noisy.T)
+        os.replace(_tmp(run_dir / "noise.npz"), run_dir / "noise.npz")
+    if not (run_dir / "noise.json").exists():
+        write_json(run_dir / "noise.json", noisy.summary())
+    if not (run_dir / "spec.json").exists():
+        write_json(run_dir / "spec.json", _spec_record(spec, ex, device, source, method))
+    write_json(run_dir / "status.json", {"status": "running"})
+
+
+def _log_execution(run_dir: Path, ex, device, first_epoch: int) -> None:
+    """executions.json: one entry per session that trained this run (a resume may use another
+    device or memory format, which changes float rounding; this says which epochs ran where)."""
+    import socket
+    import time
+    path = run_dir / "executions.json"
+    log = json.loads(path.read_text()) if path.exists() else []
+    log.append({"first_epoch": first_epoch + 1, "device": str(device), "device_name": _device_name(device),
+                "channels_last": ex.channels_last, "host": socket.gethostname(), "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_info()})
+    write_json(path, log)
 
 
 def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_noisy, clean, test):
@@ -107,13 +130,16 @@ def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_nois
             row = {"epoch": epoch + 1, "lr": lr}
             row.update(train_epoch(models, method, optimizer, loader, epoch, is_noisy=is_noisy,
                                    clean=clean, amp=spec.amp, progress=bar))
-            if not math.isfinite(row["train_loss"]):
-                reason = f"non-finite training loss ({row['train_loss']}) in epoch {epoch + 1}"
+            row.update(evaluate(models[0], *test, batch_size=ex.eval_batch_size,
+                                channels_last=ex.channels_last, amp=spec.amp))
+            # The training loss is computed before each step; a last step that breaks the weights
+            # only shows in the test loss. Either one non-finite: the epoch is not kept.
+            bad = [k for k in ("train_loss", "test_loss") if not math.isfinite(row[k])]
+            if bad:
+                reason = f"non-finite {' and '.join(bad)} in epoch {epoch + 1}"
                 write_json(run_dir / "status.json", {"status": "failed", "epoch": epoch + 1, "reason": reason})
                 raise RunFailed(f"run {run_dir} failed: {reason}; the checkpoint of the last good epoch "
                                 "is kept. Lower --lr or check the method's options.")
-            row.update(evaluate(models[0], *test, batch_size=ex.eval_batch_size,
-                                channels_last=ex.channels_last, amp=spec.amp))
             row["seconds"] = timer.seconds()
             state["history"].append(row)
             state["epoch"] = epoch
@@ -146,20 +172,26 @@ def _final_metrics(state, noisy) -> dict:
          "noisy_err_last": last["noisy_err"], "noisy_true_acc_last": last["noisy_true_acc"],
          "clean_subset_err_last": last["clean_subset_err"], "noise_rate_realised": noisy.rate,
          "num_train": len(noisy.labels), "num_noisy": int(noisy.is_noisy.sum()),
-         "epochs": len(hist), "train_seconds": state["train_seconds"],
-         "best_epoch_rule": "lowest test_err over epochs (the OLS code's reporting)"}
+         "epochs": len(hist), "train_seconds": state["train_seconds"]}
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
 
 
 def _finish(run_dir: Path, models, method, metrics: dict) -> None:
-    """Final weights, metrics, status; DONE last, by atomic rename; then drop the training checkpoint."""
+    """Final weights, then metrics.json (its presence means training is over), then DONE."""
     final = {"models": [m.state_dict() for m in models], "method": method.state_dict()}
     torch.save(final, _tmp(run_dir / "model.pt"))
     os.replace(_tmp(run_dir / "model.pt"), run_dir / "model.pt")
     write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "status.json", {"status": "done", "epochs": metrics["epochs"]})
-    write_text(run_dir / "DONE", f"{run_dir.name}\n")
+    _mark_done(run_dir)
+
+
+def _mark_done(run_dir: Path) -> None:
+    """Drop the training checkpoint, then DONE last (atomic rename): a DONE directory is never
+    touched again."""
+    m = json.loads((run_dir / "metrics.json").read_text())
+    write_json(run_dir / "status.json", {"status": "done", "epochs": m["epochs"]})
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    write_text(run_dir / "DONE", f"{run_dir.name}\n")
 
 
 def _save_checkpoint(path, models, optimizer, method, state) -> None:
@@ -191,6 +223,8 @@ def _check_existing(run_dir: Path, spec: RunSpec) -> None:
 def _spec_record(spec, ex, device, source, method) -> dict:
     return {"run_id": spec.run_id, "spec": spec.to_dict(),
             "method": {"name": spec.method, "citation": method.citation, "options": spec.options},
+            "reporting": {"test_err_best": "lowest test_err over the epochs (the OLS code's reporting)",
+                          "test_err_last": "test_err of the last epoch"},
             "execution": {"device": str(device), "device_name": _device_name(device),
                           "channels_last": ex.channels_last, "amp": spec.amp,
                           "data_root": str(ex.data_root) if ex.data_root else None, "data_source": source,

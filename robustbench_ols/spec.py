@@ -35,9 +35,9 @@ class RunSpec:
     nesterov: bool = True
     weight_decay: float = 5e-4
     schedule: str = "step"
-    # Epochs (0-based) at which the step schedule multiplies the lr by lr_decay; the paper's 150/225
-    # of 300, i.e. 50% and 75% of the epochs by default.
-    milestones: tuple = ()
+    # Epochs (0-based) at which the step schedule multiplies the lr by lr_decay; None = the paper's
+    # 150/225 of 300, i.e. 50% and 75% of the epochs. Always () for cosine.
+    milestones: tuple | None = None
     lr_decay: float = 0.1
     train_subset: int = 0  # 0 = the whole training set
     subset_seed: int = 0
@@ -45,7 +45,12 @@ class RunSpec:
     amp: bool = False  # bf16 autocast: changes the numbers, so it is part of the run_id
 
     def __post_init__(self):
+        self._resolve()
         _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        for name in ("seed", "noise_seed", "subset_seed"):
+            _check(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        _check(self.momentum > 0 or not self.nesterov,
+               "Nesterov momentum needs --momentum > 0; pass --no-nesterov for plain SGD")
         _check(self.batch_size >= 2, f"--batch-size must be >= 2 (batch norm), got {self.batch_size}")
         _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         _check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
@@ -57,6 +62,22 @@ class RunSpec:
         for m in self.milestones:
             _check(0 < m < self.epochs,
                    f"--milestones must lie in 1..{self.epochs - 1} (0-based epochs), got {m}")
+
+    def _resolve(self) -> None:
+        """Canonical form, so the CLI and the Python API give one run_id for one experiment: the
+        method's options with their defaults, the noise spec's canonical text, the milestones."""
+        from .methods import build_method
+        from .noise import NoiseSpec
+        _, options = build_method(self.method, dict(self.method_options))
+        object.__setattr__(self, "method_options", tuple(sorted(options.items())))
+        object.__setattr__(self, "noise", str(NoiseSpec.parse(self.noise)))
+        if self.schedule == "cosine":
+            milestones = ()
+        elif self.milestones is None:
+            milestones = default_milestones(self.epochs)
+        else:
+            milestones = tuple(sorted(int(m) for m in self.milestones))
+        object.__setattr__(self, "milestones", milestones)
 
     @property
     def options(self) -> dict:
@@ -105,6 +126,9 @@ class ExecOptions:
     progress: bool = True
     eval_batch_size: int = 1000
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _check(self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -130,6 +130,7 @@ def test_ols_state_resumes_exactly():
     fresh.load_state_dict(state)
     for a, b in ((m.S, fresh.S), (m.A, fresh.A), (m.c, fresh.c)):
         assert torch.equal(a, b)
+    assert fresh.step == m.step == 2  # the iteration counter drives period= updates
     for x in (m, fresh):
         x.on_epoch_start(2, None)
     assert torch.equal(m.S, fresh.S)

@@ -50,13 +50,16 @@ def test_run_writes_every_file(finished):
     assert d.name == spec().run_id and len(d.name) == 12
     names = {p.name for p in d.iterdir()}
     assert names == {"spec.json", "noise.json", "noise.npz", "epochs.csv", "metrics.json", "model.pt",
-                     "status.json", "DONE"}  # no checkpoint, no temporary file left
+                     "status.json", "executions.json", "DONE"}  # no checkpoint, no temporary file left
+    (session,) = json.loads((d / "executions.json").read_text())
+    assert session["first_epoch"] == 1 and session["device"] == "cpu" and session["pid"] == os.getpid()
     r = rows(d)
     assert [int(x["epoch"]) for x in r] == [1, 2, 3]
     with open(d / "epochs.csv") as f:
         assert tuple(next(csv.reader(f))) == EPOCH_COLUMNS
     assert [float(x["lr"]) for x in r] == pytest.approx([0.1, 0.1, 0.01])
     m = json.loads((d / "metrics.json").read_text())
+    assert not [k for k, v in m.items() if isinstance(v, str)]  # numbers, never strings
     assert all(isinstance(m[k], float) for k in ("test_err_last", "test_err_best", "noise_rate_realised",
                                                  "train_seconds", "noisy_err_last"))
     assert m["noise_rate_realised"] == pytest.approx(0.4) and m["num_noisy"] == 240
@@ -83,6 +86,26 @@ def test_statistics_are_consistent(finished):
         assert train_err == pytest.approx(0.4 * noisy_err + 0.6 * clean_err, abs=1e-9)
         # Predicting the true class of a wrong-label image is one way of missing its wrong label.
         assert 0 <= float(r["noisy_true_acc"]) <= noisy_err
+
+
+def test_epoch_statistics_hand_computed():
+    from robustbench_ols.data import Batch
+    from robustbench_ols.methods import StepOutput
+    from robustbench_ols.training import _batch_stats, _epoch_figures
+    # 5 samples, K = 3. Clean labels 0 1 2 0 1; samples 1 and 3 carry wrong labels (2 and 1).
+    clean = torch.tensor([0, 1, 2, 0, 1])
+    noisy = torch.tensor([0, 2, 2, 1, 1])
+    is_noisy = noisy != clean
+    pred = torch.tensor([0, 1, 0, 1, 1])  # sample 1: true class; sample 3: fits its wrong label
+    logits = F.one_hot(pred, 3).float() * 5
+    out = StepOutput(torch.tensor(0.7), logits)
+    f = _epoch_figures(_batch_stats(out, Batch(torch.zeros(5, 3, 32, 32), noisy, torch.arange(5)),
+                                    is_noisy, clean).tolist())
+    assert f["train_err"] == pytest.approx(2 / 5)  # samples 1 and 2 disagree with their noisy label
+    assert f["noisy_err"] == pytest.approx(1 / 2)  # against the WRONG label: sample 1 misses it, 3 fits it
+    assert f["noisy_true_acc"] == pytest.approx(1 / 2)  # sample 1 predicted as its true class
+    assert f["clean_subset_err"] == pytest.approx(1 / 3)  # sample 2 of the clean 0, 2, 4
+    assert f["train_loss"] == pytest.approx(0.7)
 
 
 def test_same_command_twice_gives_the_same_epochs_csv(finished, tmp_path):
@@ -123,8 +146,13 @@ def test_resume_after_interruption_equals_uninterrupted(finished, tmp_path, monk
     assert torch.equal(a["method"]["S"], b["method"]["S"])  # OLS soft labels resumed exactly
 
 
-def test_resume_from_epoch_one_checkpoint_of_hard(tmp_path, monkeypatch):
-    s = spec(method="hard", method_options=(), epochs=2, milestones=())
+RESUMABLE = [("hard", ()), ("ls", (("gamma", 0.9),)), ("ols", ()), ("ols", (("period", 3), ("init", "zeros")))]
+
+
+@pytest.mark.parametrize("method, options", RESUMABLE, ids=["hard", "ls-gamma", "ols", "ols-period3-zeros"])
+def test_resume_from_epoch_one_checkpoint(tmp_path, monkeypatch, method, options):
+    assert {m for m, _ in RESUMABLE} >= {m for m in METHODS if not m.startswith("test-")}  # all built-ins
+    s = spec(method=method, method_options=options, epochs=2, milestones=())
     full = execute(s, EX, tmp_path / "a")
     real = run_mod._save_checkpoint
 
@@ -137,6 +165,12 @@ def test_resume_from_epoch_one_checkpoint_of_hard(tmp_path, monkeypatch):
     monkeypatch.setattr(run_mod, "_save_checkpoint", real)
     part = execute(s, EX, tmp_path / "b")
     assert rows(part.run_dir) == rows(full.run_dir)
+    a, b = torch.load(part.run_dir / "model.pt"), torch.load(full.run_dir / "model.pt")
+    assert a["method"].keys() == b["method"].keys()
+    for k, v in a["method"].items():
+        assert torch.equal(v, b["method"][k]) if torch.is_tensor(v) else v == b["method"][k]
+    assert len(json.loads((part.run_dir / "executions.json").read_text())) == 2
+    assert [e["first_epoch"] for e in json.loads((part.run_dir / "executions.json").read_text())] == [1, 2]
 
 
 def test_two_methods_on_one_cell_see_the_same_noisy_labels(finished, tmp_path):
@@ -167,7 +201,7 @@ def test_non_finite_loss_stops_and_records_failure(nan_method, tmp_path, capsys)
                  "--epochs", "3", "--train-subset", "300", "--device", "cpu", "--no-progress",
                  "--out", str(tmp_path)])
     assert code == 1
-    assert "non-finite training loss" in capsys.readouterr().err
+    assert "non-finite train_loss" in capsys.readouterr().err
     (d,) = tmp_path.iterdir()
     status = json.loads((d / "status.json").read_text())
     assert status["status"] == "failed" and status["epoch"] == 2 and "non-finite" in status["reason"]
@@ -175,6 +209,40 @@ def test_non_finite_loss_stops_and_records_failure(nan_method, tmp_path, capsys)
     assert len(rows(d)) == 1  # the good epoch is kept
     with pytest.raises(RunFailed):  # rerunning resumes from epoch 1 and fails the same way
         execute(RunSpec.from_dict(json.loads((d / "spec.json").read_text())["spec"]), EX, tmp_path)
+
+
+def test_weights_that_blow_up_fail_the_run(tmp_path):
+    s = spec(method="hard", method_options=(), epochs=2, milestones=(), lr=1e9)
+    with pytest.raises(RunFailed, match="non-finite"):
+        execute(s, EX, tmp_path)
+    d = tmp_path / s.run_id
+    status = json.loads((d / "status.json").read_text())
+    assert status["status"] == "failed" and status["epoch"] == 1
+    assert not (d / "DONE").exists() and not (d / "checkpoint.pt").exists()
+
+
+def test_killed_between_final_files_and_done_is_finished_without_retraining(finished, tmp_path):
+    d = tmp_path / finished.run_dir.name
+    shutil.copytree(finished.run_dir, d)
+    (d / "DONE").unlink()
+    r = execute(spec(), EX, tmp_path)
+    assert r.status == "done" and (d / "DONE").exists()
+    assert r.metrics == json.loads((finished.run_dir / "metrics.json").read_text())
+    assert len(json.loads((d / "executions.json").read_text())) == 1  # no new training session
+
+
+def test_python_api_and_cli_give_one_run_id():
+    from robustbench_ols.cli import build_parser, spec_from_args
+    args = build_parser().parse_args(["run", "--dataset", "synthetic", "--method", "ols",
+                                      "--noise", "symmetric:0.40", "--epochs", "300"])
+    cli_spec, _ = spec_from_args(args)
+    api_spec = RunSpec(dataset="synthetic", method="ols", noise="symmetric:0.4", epochs=300)
+    assert cli_spec.run_id == api_spec.run_id
+    assert api_spec.milestones == (150, 225) and api_spec.lr_at(149) == 0.1
+    assert api_spec.lr_at(150) == pytest.approx(0.01) and api_spec.lr_at(299) == pytest.approx(0.001)
+    assert api_spec.options == {"alpha": 0.5, "init": "uniform", "period": 0}
+    assert RunSpec(noise="symmetric:0.123456789").run_id != RunSpec(noise="symmetric:0.123457").run_id
+    assert RunSpec(schedule="cosine").milestones == ()
 
 
 def test_cli_run_prints_the_run_directory(tmp_path, capsys):
@@ -212,6 +280,12 @@ BAD = [
     (["--milestones", "a,b"], "--milestones 'a,b'"),
     (["--train-subset", "5"], "--train-subset 5 must be between"),
     (["--device", "tpu"], "--device"),
+    (["--method", "ls:gamma=0.05"], "gamma must be in (1/K, 1]"),
+    (["--method", "ls:gamma=1.5"], "gamma must be in (1/K, 1]"),
+    (["--momentum", "0"], "pass --no-nesterov"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--noise-seed", "-3"], "--noise-seed must be >= 0"),
+    (["--eval-batch-size", "0"], "--eval-batch-size must be >= 1"),
     (["--dataset", "cifar10", "--no-download", "--data-root", None], "RBOLS_DATA"),
 ]
 

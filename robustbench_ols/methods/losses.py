@@ -31,6 +31,8 @@ class LabelSmoothing(Method):
             raise SpecError("ls takes eps or gamma, not both")
         if eps is not None and not 0 <= eps <= 1:
             raise SpecError(f"ls: eps must be in [0, 1], got {eps}")
+        if gamma is not None and not 0 < gamma <= 1:  # the 1/K bound is checked in setup()
+            raise SpecError(f"ls: gamma must be in (1/K, 1], got {gamma}")
         self.eps_given, self.gamma = eps, gamma
 
     def setup(self, info):

@@ -75,7 +75,8 @@ class NoiseSpec:
     def __str__(self) -> str:
         if self.kind == "none":
             return "none"
-        return f"human:{self.name}" if self.kind == "human" else f"{self.kind}:{self.rate:g}"
+        # repr keeps every digit: symmetric:0.123456789 must not share a run_id with 0.123457.
+        return f"human:{self.name}" if self.kind == "human" else f"{self.kind}:{self.rate!r}"
 
 
 @dataclass
