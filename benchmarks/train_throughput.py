@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -28,7 +27,7 @@ from robustbench_ols import __version__
 from robustbench_ols.data import TrainLoader, load_dataset
 from robustbench_ols.methods import FitInfo, build_method
 from robustbench_ols.models import create_model
-from robustbench_ols.run import git_info
+from robustbench_ols.run import device_name, git_info
 from robustbench_ols.spec import RunSpec
 from robustbench_ols.training import make_optimizer, train_epoch
 
@@ -168,7 +167,7 @@ def main(argv=None) -> int:
     data = load_dataset("cifar10", args.data_root, download=False)
     images, labels = data.train_x, data.train_y
     print(f"robustbench_ols {__version__} git {git_info()['commit']}; torch {torch.__version__}; "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; resnet20, "
+          f"{device_name(torch.device('cpu'))}, {torch.get_num_threads()} threads; resnet20, "
           f"batch {BATCH}, {args.steps} steps x {args.repeats} repeats (best kept), CIFAR-10")
     runs = {"bare NCHW": lambda: bare(images, labels, args.steps, False),
             "bare channels_last": lambda: bare(images, labels, args.steps, True),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .data import TrainLoader, class_balanced_subset, load_dataset
+from .data import TrainLoader, class_balanced_subset, load_dataset, resolve_data_root
 from .errors import RunFailed, SpecError
 from .methods import FitInfo, build_method
 from .models import create_model, list_models
@@ -113,7 +113,7 @@ def _log_execution(run_dir: Path, ex, device, first_epoch: int) -> None:
     import time
     path = run_dir / "executions.json"
     log = json.loads(path.read_text()) if path.exists() else []
-    log.append({"first_epoch": first_epoch + 1, "device": str(device), "device_name": _device_name(device),
+    log.append({"first_epoch": first_epoch + 1, "device": str(device), "device_name": device_name(device),
                 "channels_last": ex.channels_last, "host": socket.gethostname(), "pid": os.getpid(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_info()})
     write_json(path, log)
@@ -225,18 +225,25 @@ def _spec_record(spec, ex, device, source, method) -> dict:
             "method": {"name": spec.method, "citation": method.citation, "options": spec.options},
             "reporting": {"test_err_best": "lowest test_err over the epochs (the OLS code's reporting)",
                           "test_err_last": "test_err of the last epoch"},
-            "execution": {"device": str(device), "device_name": _device_name(device),
+            "execution": {"device": str(device), "device_name": device_name(device),
                           "channels_last": ex.channels_last, "amp": spec.amp,
-                          "data_root": str(ex.data_root) if ex.data_root else None, "data_source": source,
+                          "data_root": str(resolve_data_root(ex.data_root)), "data_source": source,
                           "torch_threads": torch.get_num_threads()},
             "versions": {"robustbench_ols": __version__, "torch": torch.__version__,
                          "numpy": np.__version__, "python": platform.python_version()},
             "git": git_info()}
 
 
-def _device_name(device) -> str:
+def device_name(device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.getdevice_name(device)
+    try:  # Linux names the CPU model here; platform.processor() is often empty
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
 
 
