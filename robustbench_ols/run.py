@@ -236,7 +236,7 @@ def _spec_record(spec, ex, device, source, method) -> dict:
 
 def device_name(device) -> str:
     if device.type == "cuda":
-        return torch.cuda.getdevice_name(device)
+        return torch.cuda.get_device_name(device)
     try:  # Linux names the CPU model here; platform.processor() is often empty
         with open("/proc/cpuinfo") as f:
             for line in f:
