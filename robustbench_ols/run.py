@@ -69,10 +69,12 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> Ru
     if ex.channels_last:
         models = [m.to(memory_format=torch.channels_last) for m in models]
     labels = torch.as_tensor(noisy.labels, device=device)
-    loader = TrainLoader(data.train_x[idx].to(device), labels, spec.batch_size, seed=spec.seed,
-                         augment=spec.augment, channels_last=ex.channels_last)
+    train_x = data.train_x[idx].to(device)
+    loader = TrainLoader(train_x, labels, spec.batch_size, seed=spec.seed, augment=spec.augment,
+                         channels_last=ex.channels_last)
     method.setup(FitInfo(data.num_classes, len(idx), labels, spec.epochs, len(loader), device,
-                         spec.dataset, spec.seed))
+                         spec.dataset, spec.seed, train_images=train_x, channels_last=ex.channels_last,
+                         amp=spec.amp))
     optimizer = make_optimizer(spec, models)
 
     _write_record(run_dir, spec, ex, device, data.source, method, noisy, data.train_y[idx], idx)

@@ -107,24 +107,35 @@ def _epoch_figures(v: list) -> dict:
             "clean_subset_err": _ratio(s["clean_wrong"], s["clean_n"])}
 
 
-@torch.inference_mode()
-def evaluate(model, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1000,
-             channels_last: bool = False, amp: bool = False) -> dict:
-    """Mean CE and top-1 error of `model` (eval mode, no augmentation) on uint8 images."""
+@torch.no_grad()  # not inference_mode: a method may weight a differentiable loss with these
+def predict_logits(model, images: torch.Tensor, *, batch_size: int = 1000, channels_last: bool = False,
+                   amp: bool = False):
+    """Yield float32 logits of `model` (eval mode, no augmentation) on uint8 images, chunk by chunk,
+    in order; the model's previous mode is restored afterwards."""
     was_training = model.training
     model.eval()
+    try:
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].float().div_(255)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(images.device, amp):
+                yield model(x).float()
+    finally:
+        model.train(was_training)
+
+
+@torch.inference_mode()
+def evaluate(model, images: torch.Tensor, labels: torch.Tensor, **kw) -> dict:
+    """Mean CE and top-1 error of `model` (eval mode, no augmentation) on uint8 images."""
     loss = torch.zeros((), dtype=torch.float64, device=images.device)
     wrong = torch.zeros((), dtype=torch.float64, device=images.device)
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].float().div_(255)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = labels[i:i + batch_size]
-        with autocast(images.device, amp):
-            logits = model(x)
-        loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
+    start = 0
+    for logits in predict_logits(model, images, **kw):
+        y = labels[start:start + len(logits)]
+        start += len(logits)
+        loss += F.cross_entropy(logits, y, reduction="sum").double()
         wrong += (logits.argmax(1) != y).sum()
-    model.train(was_training)
     n = len(images)
     return {"test_loss": loss.item() / n, "test_err": wrong.item() / n}
 

@@ -152,3 +152,32 @@ def test_options_syntax_and_errors():
         parse_method("ols:alpha")
     with pytest.raises(SpecError, match="init must be uniform or zeros"):
         build_method("ols", {"init": "ones"})
+
+
+def test_fit_info_scan_gives_eval_mode_logits_in_index_order():
+    from robustbench_ols.models import create_model
+    torch.manual_seed(0)
+    model = create_model("resnet8", 10)
+    model.train()
+    images = torch.randint(0, 256, (70, 3, 32, 32), dtype=torch.uint8)
+    info = FitInfo(10, 70, torch.zeros(70, dtype=torch.long), 1, 1, torch.device("cpu"), "synthetic", 0,
+                   train_images=images)
+    logits = info.scan(model, batch_size=32)  # 3 chunks, the last one partial
+    assert logits.shape == (70, 10) and model.training  # mode restored
+    model.eval()
+    with torch.no_grad():
+        ref = model(images[40:50].float() / 255)
+    assert torch.allclose(logits[40:50], ref, atol=1e-5)
+
+
+def test_scan_output_can_weight_a_differentiable_loss():
+    from robustbench_ols.models import create_model
+    model = create_model("resnet8", 10)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    info = FitInfo(10, 8, torch.zeros(8, dtype=torch.long), 1, 1, torch.device("cpu"), "synthetic", 0,
+                   train_images=images)
+    w = info.scan(model)[:, 0]  # used as it comes (a view of the scan's own tensor)
+    loss = (w * F.cross_entropy(model(images.float() / 255), torch.zeros(8, dtype=torch.long),
+                                reduction="none")).mean()
+    loss.backward()  # an inference-mode tensor as w would raise "cannot be saved for backward"
+    assert model.fc.weight.grad is not None

@@ -27,6 +27,17 @@ class FitInfo:
     device: torch.device
     dataset: str
     seed: int
+    # uint8 (N, 3, 32, 32) training images on `device`, in sample-index order, for `scan`.
+    train_images: torch.Tensor | None = None
+    channels_last: bool = False
+    amp: bool = False
+
+    def scan(self, model, batch_size: int = 1000) -> torch.Tensor:
+        """Logits (N, K), float32, of `model` on every training image in index order: eval mode,
+        no augmentation, no gradient (e.g. per-sample losses for Arazo's mixture fit)."""
+        from ..training import predict_logits
+        return torch.cat(list(predict_logits(model, self.train_images, batch_size=batch_size,
+                                             channels_last=self.channels_last, amp=self.amp)))
 
 
 @dataclass
