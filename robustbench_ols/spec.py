@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import SpecError
 
@@ -125,7 +125,6 @@ class ExecOptions:
     download: bool = True
     progress: bool = True
     eval_batch_size: int = 1000
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _check(self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SpecError
-from .base import Method
+from .base import Method, soft_cross_entropy
 from .registry import register
 
 
@@ -46,7 +46,7 @@ class OLS(Method):
 
     def loss(self, logits, batch, epoch):
         target = self.alpha * self._eye[batch.y] + (1 - self.alpha) * self.S[batch.y]
-        return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+        return soft_cross_entropy(logits, target)
 
     def after_backward(self, batch, out):
         with torch.no_grad():
