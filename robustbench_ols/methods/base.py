@@ -8,7 +8,7 @@ class's `__init__` (with defaults and type annotations): `--method ols:alpha=0.5
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,16 @@ class FitInfo:
     train_images: torch.Tensor | None = None
     channels_last: bool = False
     amp: bool = False
+    # The noise rate the spec *asks for* (R of symmetric:R etc.; 0 for none; None for human noise,
+    # whose rate a method could only know from the clean labels). Co-teaching's default forget rate.
+    noise_rate: float | None = None
+    # The trainer's learning rate for a 0-based epoch (for look-ahead steps such as MW-Net's).
+    lr_at: Callable[[int], float] | None = None
+    # A clean, class-balanced meta set held out of the training set, only for methods whose
+    # `clean_meta_size()` > 0: uint8 images (M, 3, 32, 32) and their CLEAN labels, on `device`.
+    # These are the only clean labels any method ever sees; the run record says so.
+    meta_images: torch.Tensor | None = None
+    meta_labels: torch.Tensor | None = None
 
     def scan(self, model, batch_size: int = 1000) -> torch.Tensor:
         """Logits (N, K), float32, of `model` on every training image in index order: eval mode,
@@ -74,8 +84,18 @@ class Method:
         pass
 
     def options(self) -> dict:
-        """The resolved options (defaults included), recorded in spec.json."""
+        """The options as given, defaults included: part of the run_id."""
         return dict(getattr(self, "_options", {}))
+
+    def effective_options(self) -> dict:
+        """The values actually used, after setup() (e.g. SCE's per-dataset alpha and beta); recorded
+        in spec.json. Default: options()."""
+        return self.options()
+
+    def clean_meta_size(self) -> int:
+        """How many clean, class-balanced training images to hold out as `info.meta_images` /
+        `info.meta_labels` (MW-Net); 0 for every method that must not see clean labels."""
+        return 0
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
