@@ -1,0 +1,1 @@
+"""arazo (being written)."""

@@ -1,0 +1,1 @@
+"""coteaching (being written)."""

@@ -1,0 +1,1 @@
+"""mwnet (being written)."""

@@ -1,0 +1,1 @@
+"""pencil (being written)."""
