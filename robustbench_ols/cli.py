@@ -100,11 +100,18 @@ def cmd_run(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from .methods import METHODS, option_defaults
-    for name in sorted(METHODS):
-        cls = METHODS[name]
+    from .errors import RbolsError
+    from .methods import list_methods, method_class, option_defaults, plugin_names
+    rows = [(n, "built-in") for n in list_methods()] + [(n, "plugin") for n in plugin_names()]
+    for name, kind in rows:
+        try:
+            cls = method_class(name)
+        except RbolsError as e:  # a broken plugin is listed with its error, the rest still shown
+            print(f"{name:14s} [{kind}] cannot be loaded: {e}")
+            continue
         opts = ", ".join(f"{k}={v!r}" for k, v in option_defaults(cls).items()) or "(no options)"
-        print(f"{name:14s} {opts}\n{'':14s} {cls.citation}")
+        print(f"{name:14s} [{kind}] {opts}\n{'':14s} {cls.citation or '(no citation given)'}")
+    print("\nAny Method subclass also runs by import path: --method package.module:ClassName[:key=value,...]")
     return 0
 
 

@@ -15,3 +15,7 @@ class DataError(RbolsError):
 
 class RunFailed(RbolsError):
     """A run stopped (for instance on a non-finite loss); its directory records why."""
+
+
+class ContractError(RbolsError):
+    """A method (usually a plugin) breaks the method contract; the message names the method and rule."""

@@ -23,7 +23,7 @@ import torch
 
 from . import __version__
 from .data import TrainLoader, class_balanced_subset, load_dataset, resolve_data_root
-from .errors import RunFailed, SpecError
+from .errors import ContractError, RunFailed, SpecError
 from .methods import FitInfo, build_method
 from .models import create_model, list_models
 from .noise import NoiseSpec, noisy_labels_for
@@ -64,47 +64,69 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> Ru
     idx = (class_balanced_subset(data.train_y, spec.train_subset, spec.subset_seed)
            if spec.train_subset else np.arange(len(data.train_y)))
     noisy = noisy_labels_for(data, idx, spec.noise, spec.noise_seed, ex.data_root)
+    clean = data.train_y[idx]
+    # MW-Net-style methods get a clean, balanced meta set held out of the subset AFTER the noise is
+    # drawn, so the images they train on carry exactly the noisy labels every other method sees.
+    train_pos, meta_pos = _split_meta(clean, method.clean_meta_size(), spec.subset_seed)
     torch.manual_seed(spec.seed)  # model initialisation
     models = [create_model(spec.model, data.num_classes).to(device) for _ in range(method.num_models)]
     if ex.channels_last:
         models = [m.to(memory_format=torch.channels_last) for m in models]
-    labels = torch.as_tensor(noisy.labels, device=device)
-    train_x = data.train_x[idx].to(device)
+    labels = torch.as_tensor(noisy.labels[train_pos], device=device)
+    train_x = data.train_x[idx[train_pos]].to(device)
     loader = TrainLoader(train_x, labels, spec.batch_size, seed=spec.seed, augment=spec.augment,
                          channels_last=ex.channels_last)
-    method.setup(FitInfo(data.num_classes, len(idx), labels, spec.epochs, len(loader), device,
-                         spec.dataset, spec.seed, train_images=train_x, channels_last=ex.channels_last,
-                         amp=spec.amp))
+    ns = NoiseSpec.parse(spec.noise)
+    method.setup(FitInfo(
+        data.num_classes, len(train_pos), labels, spec.epochs, len(loader), device, spec.dataset,
+        spec.seed, train_images=train_x, channels_last=ex.channels_last, amp=spec.amp,
+        noise_rate=None if ns.kind == "human" else ns.rate, lr_at=spec.lr_at,
+        meta_images=data.train_x[idx[meta_pos]].to(device) if len(meta_pos) else None,
+        meta_labels=torch.as_tensor(clean[meta_pos], device=device) if len(meta_pos) else None))
     optimizer = make_optimizer(spec, models)
 
-    _write_record(run_dir, spec, ex, device, data.source, method, noisy, data.train_y[idx], idx)
+    _write_record(run_dir, spec, ex, device, data.source, method, noisy, clean, idx, idx[meta_pos])
     state = {"epoch": -1, "history": [], "train_seconds": 0.0}
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
         state = _load_checkpoint(ckpt, models, optimizer, method, device)
     _log_execution(run_dir, ex, device, state["epoch"] + 1)
     fit_args = dict(models=models, method=method, optimizer=optimizer, loader=loader, state=state,
-                    is_noisy=torch.as_tensor(noisy.is_noisy, device=device),
-                    clean=torch.as_tensor(data.train_y[idx], device=device),
+                    is_noisy=torch.as_tensor(noisy.is_noisy[train_pos], device=device),
+                    clean=torch.as_tensor(clean[train_pos], device=device),
                     test=(data.test_x.to(device), torch.as_tensor(data.test_y, device=device)))
     _fit(spec, ex, run_dir, **fit_args)
-    metrics = _final_metrics(state, noisy)
+    metrics = _final_metrics(state, noisy, len(train_pos), len(meta_pos))
     _finish(run_dir, models, method, metrics)
     return RunResult(run_dir, "done", metrics)
 
 
-def _write_record(run_dir, spec, ex, device, source, method, noisy, clean, idx) -> None:
+def _split_meta(clean: np.ndarray, size: int, seed: int):
+    """Positions (into the subset) to train on and to hold out as a clean meta set of `size`."""
+    everything = np.arange(len(clean))
+    if size <= 0:
+        return everything, everything[:0]
+    if not len(np.unique(clean)) <= size < len(clean):
+        raise SpecError(f"the method asks for a clean meta set of {size} images, but the training set "
+                        f"has {len(clean)} and {len(np.unique(clean))} classes; it needs one image per class and must "
+                        "leave images to train on: change its meta= option or --train-subset")
+    meta = class_balanced_subset(clean, size, seed + 7919)  # its own stream, fixed per subset
+    return np.setdiff1d(everything, meta), meta
+
+
+def _write_record(run_dir, spec, ex, device, source, method, noisy, clean, idx, meta_idx) -> None:
     """spec.json, noise.npz, noise.json (each written once, whichever is missing; spec.json last)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "noise.npz").exists():
         with open(_tmp(run_dir / "noise.npz"), "wb") as f:  # a file object: numpy adds no suffix
             np.savez_compressed(f, noisy_labels=noisy.labels, clean_labels=clean,
-                                is_noisy=noisy.is_noisy, train_indices=idx, T=noisy.T)
+                                is_noisy=noisy.is_noisy, train_indices=idx, T=noisy.T,
+                                meta_indices=meta_idx)
         os.replace(_tmp(run_dir / "noise.npz"), run_dir / "noise.npz")
     if not (run_dir / "noise.json").exists():
         write_json(run_dir / "noise.json", noisy.summary())
     if not (run_dir / "spec.json").exists():
-        write_json(run_dir / "spec.json", _spec_record(spec, ex, device, source, method))
+        write_json(run_dir / "spec.json", _spec_record(spec, ex, device, source, method, len(meta_idx)))
     write_json(run_dir / "status.json", {"status": "running"})
 
 
@@ -124,35 +146,42 @@ def _log_execution(run_dir: Path, ex, device, first_epoch: int) -> None:
 def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_noisy, clean, test):
     bar = _progress_bar(spec, len(loader), state, ex.progress)
     try:
-        for epoch in range(state["epoch"] + 1, spec.epochs):
-            timer = Timer()
-            lr = spec.lr_at(epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            row = {"epoch": epoch + 1, "lr": lr}
-            row.update(train_epoch(models, method, optimizer, loader, epoch, is_noisy=is_noisy,
-                                   clean=clean, amp=spec.amp, progress=bar))
-            row.update(evaluate(models[0], *test, batch_size=ex.eval_batch_size,
-                                channels_last=ex.channels_last, amp=spec.amp))
-            # The training loss is computed before each step; a last step that breaks the weights
-            # only shows in the test loss. Either one non-finite: the epoch is not kept.
-            bad = [k for k in ("train_loss", "test_loss") if not math.isfinite(row[k])]
-            if bad:
-                reason = f"non-finite {' and '.join(bad)} in epoch {epoch + 1}"
-                write_json(run_dir / "status.json", {"status": "failed", "epoch": epoch + 1, "reason": reason})
-                raise RunFailed(f"run {run_dir} failed: {reason}; the checkpoint of the last good epoch "
-                                "is kept. Lower --lr or check the method's options.")
-            row["seconds"] = timer.seconds()
-            state["history"].append(row)
-            state["epoch"] = epoch
-            state["train_seconds"] += row["seconds"]
-            _save_checkpoint(run_dir / "checkpoint.pt", models, optimizer, method, state)
-            write_epochs_csv(run_dir / "epochs.csv", state["history"])
-            if bar is not None:
-                bar.set_description(f"epoch {epoch + 1}/{spec.epochs} test_err {row['test_err']:.4f}")
+        _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, bar)
+    except ContractError as e:
+        write_json(run_dir / "status.json", {"status": "failed", "epoch": state["epoch"] + 2, "reason": str(e)})
+        raise
     finally:
         if bar is not None:
             bar.close()
+
+
+def _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, bar):
+    for epoch in range(state["epoch"] + 1, spec.epochs):
+        timer = Timer()
+        lr = spec.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        row = {"epoch": epoch + 1, "lr": lr}
+        row.update(train_epoch(models, method, optimizer, loader, epoch, is_noisy=is_noisy,
+                               clean=clean, amp=spec.amp, progress=bar))
+        row.update(evaluate(models[0], *test, batch_size=ex.eval_batch_size,
+                            channels_last=ex.channels_last, amp=spec.amp))
+        # The training loss is computed before each step; a last step that breaks the weights
+        # only shows in the test loss. Either one non-finite: the epoch is not kept.
+        bad = [k for k in ("train_loss", "test_loss") if not math.isfinite(row[k])]
+        if bad:
+            reason = f"non-finite {' and '.join(bad)} in epoch {epoch + 1}"
+            write_json(run_dir / "status.json", {"status": "failed", "epoch": epoch + 1, "reason": reason})
+            raise RunFailed(f"run {run_dir} failed: {reason}; the checkpoint of the last good epoch "
+                            "is kept. Lower --lr or check the method's options.")
+        row["seconds"] = timer.seconds()
+        state["history"].append(row)
+        state["epoch"] = epoch
+        state["train_seconds"] += row["seconds"]
+        _save_checkpoint(run_dir / "checkpoint.pt", models, optimizer, method, state)
+        write_epochs_csv(run_dir / "epochs.csv", state["history"])
+        if bar is not None:
+            bar.set_description(f"epoch {epoch + 1}/{spec.epochs} test_err {row['test_err']:.4f}")
 
 
 def _progress_bar(spec, steps_per_epoch, state, enabled):
@@ -164,7 +193,7 @@ def _progress_bar(spec, steps_per_epoch, state, enabled):
                 desc=f"{spec.method} {spec.noise} seed {spec.seed}")
 
 
-def _final_metrics(state, noisy) -> dict:
+def _final_metrics(state, noisy, num_train: int, num_meta: int) -> dict:
     hist = state["history"]
     last = hist[-1]
     best = min(hist, key=lambda r: r["test_err"])
@@ -173,7 +202,7 @@ def _final_metrics(state, noisy) -> dict:
          "train_err_last": last["train_err"], "train_loss_last": last["train_loss"],
          "noisy_err_last": last["noisy_err"], "noisy_true_acc_last": last["noisy_true_acc"],
          "clean_subset_err_last": last["clean_subset_err"], "noise_rate_realised": noisy.rate,
-         "num_train": len(noisy.labels), "num_noisy": int(noisy.is_noisy.sum()),
+         "num_train": num_train, "num_meta": num_meta, "num_noisy": int(noisy.is_noisy.sum()),
          "epochs": len(hist), "train_seconds": state["train_seconds"]}
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
 
@@ -197,8 +226,12 @@ def _mark_done(run_dir: Path) -> None:
 
 
 def _save_checkpoint(path, models, optimizer, method, state) -> None:
+    method_state = method.state_dict()
+    if not isinstance(method_state, dict):
+        raise ContractError(f"method {getattr(method, '_label', method.name)!r}: state_dict() returned "
+                            f"{type(method_state).__name__} (rule: state_dict() returns a dict)")
     torch.save({"models": [m.state_dict() for m in models], "optimizer": optimizer.state_dict(),
-                "method": method.state_dict(), "state": state}, _tmp(path))
+                "method": method_state, "state": state}, _tmp(path))
     os.replace(_tmp(path), path)
 
 
@@ -222,9 +255,14 @@ def _check_existing(run_dir: Path, spec: RunSpec) -> None:
             raise SpecError(f"{run_dir} holds a different run (its spec.json differs); move it away")
 
 
-def _spec_record(spec, ex, device, source, method) -> dict:
+def _spec_record(spec, ex, device, source, method, num_meta: int) -> dict:
+    seen = (f"{num_meta} clean, class-balanced images held out of the training set as the method's "
+            "meta set (noise.npz: meta_indices); no other clean label" if num_meta else "none")
     return {"run_id": spec.run_id, "spec": spec.to_dict(),
-            "method": {"name": spec.method, "citation": method.citation, "options": spec.options},
+            "method": {"name": spec.method, "citation": method.citation, "options": spec.options,
+                       "effective_options": method.effective_options(), "num_models": method.num_models,
+                       "evaluated_model": "model 1 of 2 (models[0])" if method.num_models > 1 else "the model",
+                       "clean_labels_seen": seen},
             "reporting": {"test_err_best": "lowest test_err over the epochs (the OLS code's reporting)",
                           "test_err_last": "test_err of the last epoch"},
             "execution": {"device": str(device), "device_name": device_name(device),

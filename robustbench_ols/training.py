@@ -63,6 +63,8 @@ def train_epoch(models, method, optimizer, loader, epoch: int, *, is_noisy: torc
     for step, batch in enumerate(loader.epoch(epoch)):
         with autocast(device, amp):
             out = method.training_step(models, batch, epoch)
+        if step == 0:  # metadata only (types, shapes): no synchronisation
+            check_step_output(method, out, batch, models)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
@@ -73,6 +75,28 @@ def train_epoch(models, method, optimizer, loader, epoch: int, *, is_noisy: torc
     if progress is not None:
         _show(progress, acc, len(loader) % refresh)
     return _epoch_figures(acc.tolist())
+
+
+def check_step_output(method, out, batch, models) -> None:
+    """The run-time half of the method contract; ContractError names the method and the rule."""
+    from .errors import ContractError
+    from .methods import StepOutput
+    label = getattr(method, "_label", method.name)
+
+    def fail(rule):
+        raise ContractError(f"method {label!r}: {rule}")
+    if not isinstance(out, StepOutput):
+        fail(f"training_step returned {type(out).__name__}, not StepOutput(loss, logits) "
+             "(rule: training_step returns robustbench_ols.methods.StepOutput)")
+    if not torch.is_tensor(out.loss) or out.loss.dim() != 0:
+        shape = tuple(out.loss.shape) if torch.is_tensor(out.loss) else type(out.loss).__name__
+        fail(f"the loss is {shape}, not a scalar tensor (rule: loss() returns the batch mean as a 0-d tensor)")
+    if not out.loss.requires_grad:
+        fail("the loss has no gradient (rule: the loss must be computed from the model's output, "
+             "not detached or converted to a number)")
+    if not torch.is_tensor(out.logits) or out.logits.shape[0] != len(batch.y) or out.logits.dim() != 2:
+        fail("StepOutput.logits must be model 1's (B, K) logits on batch.x (rule: the trainer's "
+             "statistics read them)")
 
 
 def _batch_stats(out, batch, is_noisy, clean) -> torch.Tensor:

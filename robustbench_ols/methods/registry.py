@@ -1,13 +1,28 @@
-"""Method registry and the `name:opt=val,...` option syntax."""
+"""Method registry, plugins and the `name:opt=val,...` option syntax.
+
+A method is named three ways:
+- a built-in registry name: `ols`, `ols:alpha=0.5,init=zeros`;
+- a plugin class by import path: `mypkg.smoothing:MyMethod`, `mypkg.smoothing:MyMethod:eps=0.2`;
+- a plugin registered by its package under the entry-point group `robustbench_ols.methods`
+  (`[project.entry-points."robustbench_ols.methods"] mysmooth = "mypkg.smoothing:MyMethod"`).
+Plugins are checked against the contract when loaded (ContractError names the method and the rule).
+"""
 from __future__ import annotations
 
+import importlib
 import inspect
 import types
 import typing
 
-from ..errors import SpecError
+from ..errors import ContractError, SpecError
 
 METHODS: dict[str, type] = {}
+ENTRY_POINT_GROUP = "robustbench_ols.methods"
+# Each hook and the positional parameters it is called with (besides self).
+HOOKS = {"setup": ("info",), "on_epoch_start": ("epoch", "models"),
+         "training_step": ("models", "batch", "epoch"), "loss": ("logits", "batch", "epoch"),
+         "after_backward": ("batch", "out"), "state_dict": (), "load_state_dict": ("state",),
+         "effective_options": (), "clean_meta_size": ()}
 
 
 def register(cls):
@@ -21,12 +36,23 @@ def register(cls):
 
 
 def list_methods() -> list[str]:
-    return sorted(METHODS)
+    """Built-in names (plugins by entry point: `plugin_names()`)."""
+    return sorted(k for k in METHODS if ":" not in k)
+
+
+def plugin_names() -> list[str]:
+    from importlib.metadata import entry_points
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
 def parse_method(text: str) -> tuple[str, dict]:
-    """`ols:alpha=0.5,init=zeros` -> ("ols", {"alpha": "0.5", "init": "zeros"}) (values still text)."""
-    name, _, rest = text.strip().partition(":")
+    """`ols:alpha=0.5,init=zeros` -> ("ols", {"alpha": "0.5", "init": "zeros"}) (values still text);
+    `pkg.mod:Cls:a=1` -> ("pkg.mod:Cls", {"a": "1"})."""
+    parts = text.strip().split(":")
+    if len(parts) >= 2 and parts[1].isidentifier():  # module:Class[:options]
+        name, rest = f"{parts[0]}:{parts[1]}", ":".join(parts[2:])
+    else:
+        name, rest = parts[0], ":".join(parts[1:])
     opts = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, value = item.partition("=")
@@ -38,9 +64,66 @@ def parse_method(text: str) -> tuple[str, dict]:
 
 
 def method_class(name: str) -> type:
-    if name not in METHODS:
-        raise SpecError(f"unknown method {name!r}; valid methods: {', '.join(list_methods())}")
-    return METHODS[name]
+    """The class for a built-in name, an entry-point plugin name or a `module:Class` path."""
+    if name in METHODS:
+        return METHODS[name]
+    if ":" in name:
+        cls = _import_class(name)
+    else:
+        from importlib.metadata import entry_points
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+        if not found:
+            plugins = plugin_names()
+            extra = f"; plugins: {', '.join(plugins)}" if plugins else ""
+            raise SpecError(f"unknown method {name!r}; valid methods: {', '.join(list_methods())}{extra}; "
+                            "or a plugin class as module.path:ClassName")
+        try:
+            cls = found[0].load()
+        except Exception as e:  # noqa: BLE001 - whatever the plugin's import raises
+            raise SpecError(f"method {name!r}: loading entry point {found[0].value!r} failed: "
+                            f"{type(e).__name__}: {e}") from None
+    check_contract(cls, name)
+    METHODS[name] = cls  # cached under the name it was asked by
+    return cls
+
+
+def _import_class(path: str) -> type:
+    module, _, attr = path.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001
+        raise SpecError(f"method {path!r}: cannot import module {module!r} ({type(e).__name__}: {e}); "
+                        "install the package or put its folder on PYTHONPATH") from None
+    if not hasattr(mod, attr):
+        raise SpecError(f"method {path!r}: module {module!r} has no attribute {attr!r}")
+    return getattr(mod, attr)
+
+
+def check_contract(cls, label: str) -> None:
+    """Static checks of a method class; ContractError names the method and the broken rule."""
+    from .base import Method
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise ContractError(f"method {label!r}: {cls!r} is not a class derived from "
+                            "robustbench_ols.methods.Method (rule: a method subclasses Method)")
+    for hook, params in HOOKS.items():
+        fn = getattr(cls, hook)
+        if fn is getattr(Method, hook):
+            continue
+        try:
+            inspect.signature(fn).bind(None, *params)
+        except TypeError:
+            raise ContractError(
+                f"method {label!r}: hook {hook}{inspect.signature(fn)} cannot be called as "
+                f"{hook}(self, {', '.join(params)}) (rule: hooks take the parameters of Method.{hook})") from None
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    if cls.__init__ is object.__init__:
+        params = []  # no options
+    bad = [p.name for p in params if p.kind is not p.KEYWORD_ONLY or p.default is p.empty]
+    if bad:
+        raise ContractError(f"method {label!r}: __init__ parameters {', '.join(bad)} are not keyword-only "
+                            "with a default (rule: options are `def __init__(self, *, name: type = default)`)")
+    if not (isinstance(cls.num_models, int) and cls.num_models >= 1):
+        raise ContractError(f"method {label!r}: num_models must be an int >= 1, got {cls.num_models!r}")
 
 
 def option_defaults(cls) -> dict:
@@ -64,6 +147,7 @@ def build_method(name: str, options: dict | None = None):
     kwargs = {k: _convert(name, k, v, hints.get(k)) for k, v in options.items()}
     method = cls(**kwargs)
     method._options = {**defaults, **kwargs}
+    method._label = name
     return method, method.options()
 
 
