@@ -74,6 +74,8 @@ def test_method_contract(method, options, tmp_path, monkeypatch):
     monkeypatch.setattr(run_mod, "_save_checkpoint", real)
     resumed = execute(s, EX, tmp_path / "b")
     assert rows(resumed.run_dir) == r
+    sessions = json.loads((resumed.run_dir / "executions.json").read_text())
+    assert [e["first_epoch"] for e in sessions] == [1, 2]  # the second session started at epoch 2
     again = torch.load(resumed.run_dir / "model.pt", weights_only=False)
     assert same(again["models"], final["models"]) and same(again["method"], final["method"])
 

@@ -146,33 +146,6 @@ def test_resume_after_interruption_equals_uninterrupted(finished, tmp_path, monk
     assert torch.equal(a["method"]["S"], b["method"]["S"])  # OLS soft labels resumed exactly
 
 
-RESUMABLE = [("hard", ()), ("ls", (("gamma", 0.9),)), ("ols", ()), ("ols", (("period", 3), ("init", "zeros")))]
-
-
-@pytest.mark.parametrize("method, options", RESUMABLE, ids=["hard", "ls-gamma", "ols", "ols-period3-zeros"])
-def test_resume_from_epoch_one_checkpoint(tmp_path, monkeypatch, method, options):
-    assert {m for m, _ in RESUMABLE} >= {m for m in METHODS if not m.startswith("test-")}  # all built-ins
-    s = spec(method=method, method_options=options, epochs=2, milestones=())
-    full = execute(s, EX, tmp_path / "a")
-    real = run_mod._save_checkpoint
-
-    def stop_after_first(path, models, optimizer, method, state):
-        real(path, models, optimizer, method, state)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(run_mod, "_save_checkpoint", stop_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        execute(s, EX, tmp_path / "b")
-    monkeypatch.setattr(run_mod, "_save_checkpoint", real)
-    part = execute(s, EX, tmp_path / "b")
-    assert rows(part.run_dir) == rows(full.run_dir)
-    a, b = torch.load(part.run_dir / "model.pt"), torch.load(full.run_dir / "model.pt")
-    assert a["method"].keys() == b["method"].keys()
-    for k, v in a["method"].items():
-        assert torch.equal(v, b["method"][k]) if torch.is_tensor(v) else v == b["method"][k]
-    assert len(json.loads((part.run_dir / "executions.json").read_text())) == 2
-    assert [e["first_epoch"] for e in json.loads((part.run_dir / "executions.json").read_text())] == [1, 2]
-
-
 def test_two_methods_on_one_cell_see_the_same_noisy_labels(finished, tmp_path):
     hard = execute(spec(method="hard", method_options=(), epochs=1, milestones=()), EX, tmp_path)
     a, b = np.load(hard.run_dir / "noise.npz"), np.load(finished.run_dir / "noise.npz")

@@ -49,7 +49,8 @@ def parse_method(text: str) -> tuple[str, dict]:
     """`ols:alpha=0.5,init=zeros` -> ("ols", {"alpha": "0.5", "init": "zeros"}) (values still text);
     `pkg.mod:Cls:a=1` -> ("pkg.mod:Cls", {"a": "1"})."""
     parts = text.strip().split(":")
-    if len(parts) >= 2 and parts[1].isidentifier():  # module:Class[:options]
+    # module:Class[:options], unless the first part is a method name (`ols:alpha` is a typo, not a path)
+    if len(parts) >= 2 and parts[1].isidentifier() and parts[0] not in METHODS:
         name, rest = f"{parts[0]}:{parts[1]}", ":".join(parts[2:])
     else:
         name, rest = parts[0], ":".join(parts[1:])
