@@ -6,11 +6,12 @@ Side by side in one process, on the same model (resnet20), batch 128 and real CI
   (b) the limit: a bare forward/backward/step loop over tensors already in memory (no augmentation,
       no statistics), in whichever memory format is faster (both are measured);
   (c) the style of the OLS authors' script: a torchvision DataLoader (2 workers) with PIL transforms
-      (RandomCrop 32 pad 4, RandomHorizontalFlip, ToTensor) and a per-sample Python OLS update.
+      (RandomCrop 32 pad 4, RandomHorizontalFlip, ToTensor, Normalize) and per-sample Python OLS loops;
+  (d) every registered method through the suite's loop, as images/s and step time relative to hard.
 Prints images/s and the ratios. Each measurement is repeated and the best repeat kept, because these
 machines are shared and noisy. Nothing here is asserted: targets are read off the printed ratios.
 
-    python benchmarks/train_throughput.py --data-root ../shared/data
+    python benchmarks/train_throughput.py --data-root ../shared/data [--methods core|all|both]
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from robustbench_ols import __version__
 from robustbench_ols.data import TrainLoader, load_dataset
-from robustbench_ols.methods import FitInfo, build_method
+from robustbench_ols.methods import FitInfo, build_method, list_methods
 from robustbench_ols.models import create_model
 from robustbench_ols.run import device_name, git_info
 from robustbench_ols.spec import RunSpec
@@ -43,18 +44,28 @@ def fresh(channels_last: bool, seed: int = 0):
     return model, make_optimizer(RunSpec(), [model])
 
 
-def suite(images, labels, method_name: str, steps: int, amp: bool = False) -> float:
-    """images/s of train_epoch (augmentation, statistics, method hooks included)."""
-    x, y = images[:steps * BATCH], torch.as_tensor(labels[:steps * BATCH])
-    model, opt = fresh(channels_last=True)
+def suite(images, labels, method_name: str, steps: int, amp: bool = False, meta: int = 1000) -> float:
+    """images/s of one epoch of train_epoch (augmentation, statistics, every method hook, and
+    per-epoch work such as Arazo's scan of the training set, included)."""
+    n = steps * BATCH
+    x, y = images[:n], torch.as_tensor(labels[:n])
     method, _ = build_method(method_name)
+    torch.manual_seed(0)
+    models = [create_model("resnet20", 10).to(memory_format=torch.channels_last)
+              for _ in range(method.num_models)]
+    opt = make_optimizer(RunSpec(), models)
     loader = TrainLoader(x, y, BATCH, seed=0, augment=True, channels_last=True)
-    method.setup(FitInfo(10, len(x), y, 2, len(loader), torch.device("cpu"), "cifar10", 0))
-    noisy, clean = torch.zeros(len(x), dtype=torch.bool), y
-    train_epoch([model], method, opt, _Short(loader, 2), 0, is_noisy=noisy, clean=clean, amp=amp)  # warm-up
+    m = method.clean_meta_size()
+    spec = RunSpec(epochs=2)  # epoch 1 is past every method's warm-up (Arazo: 105/300 of the run)
+    method.setup(FitInfo(10, n, y, 2, len(loader), torch.device("cpu"), "cifar10", 0, train_images=x,
+                         channels_last=True, amp=amp, noise_rate=0.4, lr_at=spec.lr_at,
+                         meta_images=images[n:n + m] if m else None,
+                         meta_labels=torch.as_tensor(labels[n:n + m]) if m else None))
+    noisy, clean = torch.zeros(n, dtype=torch.bool), y
+    train_epoch(models, method, opt, _Short(loader, 2), 0, is_noisy=noisy, clean=clean, amp=amp)  # warm-up
     t = time.perf_counter()
-    train_epoch([model], method, opt, loader, 1, is_noisy=noisy, clean=clean, amp=amp)
-    return len(x) / (time.perf_counter() - t)
+    train_epoch(models, method, opt, loader, 1, is_noisy=noisy, clean=clean, amp=amp)
+    return n / (time.perf_counter() - t)
 
 
 class _Short:
@@ -158,14 +169,41 @@ def authors_style(images, labels, steps: int) -> float:
     return n / (time.perf_counter() - t)
 
 
+# The issue's expected step cost relative to `hard` (loss-only methods and OLS: within 5%).
+EXPECTED = {"coteaching": "~2x (two networks)", "arazo": "1.x + one scan of the training set per epoch",
+            "mwnet": "~3x (look-ahead + meta step)"}
+
+
+def every_method(images, labels, steps: int, repeats: int) -> None:
+    """images/s of every registered method and its step-time ratio to hard (interleaved repeats)."""
+    names = list_methods()
+    best = {m: 0.0 for m in names}
+    for r in range(repeats):
+        for m in names:
+            best[m] = max(best[m], suite(images, labels, m, steps))
+            print(f"  repeat {r + 1}: {m:14s} {best[m]:8.1f} img/s (best so far)", flush=True)
+    print(f"\nevery method (resnet20, batch {BATCH}, {steps} steps, best of {repeats}): images/s and "
+          "step time relative to hard")
+    for m in names:
+        ratio = best["hard"] / best[m]
+        print(f"  {m:14s} {best[m]:8.1f} img/s   step time x{ratio:5.2f}   expected "
+              f"{EXPECTED.get(m, 'within 5% of hard')}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=os.environ.get("RBOLS_DATA"))
     p.add_argument("--steps", type=int, default=24, help="measured steps of batch 128 per repeat")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--methods", choices=("core", "all", "both"), default="both",
+                   help="core: hard/ls/ols against bare and the authors' style; all: every method vs hard")
     args = p.parse_args(argv)
     data = load_dataset("cifar10", args.data_root, download=False)
     images, labels = data.train_x, data.train_y
+    if args.methods in ("all", "both"):
+        every_method(images, labels, args.steps, max(1, args.repeats - 1))
+        if args.methods == "all":
+            return 0
     print(f"robustbench_ols {__version__} git {git_info()['commit']}; torch {torch.__version__}; "
           f"{device_name(torch.device('cpu'))}, {torch.get_num_threads()} threads; resnet20, "
           f"batch {BATCH}, {args.steps} steps x {args.repeats} repeats (best kept), CIFAR-10")

@@ -53,8 +53,12 @@ class PENCIL(Method):
     (2) their Lc and Le are torch.mean over the B x K matrix, i.e. divided by K as well, so for the
     same lam their label step on the Lc part is K times smaller than here: with the paper's sums
     the default lam = 600 moves the labels K times faster than the authors' runs did.
-    `mean_over_classes=true` divides Lc and Le by K as their code does (network loss and label step
-    alike); (3) their Lo applies CrossEntropyLoss to y^d as if it were logits; here Lo = -log y^d[y];
+    `mean_over_classes=true` (the DEFAULT) divides Lc and Le by K as their code does (network loss and
+    label step alike): lam = 600 was tuned with that normalisation, and on real CIFAR-10 (10,000
+    images, resnet20, 10 epochs, 40% symmetric noise) the per-sample form (`mean_over_classes=false`)
+    with lam = 600 flipped 65% of the labels to a ~50%-accurate network's guesses in two stage-2
+    epochs (agreement with the clean labels 0.48, against 0.60 for the noisy labels), while the
+    code's normalisation moves them over the authors' 130 stage-2 epochs; (3) their Lo applies CrossEntropyLoss to y^d as if it were logits; here Lo = -log y^d[y];
     (4) their stage-3 lr is 0 by an integer-division bug; (5) they change the network's lr per stage:
     here the trainer owns the lr schedule for all stages.
     """
@@ -64,7 +68,7 @@ class PENCIL(Method):
 
     def __init__(self, *, alpha: float = 0.1, beta: float = 0.4, lam: float = 600.0,
                  init_scale: float = 10.0, stage1: int | None = None, stage2: int | None = None,
-                 mean_over_classes: bool = False):
+                 mean_over_classes: bool = True):
         for key, value in (("alpha", alpha), ("beta", beta), ("lam", lam)):
             if not value >= 0:
                 raise SpecError(f"pencil: option {key} must be >= 0, got {value}")
