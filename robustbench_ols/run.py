@@ -80,7 +80,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> Ru
     method.setup(FitInfo(
         data.num_classes, len(train_pos), labels, spec.epochs, len(loader), device, spec.dataset,
         spec.seed, train_images=train_x, channels_last=ex.channels_last, amp=spec.amp,
-        noise_rate=None if ns.kind == "human" else ns.rate, lr_at=spec.lr_at,
+        noise_rate=ns.expected_wrong_rate(data.num_classes, data.name, data.fine_to_coarse), lr_at=spec.lr_at,
         meta_images=data.train_x[idx[meta_pos]].to(device) if len(meta_pos) else None,
         meta_labels=torch.as_tensor(clean[meta_pos], device=device) if len(meta_pos) else None))
     optimizer = make_optimizer(spec, models)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from robustbench_ols.data import Batch
 from robustbench_ols.errors import SpecError
-from robustbench_ols.methods import FitInfo, build_method
+from robustbench_ols.methods import FitInfo, StepOutput, build_method
 from robustbench_ols.methods.pencil import pencil_stages
 from robustbench_ols.run import execute
 from robustbench_ols.spec import ExecOptions, RunSpec
@@ -170,10 +170,27 @@ def test_pencil_stage2_loss_hand_computed():
     le = -(f * f.log()).sum(1).mean()
     assert torch.allclose(m.loss(z, b, 100), lc + 0.1 * lo + 0.4 * le, atol=1e-6)  # paper's defaults
     assert torch.allclose(m.loss(z, b, 250), lc, atol=1e-6)  # stage 3
-    # the authors' code averages Lc and Le over the B x K entries
+    # the authors' code averages Lc and Le over the B x K entries; Lo is scaled with them so the
+    # labels' fixed point does not move
     code, _, _ = pencil_fixture(mean_over_classes="true")
     code.y_tilde = m.y_tilde
-    assert torch.allclose(code.loss(z, b, 100), lc / 3 + 0.1 * lo + 0.4 * le / 3, atol=1e-6)
+    assert torch.allclose(code.loss(z, b, 100), (lc + 0.1 * lo + 0.4 * le) / 3, atol=1e-6)
+
+
+@pytest.mark.parametrize("k, mean_over_classes, steps", [(10, "false", 20), (100, "false", 20),
+                                                          (10, "true", 200), (100, "true", 2000)])
+def test_pencil_label_follows_a_confident_network(k, mean_over_classes, steps):
+    """With the default alpha = 0.1 the labels' fixed point is (f + alpha*onehot)/(1 + alpha): a
+    sample the network confidently assigns to another class gets that class, for every K."""
+    m = make("pencil", [0], k, epochs=320, mean_over_classes=mean_over_classes)
+    z = torch.full((1, k), -5.0)
+    z[0, 1] = 5.0  # the network says class 1 with p > 0.99; the noisy label says 0
+    b = Batch(torch.zeros(1, 3, 32, 32), torch.tensor([0]), torch.tensor([0]))
+    for _ in range(steps):
+        loss = m.loss(z, b, 100)  # stage 2
+        loss.backward()
+        m.after_backward(b, StepOutput(loss, z))
+    assert m.y_tilde[0].argmax() == 1
 
 
 def kl(f, yd):

@@ -159,3 +159,13 @@ def test_misaligned_human_labels_are_an_error(cifar10):
     from robustbench_ols.noise.human import load_human_labels
     with pytest.raises(DataError, match="does not match the cifar10 training labels"):
         load_human_labels("cifar10", "worst", os.environ["RBOLS_DATA"], clean=cifar10.train_y[::-1].copy())
+
+
+def test_expected_wrong_rate_matches_the_realised_rate():
+    for text in ("symmetric:0.4", "symmetric-all:0.4", "pairflip:0.3", "asymmetric:0.4", "none"):
+        spec = NoiseSpec.parse(text)
+        realised = noisy(text, seed=5).rate
+        assert spec.expected_wrong_rate(K, "cifar10") == pytest.approx(realised, abs=0.01), text
+    assert NoiseSpec.parse("symmetric-all:0.4").expected_wrong_rate(10, "cifar10") == pytest.approx(0.36)
+    assert NoiseSpec.parse("asymmetric:0.4").expected_wrong_rate(10, "cifar10") == pytest.approx(0.2)
+    assert NoiseSpec.parse("human:worst").expected_wrong_rate(10, "cifar10") is None

@@ -31,8 +31,9 @@ class FitInfo:
     train_images: torch.Tensor | None = None
     channels_last: bool = False
     amp: bool = False
-    # The noise rate the spec *asks for* (R of symmetric:R etc.; 0 for none; None for human noise,
-    # whose rate a method could only know from the clean labels). Co-teaching's default forget rate.
+    # The wrong-label rate the spec asks for (R for symmetric:R and pairflip:R, R(K-1)/K for
+    # symmetric-all, R x the fraction of moved classes for asymmetric, 0 for none; None for human
+    # noise, whose rate a method could only know from the clean labels). Co-teaching's default tau.
     noise_rate: float | None = None
     # The trainer's learning rate for a 0-based epoch (for look-ahead steps such as MW-Net's).
     lr_at: Callable[[int], float] | None = None

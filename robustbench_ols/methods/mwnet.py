@@ -103,8 +103,10 @@ class MWNet(Method):
         if info.lr_at is None:
             raise RuntimeError("mwnet needs info.lr_at for its look-ahead step")
         # The MLP's initialisation is seeded from the run seed without touching the global RNG.
+        # fork_rng(devices=[]) restores only the CPU state while manual_seed also reseeds CUDA:
+        # seed the CPU generator alone, build on the CPU, then move.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((info.seed * 1_000_003 + 0x3E7) % (2 ** 63))
+            torch.random.default_generator.manual_seed((info.seed * 1_000_003 + 0x3E7) % (2 ** 63))
             self.vnet = MetaWeightNet(self.hidden)
         self.vnet.to(info.device)
         params = list(self.vnet.parameters())

@@ -72,6 +72,22 @@ class NoiseSpec:
             raise SpecError(f"--noise asymmetric is defined for cifar10 and cifar100, not {dataset}; "
                             "use symmetric or pairflip")
 
+    def expected_wrong_rate(self, num_classes: int, dataset: str, fine_to_coarse=None) -> float | None:
+        """The fraction of wrong labels the spec asks for, on a class-balanced set (what a method
+        may be told, e.g. co-teaching's forget rate): R for symmetric and pairflip, R(K-1)/K for
+        symmetric-all, R times the fraction of classes that move for asymmetric, None for human
+        noise (its rate could only be measured with the clean labels)."""
+        if self.kind == "none":
+            return 0.0
+        if self.kind == "human":
+            return None
+        if self.kind == "symmetric-all":
+            return self.rate * (num_classes - 1) / num_classes
+        if self.kind == "asymmetric":
+            target = _flip_map("asymmetric", num_classes, dataset, fine_to_coarse)
+            return self.rate * float(np.mean(target != np.arange(num_classes)))
+        return self.rate
+
     def __str__(self) -> str:
         if self.kind == "none":
             return "none"
