@@ -1,0 +1,119 @@
+"""Robust error under L-inf attacks through torchattacks: FGSM and PGD-k.
+
+Conventions (RobustBench, torchattacks): images in [0, 1], normalisation inside the model, budgets in
+pixel units (8/255). The model is put in eval mode for the attack and its previous mode restored.
+FGSM (Goodfellow et al. 2015): x' = clip(x + eps * sign(grad_x CE), 0, 1), eps = 8/255.
+PGD-k (Madry et al. 2018): random start in the eps-ball, k steps of size alpha, projection onto the
+eps-ball and [0, 1] each step; PGD-20: eps = 8/255, alpha = 2/255 (torchattacks defaults to 10
+steps: set here). Attacks are seeded: PGD's random start draws from the global generator inside a
+forked RNG state seeded with `seed`, so the same model, images and options give the same robust error
+without disturbing the caller's random state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+
+from ..errors import SpecError
+
+KINDS = ("fgsm", "pgd")
+DEFAULT_EPS = 8 / 255  # RobustBench / the OLS paper's L-inf budget
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    kind: str = "pgd"
+    eps: float = DEFAULT_EPS
+    alpha: float = 2 / 255  # PGD step size
+    steps: int = 20
+    random_start: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> "AttackSpec":
+        """`fgsm`, `pgd`, `pgd:eps=4/255,steps=50,alpha=1/255,random_start=false`."""
+        kind, _, rest = text.strip().partition(":")
+        if kind not in KINDS:
+            raise SpecError(f"unknown attack {kind!r} in --attack {text!r}; valid: fgsm, pgd "
+                            "(options eps=8/255, alpha=2/255, steps=20, random_start=true)")
+        values = {}
+        valid = {"eps", "alpha", "steps", "random_start"} if kind == "pgd" else {"eps"}
+        for item in filter(None, (s.strip() for s in rest.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or key not in valid:
+                raise SpecError(f"--attack {text!r}: bad option {item!r}; {kind} takes "
+                                f"{', '.join(sorted(valid))} as key=value")
+            try:
+                if key == "steps":
+                    values[key] = int(value)
+                elif key == "random_start":
+                    values[key] = {"true": True, "false": False}[value.lower()]
+                else:
+                    values[key] = float(Fraction(value))
+            except (ValueError, KeyError, ZeroDivisionError):
+                raise SpecError(f"--attack {text!r}: {key}={value!r} is not valid") from None
+        spec = cls(kind=kind, **values) if kind == "pgd" else cls(kind="fgsm", eps=values.get("eps", DEFAULT_EPS),
+                                                                   steps=1, alpha=0.0, random_start=False)
+        if not 0 < spec.eps <= 1 or spec.steps < 1 or (kind == "pgd" and not spec.alpha > 0):
+            raise SpecError(f"--attack {text!r}: need 0 < eps <= 1, steps >= 1 and alpha > 0")
+        return spec
+
+    @property
+    def key(self) -> str:
+        """Metric name: fgsm_err, pgd20_err; pgd20_eps4_err for another budget (in /255 units)."""
+        name = "fgsm" if self.kind == "fgsm" else f"pgd{self.steps}"
+        if abs(self.eps - DEFAULT_EPS) > 1e-12:
+            name += f"_eps{self.eps * 255:g}"
+        return name + "_err"
+
+    def build(self, model):
+        import torchattacks
+        if self.kind == "fgsm":
+            return torchattacks.FGSM(model, eps=self.eps)
+        return torchattacks.PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps,
+                                random_start=self.random_start)
+
+
+def adversarial(model, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *, seed: int = 0) -> torch.Tensor:
+    """Adversarial images for float x in [0, 1] (any memory format); the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return spec.build(model)(x, y)
+    finally:
+        model.train(was_training)
+
+
+def robust_error(model, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec, *, seed: int = 0,
+                 batch_size: int = 256, channels_last: bool = False, topk: int = 1) -> dict:
+    """Top-1 (and top-`topk`) error of `model` on adversarial versions of uint8 `images`.
+
+    Returns {spec.key: err} plus {spec.key[:-4] + "_err_top5": ...} when topk = 5. Each batch's
+    attack is seeded with seed + batch number, so a subset evaluated in the same order is reproducible.
+    """
+    wrong1 = torch.zeros((), dtype=torch.float64, device=images.device)
+    wrongk = torch.zeros((), dtype=torch.float64, device=images.device)
+    was_training = model.training
+    model.eval()
+    try:
+        for b, i in enumerate(range(0, len(images), batch_size)):
+            x = images[i:i + batch_size].float().div_(255)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = labels[i:i + batch_size]
+            adv = adversarial(model, x, y, spec, seed=seed + b)
+            with torch.no_grad():
+                logits = model(adv)
+            wrong1 += (logits.argmax(1) != y).sum()
+            if topk > 1:
+                wrongk += (~(logits.topk(topk, 1).indices == y[:, None]).any(1)).sum()
+    finally:
+        model.train(was_training)
+    out = {spec.key: wrong1.item() / len(images)}
+    if topk > 1:
+        out[spec.key[:-len("_err")] + f"_err_top{topk}"] = wrongk.item() / len(images)
+    return out

@@ -1,0 +1,109 @@
+"""FGSM and PGD through torchattacks: budget and range invariants, mode restored, the closed form on a
+linear model, the error ordering on a trained model, seeding, and the spec syntax."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from robustbench_ols.attacks import AttackSpec, adversarial, robust_error
+from robustbench_ols.errors import SpecError
+from robustbench_ols.models import create_model
+
+EPS = 8 / 255
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A resnet8 trained for 3 epochs on the synthetic set, and its test images."""
+    from robustbench_ols.data import load_dataset
+    from robustbench_ols.run import execute
+    from robustbench_ols.spec import ExecOptions, RunSpec
+    r = execute(RunSpec(dataset="synthetic", model="resnet8", epochs=3, batch_size=64),
+                ExecOptions(device="cpu", progress=False), tmp_path_factory.mktemp("attack"))
+    model = create_model("resnet8", 10)
+    model.load_state_dict(torch.load(r.run_dir / "model.pt", weights_only=False)["models"][0])
+    data = load_dataset("synthetic")
+    return model, data.test_x[:256], torch.as_tensor(data.test_y[:256])
+
+
+@pytest.mark.parametrize("text", ["fgsm", "pgd", "pgd:eps=4/255,steps=5,alpha=1/255"])
+def test_budget_and_range(trained, text):
+    model, images, labels = trained
+    spec = AttackSpec.parse(text)
+    x = images[:64].float() / 255
+    adv = adversarial(model, x, labels[:64], spec, seed=0)
+    assert (adv - x).abs().max() <= spec.eps + 1e-6
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert (adv != x).any()
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_model_mode_restored(trained, mode):
+    model, images, labels = trained
+    model.train(mode == "train")
+    robust_error(model, images[:32], labels[:32], AttackSpec.parse("pgd:steps=2"))
+    assert model.training is (mode == "train")
+    model.eval()
+
+
+def test_fgsm_equals_closed_form_on_a_linear_model():
+    torch.manual_seed(0)
+    lin = nn.Linear(3 * 32 * 32, 10)
+    model = nn.Sequential(nn.Flatten(), lin)
+    x = 0.1 + 0.8 * torch.rand(16, 3, 32, 32)
+    y = torch.randint(0, 10, (16,))
+    adv = adversarial(model, x, y, AttackSpec.parse("fgsm"))
+    with torch.no_grad():  # dCE/dx = W^T (softmax(Wx + b) - onehot(y)) per sample
+        g = (F.softmax(lin(x.flatten(1)), 1) - F.one_hot(y, 10).float()) @ lin.weight
+    expected = (x + EPS * g.sign().view_as(x)).clamp(0, 1)
+    assert torch.allclose(adv, expected, atol=1e-6)
+
+
+def test_error_ordering_on_a_trained_model(trained):
+    model, images, labels = trained
+    with torch.no_grad():
+        clean = (model(images.float() / 255).argmax(1) != labels).float().mean().item()
+    fgsm = robust_error(model, images, labels, AttackSpec.parse("fgsm"))["fgsm_err"]
+    pgd = robust_error(model, images, labels, AttackSpec.parse("pgd"))["pgd20_err"]
+    print(f"\nclean {clean:.3f} fgsm {fgsm:.3f} pgd20 {pgd:.3f}")
+    assert clean < 0.5  # the model learned something
+    assert pgd >= fgsm >= clean and pgd > clean
+
+
+def test_seeded(trained):
+    model, images, labels = trained
+    x, y = images[:32].float() / 255, labels[:32]
+    spec = AttackSpec.parse("pgd:steps=3")
+    a, b = adversarial(model, x, y, spec, seed=1), adversarial(model, x, y, spec, seed=1)
+    c = adversarial(model, x, y, spec, seed=2)
+    assert torch.equal(a, b) and not torch.equal(a, c)  # the random start follows the seed
+    state = torch.random.get_rng_state()
+    r1 = robust_error(model, images, labels, spec, seed=3)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's random state is untouched
+    assert r1 == robust_error(model, images, labels, spec, seed=3)
+
+
+def test_channels_last_gives_the_same_robust_error(trained):
+    model, images, labels = trained
+    spec = AttackSpec.parse("pgd:steps=5")
+    a = robust_error(model, images, labels, spec)
+    b = robust_error(model.to(memory_format=torch.channels_last), images, labels, spec, channels_last=True)
+    assert abs(a["pgd5_err"] - b["pgd5_err"]) <= 2 / len(images)  # float rounding may flip a sample
+
+
+def test_top5_and_keys():
+    assert AttackSpec.parse("pgd").key == "pgd20_err" and AttackSpec.parse("fgsm").key == "fgsm_err"
+    assert AttackSpec.parse("pgd:eps=4/255,steps=50").key == "pgd50_eps4_err"
+    model = create_model("resnet8", 100).eval()
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    out = robust_error(model, images, torch.randint(0, 100, (8,)), AttackSpec.parse("fgsm"), topk=5)
+    assert set(out) == {"fgsm_err", "fgsm_err_top5"} and out["fgsm_err_top5"] <= out["fgsm_err"]
+
+
+@pytest.mark.parametrize("text, fragment", [("cw", "unknown attack 'cw'"), ("pgd:eps=x", "eps='x' is not valid"),
+                                            ("fgsm:steps=3", "fgsm takes eps"), ("pgd:eps=0", "0 < eps"),
+                                            ("pgd:steps", "bad option")])
+def test_bad_attack_specs(text, fragment):
+    with pytest.raises(SpecError) as e:
+        AttackSpec.parse(text)
+    assert fragment in str(e.value)
