@@ -1,6 +1,6 @@
 """PGD-20 throughput: the suite's evaluation against torchattacks called the usual way and the limit.
 
-Side by side in one process, resnet20 (random weights: timing only), one batch of 256 CIFAR-10 test
+Side by side in one process, resnet20 (`--run-dir`: a trained run's weights; else random weights, timing only), one batch of 256 CIFAR-10 test
 images, eps 8/255, alpha 2/255, 20 steps, random start:
   (a) the suite: `attacks.robust_error` (channels_last model and inputs, seeded, mode restored);
   (b) torchattacks as its README shows it: `torchattacks.PGD(model, ...)(images, labels)` on NCHW
@@ -11,7 +11,7 @@ Also checks that (a) and (b) give the same robust error for the same seed and me
 times the calibration and CIFAR-10H metrics on 10,000 x 100 probabilities when those modules exist.
 Nothing is asserted; read the printed ratios.
 
-    python benchmarks/attack_throughput.py --data-root ../shared/data
+    python benchmarks/attack_throughput.py --data-root ../shared/data [--run-dir results/RUN_ID]
 """
 from __future__ import annotations
 
@@ -63,19 +63,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=os.environ.get("RBOLS_DATA"))
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--run-dir", default=None, help="a finished resnet20 CIFAR-10 run whose model.pt to attack "
+                   "(default: random weights, for which every image is misclassified anyway)")
     args = p.parse_args(argv)
     data = load_dataset("cifar10", args.data_root, download=False)
     images, labels = data.test_x[:256], torch.as_tensor(data.test_y[:256])
     spec = AttackSpec.parse("pgd")
     torch.manual_seed(0)
     nchw = create_model("resnet20", 10).eval()
+    if args.run_dir:
+        nchw.load_state_dict(torch.load(os.path.join(args.run_dir, "model.pt"), weights_only=False)["models"][0])
     cl = create_model("resnet20", 10).eval()
     cl.load_state_dict(nchw.state_dict())
     cl = cl.to(memory_format=torch.channels_last)
     x = images.float() / 255
     x_cl = x.contiguous(memory_format=torch.channels_last)
     print(f"git {git_info()['commit']}; torch {torch.__version__}; {device_name(torch.device('cpu'))}, "
-          f"{torch.get_num_threads()} threads; resnet20, 256 CIFAR-10 test images, PGD-20 eps 8/255; "
+          f"{torch.get_num_threads()} threads; resnet20 ({args.run_dir or 'random weights'}), 256 CIFAR-10 "
+          "test images, PGD-20 eps 8/255; "
           f"best of {args.repeats}")
     # The suite seeds batch b with seed + b; one batch here, so both use SEED.
     t_suite, r_suite = timed(lambda: robust_error(cl, images, labels, spec, seed=SEED, batch_size=256,
