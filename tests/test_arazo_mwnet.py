@@ -19,13 +19,7 @@ from robustbench_ols.training import train_epoch
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny CPU models: one intra-op thread is as fast and does not fight the other test runs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_info(labels, k, *, epochs=2, images=None, meta=None, lr=0.1, seed=0, steps=1):

@@ -11,14 +11,7 @@ from robustbench_ols.calibration import (adaptive_ece, apply_temperature, brier,
                                          reliability_table)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are small; on a loaded 2-core machine intra-op threads made single calls
-    # 30x slower (60 ms instead of 2 ms), so this module runs single-threaded and restores the rest.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Case A, K = 3, 5 bins (0, .2], (.2, .4], (.4, .6], (.6, .8], (.8, 1]; confidences on edges.
