@@ -122,11 +122,10 @@ def cmd_models(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from .data import describe_root
-    lines = describe_root(args.data_root)
-    print("\n".join(lines))
-    found = [ln for ln in lines if ln.strip().startswith(("cifar10:", "cifar100:")) and "not found" not in ln]
-    if not found:
+    from .data import describe_root, find_layout, resolve_data_root
+    print("\n".join(describe_root(args.data_root)))
+    root = resolve_data_root(args.data_root)
+    if not any(find_layout(name, root) for name in ("cifar10", "cifar100")):
         print("no CIFAR data found: set --data-root or RBOLS_DATA to a folder holding it", file=sys.stderr)
         return 1
     return 0

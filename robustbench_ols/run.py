@@ -47,7 +47,8 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> Ru
     method, _ = build_method(spec.method, spec.options)
     if spec.model not in list_models():
         create_model(spec.model, 1)  # raises the error listing the valid models
-    NoiseSpec.parse(spec.noise).check_dataset(spec.dataset)
+    ns = NoiseSpec.parse(spec.noise)
+    ns.check_dataset(spec.dataset)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {out} is a file; give a directory for the run directories")
@@ -63,7 +64,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> Ru
     data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=0)
     idx = (class_balanced_subset(data.train_y, spec.train_subset, spec.subset_seed)
            if spec.train_subset else np.arange(len(data.train_y)))
-    noisy = noisy_labels_for(data, idx, spec.noise, spec.noise_seed, ex.data_root)
+    noisy = noisy_labels_for(data, idx, ns, spec.noise_seed, ex.data_root)
     clean = data.train_y[idx]
     # MW-Net-style methods get a clean, balanced meta set held out of the subset AFTER the noise is
     # drawn, so the images they train on carry exactly the noisy labels every other method sees.
@@ -76,7 +77,6 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> Ru
     train_x = data.train_x[idx[train_pos]].to(device)
     loader = TrainLoader(train_x, labels, spec.batch_size, seed=spec.seed, augment=spec.augment,
                          channels_last=ex.channels_last)
-    ns = NoiseSpec.parse(spec.noise)
     method.setup(FitInfo(
         data.num_classes, len(train_pos), labels, spec.epochs, len(loader), device, spec.dataset,
         spec.seed, train_images=train_x, channels_last=ex.channels_last, amp=spec.amp,
@@ -228,7 +228,7 @@ def _mark_done(run_dir: Path) -> None:
 def _save_checkpoint(path, models, optimizer, method, state) -> None:
     method_state = method.state_dict()
     if not isinstance(method_state, dict):
-        raise ContractError(f"method {getattr(method, '_label', method.name)!r}: state_dict() returned "
+        raise ContractError(f"method {method.label!r}: state_dict() returned "
                             f"{type(method_state).__name__} (rule: state_dict() returns a dict)")
     torch.save({"models": [m.state_dict() for m in models], "optimizer": optimizer.state_dict(),
                 "method": method_state, "state": state}, _tmp(path))

@@ -81,7 +81,7 @@ def check_step_output(method, out, batch, models) -> None:
     """The run-time half of the method contract; ContractError names the method and the rule."""
     from .errors import ContractError
     from .methods import StepOutput
-    label = getattr(method, "_label", method.name)
+    label = method.label
 
     def fail(rule):
         raise ContractError(f"method {label!r}: {rule}")

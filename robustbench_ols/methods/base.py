@@ -84,6 +84,11 @@ class Method:
     def load_state_dict(self, state: dict) -> None:
         pass
 
+    @property
+    def label(self) -> str:
+        """How the user named the method (`ols`, `pkg.mod:Class`), for messages."""
+        return getattr(self, "_label", self.name)
+
     def options(self) -> dict:
         """The options as given, defaults included: part of the run_id."""
         return dict(getattr(self, "_options", {}))
