@@ -28,10 +28,12 @@ from .methods import FitInfo, build_method
 from .models import create_model, list_models
 from .noise import NoiseSpec, noisy_labels_for
 from .spec import ExecOptions, RunSpec
+from .evaluation import EvalSpec, attack_subset, load_human, score
 from .training import Timer, evaluate, make_optimizer, resolve_device, train_epoch
 
 EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_err", "noisy_err", "noisy_true_acc",
-                 "clean_subset_err", "test_loss", "test_err", "seconds")
+                 "clean_subset_err", "test_loss", "test_err", "val_loss", "val_err", "seconds")
+# val_loss and val_err: on the validation split (--val-split), empty when the run has none.
 
 
 @dataclass
@@ -41,8 +43,9 @@ class RunResult:
     metrics: dict
 
 
-def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> RunResult:
-    """Train (or resume, or skip when DONE) the run `spec` under `out`."""
+def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: EvalSpec = EvalSpec()) -> RunResult:
+    """Train (or resume, or skip when DONE) the run `spec` under `out`, then score its final model
+    with `ev`. A finished run is never retrained; if it has no record for `ev` yet, one is added."""
     device = resolve_device(ex.device)
     method, _ = build_method(spec.method, spec.options)
     if spec.model not in list_models():
@@ -54,21 +57,27 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> Ru
         raise SpecError(f"--out {out} is a file; give a directory for the run directories")
     run_dir = out / spec.run_id
     if (run_dir / "DONE").exists():
-        return RunResult(run_dir, "already done", json.loads((run_dir / "metrics.json").read_text()))
+        return _already_done(run_dir, ev, ex)
     _check_existing(run_dir, spec)
     if (run_dir / "metrics.json").exists():  # killed after the final files, before DONE
         _mark_done(run_dir)
-        return RunResult(run_dir, "done", json.loads((run_dir / "metrics.json").read_text()))
+        return _already_done(run_dir, ev, ex, status="done")
     # Everything up to setup() may still reject the input: nothing is written before it.
     # The synthetic set has a fixed data seed: its labels must not change with --seed.
     data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=0)
+    attack_subset(data.test_y, ev)  # rejects a bad --attack-examples now, not after training
+    human = load_human(spec.dataset, ev, ex.data_root, ex.download, data.test_y)
     idx = (class_balanced_subset(data.train_y, spec.train_subset, spec.subset_seed)
            if spec.train_subset else np.arange(len(data.train_y)))
     noisy = noisy_labels_for(data, idx, ns, spec.noise_seed, ex.data_root)
     clean = data.train_y[idx]
     # MW-Net-style methods get a clean, balanced meta set held out of the subset AFTER the noise is
-    # drawn, so the images they train on carry exactly the noisy labels every other method sees.
-    train_pos, meta_pos = _split_meta(clean, method.clean_meta_size(), spec.subset_seed)
+    # drawn, so the images they train on carry exactly the noisy labels every other method sees. The
+    # validation split is held out the same way, from what is left.
+    train_pos, meta_pos = _hold_out(clean, np.arange(len(clean)), method.clean_meta_size(), spec.subset_seed + 7919,
+                                    "the method's clean meta set (its meta= option)")
+    train_pos, val_pos = _hold_out(clean, train_pos, spec.val_split, spec.subset_seed + 104729, "--val-split")
+    val_labels = (clean if spec.val_labels == "clean" else noisy.labels)[val_pos]
     torch.manual_seed(spec.seed)  # model initialisation
     models = [create_model(spec.model, data.num_classes).to(device) for _ in range(method.num_models)]
     if ex.channels_last:
@@ -85,43 +94,60 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results") -> Ru
         meta_labels=torch.as_tensor(clean[meta_pos], device=device) if len(meta_pos) else None))
     optimizer = make_optimizer(spec, models)
 
-    _write_record(run_dir, spec, ex, device, data.source, method, noisy, clean, idx, idx[meta_pos])
+    _write_record(run_dir, spec, ex, device, data.source, method, noisy, clean, idx, idx[meta_pos],
+                  idx[val_pos], val_labels)
     state = {"epoch": -1, "history": [], "train_seconds": 0.0}
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
         state = _load_checkpoint(ckpt, models, optimizer, method, device)
     _log_execution(run_dir, ex, device, state["epoch"] + 1)
+    val = ((data.train_x[idx[val_pos]].to(device), torch.as_tensor(val_labels, device=device))
+           if len(val_pos) else None)
+    test = (data.test_x.to(device), torch.as_tensor(data.test_y, device=device))
     fit_args = dict(models=models, method=method, optimizer=optimizer, loader=loader, state=state,
                     is_noisy=torch.as_tensor(noisy.is_noisy[train_pos], device=device),
-                    clean=torch.as_tensor(clean[train_pos], device=device),
-                    test=(data.test_x.to(device), torch.as_tensor(data.test_y, device=device)))
+                    clean=torch.as_tensor(clean[train_pos], device=device), test=test, val=val)
     _fit(spec, ex, run_dir, **fit_args)
-    metrics = _final_metrics(state, noisy, len(train_pos), len(meta_pos))
-    _finish(run_dir, models, method, metrics)
-    return RunResult(run_dir, "done", metrics)
+    metrics = _final_metrics(state, noisy, len(train_pos), len(meta_pos), len(val_pos))
+    scores, rel, notes = score(models[0], test_x=test[0], test_y=test[1], ev=ev, val=val, human=human,
+                               eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last)
+    _finish(run_dir, models, method, metrics, ev, scores, rel, notes, ex, device)
+    return RunResult(run_dir, "done", {**metrics, **scores, "eval_id": ev.eval_id})
 
 
-def _split_meta(clean: np.ndarray, size: int, seed: int):
-    """Positions (into the subset) to train on and to hold out as a clean meta set of `size`."""
-    everything = np.arange(len(clean))
+def _already_done(run_dir: Path, ev: EvalSpec, ex: ExecOptions, status: str = "already done") -> RunResult:
+    """A finished run: its metrics.json, with the figures of `ev` (evaluated now if missing)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if metrics.get("eval_id") != ev.eval_id:
+        old = run_dir / "evals" / f"{metrics.get('eval_id')}.json"
+        if old.exists():  # the training-time figures of another setting: not this one's
+            metrics = {k: v for k, v in metrics.items() if k not in json.loads(old.read_text())["metrics"]}
+        metrics = {**metrics, **evaluate_run(run_dir, ev, ex)["metrics"], "eval_id": ev.eval_id}
+    return RunResult(run_dir, status, metrics)
+
+
+def _hold_out(clean: np.ndarray, positions: np.ndarray, size: int, seed: int, what: str):
+    """(kept, held out): `size` class-balanced positions (by clean label) taken out of `positions`."""
     if size <= 0:
-        return everything, everything[:0]
-    if not len(np.unique(clean)) <= size < len(clean):
-        raise SpecError(f"the method asks for a clean meta set of {size} images, but the training set "
-                        f"has {len(clean)} and {len(np.unique(clean))} classes; it needs one image per class and must "
-                        "leave images to train on: change its meta= option or --train-subset")
-    meta = class_balanced_subset(clean, size, seed + 7919)  # its own stream, fixed per subset
-    return np.setdiff1d(everything, meta), meta
+        return positions, positions[:0]
+    k = len(np.unique(clean[positions]))
+    if not k <= size < len(positions):
+        raise SpecError(f"{what} asks for {size} held-out images, but {len(positions)} images of {k} classes "
+                        "are left: it needs one image per class and must leave images to train on; "
+                        "lower it or raise --train-subset")
+    held = positions[class_balanced_subset(clean[positions], size, seed)]  # its own stream, fixed per subset
+    return np.setdiff1d(positions, held), held
 
 
-def _write_record(run_dir, spec, ex, device, source, method, noisy, clean, idx, meta_idx) -> None:
+def _write_record(run_dir, spec, ex, device, source, method, noisy, clean, idx, meta_idx, val_idx,
+                  val_labels) -> None:
     """spec.json, noise.npz, noise.json (each written once, whichever is missing; spec.json last)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "noise.npz").exists():
         with open(_tmp(run_dir / "noise.npz"), "wb") as f:  # a file object: numpy adds no suffix
             np.savez_compressed(f, noisy_labels=noisy.labels, clean_labels=clean,
                                 is_noisy=noisy.is_noisy, train_indices=idx, T=noisy.T,
-                                meta_indices=meta_idx)
+                                meta_indices=meta_idx, val_indices=val_idx, val_labels=val_labels)
         os.replace(_tmp(run_dir / "noise.npz"), run_dir / "noise.npz")
     if not (run_dir / "noise.json").exists():
         write_json(run_dir / "noise.json", noisy.summary())
@@ -143,10 +169,10 @@ def _log_execution(run_dir: Path, ex, device, first_epoch: int) -> None:
     write_json(path, log)
 
 
-def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_noisy, clean, test):
+def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_noisy, clean, test, val):
     bar = _progress_bar(spec, len(loader), state, ex.progress)
     try:
-        _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, bar)
+        _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, val, bar)
     except ContractError as e:
         write_json(run_dir / "status.json", {"status": "failed", "epoch": state["epoch"] + 2, "reason": str(e)})
         raise
@@ -155,7 +181,7 @@ def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_nois
             bar.close()
 
 
-def _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, bar):
+def _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, val, bar):
     for epoch in range(state["epoch"] + 1, spec.epochs):
         timer = Timer()
         lr = spec.lr_at(epoch)
@@ -166,6 +192,11 @@ def _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_
                                clean=clean, amp=spec.amp, progress=bar))
         row.update(evaluate(models[0], *test, batch_size=ex.eval_batch_size,
                             channels_last=ex.channels_last, amp=spec.amp))
+        row["val_loss"] = row["val_err"] = None
+        if val is not None:
+            v = evaluate(models[0], *val, batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
+                         amp=spec.amp)
+            row.update(val_loss=v["test_loss"], val_err=v["test_err"])
         # The training loss is computed before each step; a last step that breaks the weights
         # only shows in the test loss. Either one non-finite: the epoch is not kept.
         bad = [k for k in ("train_loss", "test_loss") if not math.isfinite(row[k])]
@@ -193,27 +224,92 @@ def _progress_bar(spec, steps_per_epoch, state, enabled):
                 desc=f"{spec.method} {spec.noise} seed {spec.seed}")
 
 
-def _final_metrics(state, noisy, num_train: int, num_meta: int) -> dict:
+def _final_metrics(state, noisy, num_train: int, num_meta: int, num_val: int) -> dict:
     hist = state["history"]
     last = hist[-1]
-    best = min(hist, key=lambda r: r["test_err"])
+    # With a validation split the best epoch is chosen on it (the earliest of equals), never on the
+    # test set; without one, the OLS code's reporting: the lowest test error. spec.json says which.
+    best = min(hist, key=lambda r: r["val_err"] if num_val else r["test_err"])
     m = {"test_err_last": last["test_err"], "test_err_best": best["test_err"],
          "best_epoch": best["epoch"], "test_loss_last": last["test_loss"],
          "train_err_last": last["train_err"], "train_loss_last": last["train_loss"],
          "noisy_err_last": last["noisy_err"], "noisy_true_acc_last": last["noisy_true_acc"],
          "clean_subset_err_last": last["clean_subset_err"], "noise_rate_realised": noisy.rate,
-         "num_train": num_train, "num_meta": num_meta, "num_noisy": int(noisy.is_noisy.sum()),
+         "num_train": num_train, "num_meta": num_meta, "num_val": num_val,
+         "val_err_best": best["val_err"], "num_noisy": int(noisy.is_noisy.sum()),
          "epochs": len(hist), "train_seconds": state["train_seconds"]}
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
 
 
-def _finish(run_dir: Path, models, method, metrics: dict) -> None:
-    """Final weights, then metrics.json (its presence means training is over), then DONE."""
+def _finish(run_dir: Path, models, method, metrics: dict, ev, scores, rel, notes, ex, device) -> None:
+    """Final weights, the evaluation record, reliability.csv, then metrics.json (its presence means
+    the run is over), then DONE."""
     final = {"models": [m.state_dict() for m in models], "method": method.state_dict()}
     torch.save(final, _tmp(run_dir / "model.pt"))
     os.replace(_tmp(run_dir / "model.pt"), run_dir / "model.pt")
-    write_json(run_dir / "metrics.json", metrics)
+    write_eval_record(run_dir, ev, scores, rel, notes, ex, device)
+    write_reliability_csv(run_dir / "reliability.csv", rel)
+    write_json(run_dir / "metrics.json", {**metrics, **scores, "eval_id": ev.eval_id})
     _mark_done(run_dir)
+
+
+def write_eval_record(run_dir: Path, ev: EvalSpec, scores: dict, rel: list, notes: dict, ex, device) -> Path:
+    """evals/<eval_id>.json (+ .reliability.csv): the figures of one evaluation setting, with how
+    and where they were computed."""
+    import time
+    folder = run_dir / "evals"
+    folder.mkdir(exist_ok=True)
+    write_reliability_csv(folder / f"{ev.eval_id}.reliability.csv", rel)
+    path = folder / f"{ev.eval_id}.json"
+    write_json(path, {"eval_id": ev.eval_id, "run_id": run_dir.name, "eval": ev.to_dict(), "metrics": scores,
+                      "notes": notes, "device": str(device), "device_name": device_name(device),
+                      "channels_last": ex.channels_last, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      "git": git_info(), "versions": {"robustbench_ols": __version__, "torch": torch.__version__}})
+    return path
+
+
+def write_reliability_csv(path: Path, rows: list) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = ("lower", "upper", "count", "confidence", "accuracy")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([_fmt(r[c]) for c in cols])
+    write_text(path, buf.getvalue())
+
+
+def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptions()) -> dict:
+    """Score a finished run's final model with `ev`, without retraining. Returns its record; the
+    record is written to evals/<eval_id>.json unless one exists already (then it is returned as is:
+    a record is never overwritten)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.pt").exists() or not (run_dir / "metrics.json").exists():
+        raise SpecError(f"{run_dir} is not a finished run (no model.pt and metrics.json); finish it with "
+                        "the same `rbols run` command first")
+    path = run_dir / "evals" / f"{ev.eval_id}.json"
+    if path.exists():
+        return {**json.loads(path.read_text()), "status": "already evaluated"}
+    try:
+        spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text())["spec"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SpecError(f"{run_dir}/spec.json is missing or unreadable ({e}); is this a run directory?") from None
+    device = resolve_device(ex.device)
+    data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=0)
+    attack_subset(data.test_y, ev)
+    human = load_human(spec.dataset, ev, ex.data_root, ex.download, data.test_y)
+    model = create_model(spec.model, data.num_classes).to(device)
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True)["models"][0])
+    if ex.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    z = np.load(run_dir / "noise.npz")
+    val = None
+    if "val_indices" in z.files and len(z["val_indices"]):
+        val = (data.train_x[z["val_indices"]].to(device), torch.as_tensor(z["val_labels"], device=device))
+    scores, rel, notes = score(model, test_x=data.test_x.to(device),
+                               test_y=torch.as_tensor(data.test_y, device=device), ev=ev, val=val, human=human,
+                               eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last)
+    write_eval_record(run_dir, ev, scores, rel, notes, ex, device)
+    return {**json.loads(path.read_text()), "status": "evaluated"}
 
 
 def _mark_done(run_dir: Path) -> None:
@@ -248,23 +344,34 @@ def _check_existing(run_dir: Path, spec: RunSpec) -> None:
     f = run_dir / "spec.json"
     if f.exists():
         try:
-            old = json.loads(f.read_text())["spec"]
-        except (ValueError, KeyError) as e:
+            old = RunSpec.from_dict(json.loads(f.read_text())["spec"])
+        except (ValueError, KeyError, TypeError, SpecError) as e:
             raise SpecError(f"{f} is unreadable ({e}); move {run_dir} away to rerun this spec") from None
-        if old != spec.to_dict():
+        if old != spec:
             raise SpecError(f"{run_dir} holds a different run (its spec.json differs); move it away")
 
 
 def _spec_record(spec, ex, device, source, method, num_meta: int) -> dict:
-    seen = (f"{num_meta} clean, class-balanced images held out of the training set as the method's "
-            "meta set (noise.npz: meta_indices); no other clean label" if num_meta else "none")
+    seen = [f"{num_meta} clean, class-balanced images held out of the training set as the method's "
+            "meta set (noise.npz: meta_indices)"] if num_meta else []
+    if spec.val_split and spec.val_labels == "clean":
+        seen.append(f"the clean labels of the {spec.val_split}-image validation split (choice of the "
+                    "best epoch and temperature scaling only)")
+    seen = "; ".join(seen) or "none"
     return {"run_id": spec.run_id, "spec": spec.to_dict(),
             "method": {"name": spec.method, "citation": method.citation, "options": spec.options,
                        "effective_options": method.effective_options(), "num_models": method.num_models,
                        "evaluated_model": "model 1 of 2 (models[0])" if method.num_models > 1 else "the model",
                        "clean_labels_seen": seen},
-            "reporting": {"test_err_best": "lowest test_err over the epochs (the OLS code's reporting)",
-                          "test_err_last": "test_err of the last epoch"},
+            "reporting": {"test_err_best": (
+                              f"test_err of the epoch with the lowest val_err on the validation split "
+                              f"({spec.val_split} images held out of the training set, {spec.val_labels} "
+                              "labels; the earliest of equals)" if spec.val_split else
+                              "lowest test_err over the epochs (the OLS code's reporting; no validation "
+                              "split: pass --val-split N to choose the epoch without the test set)"),
+                          "test_err_last": "test_err of the last epoch",
+                          "scores": "clean_err, attacks, calibration and CIFAR-10H figures score the "
+                                    "final model (last epoch); see evals/<eval_id>.json"},
             "execution": {"device": str(device), "device_name": device_name(device),
                           "channels_last": ex.channels_last, "amp": spec.amp,
                           "data_root": str(resolve_data_root(ex.data_root)), "data_source": source,
@@ -310,6 +417,8 @@ def write_epochs_csv(path: Path, rows: list) -> None:
 
 
 def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""  # no value (no validation split; an empty reliability bin)
     return repr(v) if isinstance(v, float) else str(v)
 
 

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from .errors import SpecError
 
 SCHEDULES = ("step", "cosine")
+VAL_LABELS = ("noisy", "clean")
+# Fields added after run directories already existed: they enter the run_id only when they differ from
+# these defaults, so every run made before they existed keeps its run_id and directory.
+_LATER_FIELDS = {"val_split": 0, "val_labels": "noisy"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,11 @@ class RunSpec:
     subset_seed: int = 0
     augment: bool = True
     amp: bool = False  # bf16 autocast: changes the numbers, so it is part of the run_id
+    # Class-balanced images held out of the training set after the noise is drawn: the best epoch is
+    # chosen on them and temperature scaling is fitted on them. Their labels are the noisy ones (what a
+    # practitioner has) unless val_labels = "clean".
+    val_split: int = 0
+    val_labels: str = "noisy"
 
     def __post_init__(self):
         self._resolve()
@@ -59,6 +68,9 @@ class RunSpec:
                f"unknown --schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         _check(0 < self.lr_decay <= 1, f"--lr-decay must be in (0, 1], got {self.lr_decay}")
         _check(self.train_subset >= 0, f"--train-subset must be >= 0, got {self.train_subset}")
+        _check(self.val_split >= 0, f"--val-split must be >= 0, got {self.val_split}")
+        _check(self.val_labels in VAL_LABELS,
+               f"unknown --val-labels {self.val_labels!r}; valid: {', '.join(VAL_LABELS)}")
         for m in self.milestones:
             _check(0 < m < self.epochs,
                    f"--milestones must lie in 1..{self.epochs - 1} (0-based epochs), got {m}")
@@ -89,6 +101,11 @@ class RunSpec:
         d["milestones"] = list(self.milestones)
         return d
 
+    def identity(self) -> dict:
+        """The dict the run_id hashes: to_dict() without later fields left at their defaults."""
+        return {k: v for k, v in self.to_dict().items()
+                if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
         d = dict(d)
@@ -99,7 +116,7 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         """12 hex digits of the SHA-256 of the canonical JSON of the spec."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def lr_at(self, epoch: int) -> float:

@@ -18,8 +18,9 @@ def trained(tmp_path_factory):
     from robustbench_ols.data import load_dataset
     from robustbench_ols.run import execute
     from robustbench_ols.spec import ExecOptions, RunSpec
+    from robustbench_ols.evaluation import EvalSpec
     r = execute(RunSpec(dataset="synthetic", model="resnet8", epochs=3, batch_size=64),
-                ExecOptions(device="cpu", progress=False), tmp_path_factory.mktemp("attack"))
+                ExecOptions(device="cpu", progress=False), tmp_path_factory.mktemp("attack"), EvalSpec(attacks=()))
     model = create_model("resnet8", 10)
     model.load_state_dict(torch.load(r.run_dir / "model.pt", weights_only=False)["models"][0])
     data = load_dataset("synthetic")

@@ -10,9 +10,11 @@ import torch
 from robustbench_ols import run as run_mod
 from robustbench_ols.methods import build_method, list_methods
 from robustbench_ols.run import execute
+from robustbench_ols.evaluation import EvalSpec
 from robustbench_ols.spec import ExecOptions, RunSpec
 
 EX = ExecOptions(device="cpu", progress=False)
+EV = EvalSpec(attacks=())  # scoring is tested elsewhere
 # Sized for the tiny test set; everything else is the method's default.
 SMALL = {"mwnet": (("meta", 50),)}
 EXTRA = [("ols", (("period", 3), ("init", "zeros"))), ("ls", (("gamma", 0.9),))]
@@ -43,7 +45,7 @@ def same(a, b) -> bool:
 @pytest.mark.parametrize("method, options", CASES, ids=IDS)
 def test_method_contract(method, options, tmp_path, monkeypatch):
     s = spec(method, options)
-    full = execute(s, EX, tmp_path / "a")
+    full = execute(s, EX, tmp_path / "a", EV)
     r = rows(full.run_dir)
     assert len(r) == 2 and all(torch.isfinite(torch.tensor(float(x["train_loss"]))) for x in r)
     final = torch.load(full.run_dir / "model.pt", weights_only=False)
@@ -70,9 +72,9 @@ def test_method_contract(method, options, tmp_path, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(run_mod, "_save_checkpoint", stop_after_first)
     with pytest.raises(KeyboardInterrupt):
-        execute(s, EX, tmp_path / "b")
+        execute(s, EX, tmp_path / "b", EV)
     monkeypatch.setattr(run_mod, "_save_checkpoint", real)
-    resumed = execute(s, EX, tmp_path / "b")
+    resumed = execute(s, EX, tmp_path / "b", EV)
     assert rows(resumed.run_dir) == r
     sessions = json.loads((resumed.run_dir / "executions.json").read_text())
     assert [e["first_epoch"] for e in sessions] == [1, 2]  # the second session started at epoch 2

@@ -15,9 +15,11 @@ from robustbench_ols.errors import SpecError
 from robustbench_ols.methods import FitInfo, StepOutput, build_method
 from robustbench_ols.methods.pencil import pencil_stages
 from robustbench_ols.run import execute
+from robustbench_ols.evaluation import EvalSpec
 from robustbench_ols.spec import ExecOptions, RunSpec
 
 EX = ExecOptions(device="cpu", progress=False)
+EV = EvalSpec(attacks=())  # scoring is tested elsewhere
 
 
 def make(name, labels, k, *, epochs=20, noise_rate=0.4, **opts):
@@ -262,7 +264,7 @@ def run_spec(method, options, epochs):
 
 
 def test_coteaching_trains_two_networks(tmp_path):
-    r = execute(run_spec("coteaching", (("tk", 1),), 2), EX, tmp_path)
+    r = execute(run_spec("coteaching", (("tk", 1),), 2), EX, tmp_path, EV)
     assert math.isfinite(r.metrics["train_loss_last"]) and math.isfinite(r.metrics["test_loss_last"])
     final = torch.load(r.run_dir / "model.pt")
     assert len(final["models"]) == 2
@@ -275,7 +277,7 @@ def test_coteaching_trains_two_networks(tmp_path):
 
 
 def test_pencil_runs_all_three_stages(tmp_path):
-    r = execute(run_spec("pencil", (), 3), EX, tmp_path)  # 3 epochs: one per stage
+    r = execute(run_spec("pencil", (), 3), EX, tmp_path, EV)  # 3 epochs: one per stage
     assert math.isfinite(r.metrics["train_loss_last"]) and math.isfinite(r.metrics["test_loss_last"])
     y = torch.load(r.run_dir / "model.pt")["method"]["y_tilde"]
     noisy = torch.as_tensor(np.load(r.run_dir / "noise.npz")["noisy_labels"])

@@ -14,7 +14,7 @@ from robustbench_ols.methods import METHODS, build_method, method_class
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 RUN = ["run", "--dataset", "synthetic", "--model", "resnet8", "--epochs", "2", "--train-subset", "300",
-       "--noise", "symmetric:0.2", "--device", "cpu", "--no-progress"]
+       "--noise", "symmetric:0.2", "--device", "cpu", "--no-progress", "--attack", "none"]
 
 
 def readme_example() -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from robustbench_ols.evaluation import EvalSpec
 from robustbench_ols.run import execute
 from robustbench_ols.spec import ExecOptions, RunSpec
 
@@ -25,7 +26,8 @@ def train(tmp_path, method, options=(), **kw):
     base = dict(dataset="cifar10", model="resnet8", method=method, method_options=options,
                 noise="symmetric:0.4", epochs=6, train_subset=4000)
     base.update(kw)
-    r = execute(RunSpec(**base), ExecOptions(device="cpu", progress=False, data_root=ROOT), tmp_path)
+    r = execute(RunSpec(**base), ExecOptions(device="cpu", progress=False, data_root=ROOT), tmp_path,
+                EvalSpec(attacks=(), cifar10h=False))  # these tests are about training
     state = torch.load(r.run_dir / "model.pt", weights_only=False)["method"]
     z = np.load(r.run_dir / "noise.npz")
     return r, state, z["is_noisy"], z["clean_labels"], z["noisy_labels"]

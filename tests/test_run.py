@@ -16,9 +16,11 @@ from robustbench_ols.cli import main
 from robustbench_ols.errors import RunFailed
 from robustbench_ols.methods import METHODS, Method, register
 from robustbench_ols.run import EPOCH_COLUMNS, execute
+from robustbench_ols.evaluation import EvalSpec
 from robustbench_ols.spec import ExecOptions, RunSpec
 
 EX = ExecOptions(device="cpu", progress=False)
+EV = EvalSpec(attacks=("fgsm", "pgd:steps=2"), attack_examples=20)  # light scoring: these tests are about runs
 
 
 def spec(**kw):
@@ -42,7 +44,7 @@ def snapshot(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    return execute(spec(), EX, out)
+    return execute(spec(), EX, out, EV)
 
 
 def test_run_writes_every_file(finished):
@@ -50,7 +52,8 @@ def test_run_writes_every_file(finished):
     assert d.name == spec().run_id and len(d.name) == 12
     names = {p.name for p in d.iterdir()}
     assert names == {"spec.json", "noise.json", "noise.npz", "epochs.csv", "metrics.json", "model.pt",
-                     "status.json", "executions.json", "DONE"}  # no checkpoint, no temporary file left
+                     "status.json", "executions.json", "reliability.csv", "evals", "DONE"}  # no checkpoint, no .tmp
+    assert {p.name for p in (d / "evals").iterdir()} == {f"{EV.eval_id}.json", f"{EV.eval_id}.reliability.csv"}
     (session,) = json.loads((d / "executions.json").read_text())
     assert session["first_epoch"] == 1 and session["device"] == "cpu" and session["pid"] == os.getpid()
     r = rows(d)
@@ -59,7 +62,7 @@ def test_run_writes_every_file(finished):
         assert tuple(next(csv.reader(f))) == EPOCH_COLUMNS
     assert [float(x["lr"]) for x in r] == pytest.approx([0.1, 0.1, 0.01])
     m = json.loads((d / "metrics.json").read_text())
-    assert not [k for k, v in m.items() if isinstance(v, str)]  # numbers, never strings
+    assert [k for k, v in m.items() if isinstance(v, str)] == ["eval_id"]  # numbers, but the eval's name
     assert all(isinstance(m[k], float) for k in ("test_err_last", "test_err_best", "noise_rate_realised",
                                                  "train_seconds", "noisy_err_last"))
     assert m["noise_rate_realised"] == pytest.approx(0.4) and m["num_noisy"] == 240
@@ -109,7 +112,7 @@ def test_epoch_statistics_hand_computed():
 
 
 def test_same_command_twice_gives_the_same_epochs_csv(finished, tmp_path):
-    again = execute(spec(), EX, tmp_path)
+    again = execute(spec(), EX, tmp_path, EV)
     assert rows(again.run_dir) == rows(finished.run_dir)
     a = torch.load(again.run_dir / "model.pt")["models"][0]
     b = torch.load(finished.run_dir / "model.pt")["models"][0]
@@ -118,7 +121,7 @@ def test_same_command_twice_gives_the_same_epochs_csv(finished, tmp_path):
 
 def test_done_run_is_not_retrained(finished):
     before = snapshot(finished.run_dir)
-    result = execute(spec(), EX, finished.run_dir.parent)
+    result = execute(spec(), EX, finished.run_dir.parent, EV)
     assert result.status == "already done"
     assert snapshot(finished.run_dir) == before
 
@@ -134,11 +137,11 @@ def test_resume_after_interruption_equals_uninterrupted(finished, tmp_path, monk
         real(path, history)
     monkeypatch.setattr(run_mod, "write_epochs_csv", dies_after_second_checkpoint)
     with pytest.raises(KeyboardInterrupt):
-        execute(spec(), EX, tmp_path)
+        execute(spec(), EX, tmp_path, EV)
     d = tmp_path / spec().run_id
     assert not (d / "DONE").exists() and (d / "checkpoint.pt").exists() and len(rows(d)) == 1
     monkeypatch.setattr(run_mod, "write_epochs_csv", real)
-    resumed = execute(spec(), EX, tmp_path)
+    resumed = execute(spec(), EX, tmp_path, EV)
     assert resumed.status == "done"
     assert rows(d) == rows(finished.run_dir)
     a, b = torch.load(d / "model.pt"), torch.load(finished.run_dir / "model.pt")
@@ -147,7 +150,7 @@ def test_resume_after_interruption_equals_uninterrupted(finished, tmp_path, monk
 
 
 def test_two_methods_on_one_cell_see_the_same_noisy_labels(finished, tmp_path):
-    hard = execute(spec(method="hard", method_options=(), epochs=1, milestones=()), EX, tmp_path)
+    hard = execute(spec(method="hard", method_options=(), epochs=1, milestones=()), EX, tmp_path, EV)
     a, b = np.load(hard.run_dir / "noise.npz"), np.load(finished.run_dir / "noise.npz")
     assert hard.run_dir.name != finished.run_dir.name
     for key in ("noisy_labels", "is_noisy", "train_indices", "T"):
@@ -172,7 +175,7 @@ def nan_method():
 def test_non_finite_loss_stops_and_records_failure(nan_method, tmp_path, capsys):
     code = main(["run", "--dataset", "synthetic", "--model", "resnet8", "--method", nan_method,
                  "--epochs", "3", "--train-subset", "300", "--device", "cpu", "--no-progress",
-                 "--out", str(tmp_path)])
+                 "--attack", "none", "--out", str(tmp_path)])
     assert code == 1
     assert "non-finite train_loss" in capsys.readouterr().err
     (d,) = tmp_path.iterdir()
@@ -181,13 +184,13 @@ def test_non_finite_loss_stops_and_records_failure(nan_method, tmp_path, capsys)
     assert not (d / "DONE").exists() and (d / "checkpoint.pt").exists()
     assert len(rows(d)) == 1  # the good epoch is kept
     with pytest.raises(RunFailed):  # rerunning resumes from epoch 1 and fails the same way
-        execute(RunSpec.from_dict(json.loads((d / "spec.json").read_text())["spec"]), EX, tmp_path)
+        execute(RunSpec.from_dict(json.loads((d / "spec.json").read_text())["spec"]), EX, tmp_path, EV)
 
 
 def test_weights_that_blow_up_fail_the_run(tmp_path):
     s = spec(method="hard", method_options=(), epochs=2, milestones=(), lr=1e9)
     with pytest.raises(RunFailed, match="non-finite"):
-        execute(s, EX, tmp_path)
+        execute(s, EX, tmp_path, EV)
     d = tmp_path / s.run_id
     status = json.loads((d / "status.json").read_text())
     assert status["status"] == "failed" and status["epoch"] == 1
@@ -198,7 +201,7 @@ def test_killed_between_final_files_and_done_is_finished_without_retraining(fini
     d = tmp_path / finished.run_dir.name
     shutil.copytree(finished.run_dir, d)
     (d / "DONE").unlink()
-    r = execute(spec(), EX, tmp_path)
+    r = execute(spec(), EX, tmp_path, EV)
     assert r.status == "done" and (d / "DONE").exists()
     assert r.metrics == json.loads((finished.run_dir / "metrics.json").read_text())
     assert len(json.loads((d / "executions.json").read_text())) == 1  # no new training session
@@ -221,7 +224,7 @@ def test_python_api_and_cli_give_one_run_id():
 def test_cli_run_prints_the_run_directory(tmp_path, capsys):
     args = ["run", "--dataset", "synthetic", "--model", "resnet8", "--method", "ls:eps=0.2",
             "--noise", "symmetric:0.20", "--epochs", "1", "--train-subset", "300", "--device", "cpu",
-            "--out", str(tmp_path)]
+            "--attack", "fgsm", "--attack-examples", "20", "--out", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     d = Path(out[-1])
@@ -291,17 +294,20 @@ def test_real_cifar10_tiny_run(tmp_path):
     s = RunSpec(dataset="cifar10", model="resnet8", method="ols",
                 method_options=(("alpha", 0.5), ("init", "uniform"), ("period", 0)),
                 noise="human:worst", epochs=1, train_subset=500)
-    r = execute(s, ExecOptions(device="cpu", progress=False, data_root=root), tmp_path)
+    r = execute(s, ExecOptions(device="cpu", progress=False, data_root=root), tmp_path, EV)
     m = r.metrics
     assert m["num_train"] == 500 and 0.3 < m["noise_rate_realised"] < 0.5  # CIFAR-10N worst: ~40%
     assert 0 < m["test_err_last"] <= 0.95
+    # CIFAR-10: the CIFAR-10H figures are there; the attack figures on the 20-image subset too.
+    assert 0 < m["c10h_kl_all"] and 0 <= m["c10h_agree"] <= 1 and m["c10h_ce"] > m["c10h_kl_all"]
+    assert m["attack_examples"] == 20 and m["pgd2_err"] >= m["fgsm_err"] - 0.1
     assert "binary layout" in json.loads((r.run_dir / "spec.json").read_text())["execution"]["data_source"]
 
 
 def test_amp_and_memory_format_are_recorded(tmp_path):
     s = spec(method="hard", method_options=(), epochs=1, milestones=(), amp=True)
     assert s.run_id != spec(method="hard", method_options=(), epochs=1, milestones=()).run_id
-    r = execute(s, ExecOptions(device="cpu", progress=False, channels_last=False), tmp_path)
+    r = execute(s, ExecOptions(device="cpu", progress=False, channels_last=False), tmp_path, EV)
     rec = json.loads((r.run_dir / "spec.json").read_text())
     assert rec["spec"]["amp"] is True and rec["execution"]["amp"] is True
     assert rec["execution"]["channels_last"] is False

@@ -67,12 +67,29 @@ class AttackSpec:
             name += f"_eps{self.eps * 255:g}"
         return name + "_err"
 
+    @property
+    def text(self) -> str:
+        """Canonical text that parses back to this spec: `fgsm:eps=8/255`,
+        `pgd:eps=8/255,alpha=2/255,steps=20,random_start=true`."""
+        if self.kind == "fgsm":
+            return f"fgsm:eps={_number(self.eps)}"
+        return (f"pgd:eps={_number(self.eps)},alpha={_number(self.alpha)},steps={self.steps},"
+                f"random_start={str(self.random_start).lower()}")
+
     def build(self, model):
         import torchattacks
         if self.kind == "fgsm":
             return torchattacks.FGSM(model, eps=self.eps)
         return torchattacks.PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps,
                                 random_start=self.random_start)
+
+
+def _number(x: float) -> str:
+    """8/255 for 8/255; the shortest fraction that gives back exactly the same float, else repr."""
+    frac = Fraction(x).limit_denominator(100000)
+    if float(frac) == x:
+        return str(frac)
+    return repr(x)
 
 
 def adversarial(model, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *, seed: int = 0) -> torch.Tensor:

@@ -1,0 +1,154 @@
+"""Score a trained model: clean error, robust error under attacks, calibration (with temperature
+scaling when the run has a validation split) and, on CIFAR-10, agreement with CIFAR-10H.
+
+An `EvalSpec` says how a model is scored. It is not part of the run_id: one trained model can be
+scored under many settings. Each setting has its own `eval_id` (12 hex of the SHA-256 of its canonical
+form) and its own record `<run_dir>/evals/<eval_id>.json` (+ `<eval_id>.reliability.csv`); a record,
+once written to a finished run, is never overwritten. The evaluation a run does right after training
+is also copied into its `metrics.json` and `reliability.csv`.
+
+Scoring is always float32 (even for a run trained with --amp) and in eval mode, on the whole test set
+for the clean and calibration figures, and on a fixed, seeded, class-balanced test subset for the
+attacks when `attack_examples` > 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import SpecError
+
+DEFAULT_ATTACKS = ("fgsm", "pgd")
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    attacks: tuple = DEFAULT_ATTACKS  # attack texts (see attacks.AttackSpec.parse), canonicalised
+    attack_examples: int = 0  # 0: the whole test set; N: a class-balanced subset seeded by attack_seed
+    attack_seed: int = 0  # the subset and every attack's random start
+    attack_batch_size: int = 256  # batch b's attack is seeded attack_seed + b: changes PGD's numbers
+    n_bins: int = 15  # calibration bins
+    cifar10h: bool = True  # CIFAR-10 only: the human-agreement figures
+
+    def __post_init__(self):
+        from .attacks import AttackSpec
+        attacks = tuple(self.attacks) if not isinstance(self.attacks, str) else (self.attacks,)
+        parsed = [AttackSpec.parse(a) for a in attacks]
+        keys = [p.key for p in parsed]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise SpecError(f"two --attack settings record the same figure {dup[0]!r} (they differ only in "
+                            "alpha or random_start); score them in separate `rbols eval` calls")
+        object.__setattr__(self, "attacks", tuple(p.text for p in parsed))
+        for name in ("attack_examples", "attack_seed"):
+            if getattr(self, name) < 0:
+                raise SpecError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.attack_batch_size < 1:
+            raise SpecError(f"--attack-batch-size must be >= 1, got {self.attack_batch_size}")
+        if self.n_bins < 1:
+            raise SpecError(f"--bins must be >= 1, got {self.n_bins}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["attacks"] = list(self.attacks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvalSpec":
+        d = dict(d)
+        d["attacks"] = tuple(d.get("attacks", ()))
+        return cls(**d)
+
+    @property
+    def eval_id(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def parsed_attacks(self):
+        from .attacks import AttackSpec
+        return [AttackSpec.parse(a) for a in self.attacks]
+
+
+def attack_subset(test_y: np.ndarray, ev: EvalSpec) -> np.ndarray:
+    """Test-set indices the attacks run on: all, or a class-balanced subset seeded by attack_seed."""
+    if not ev.attack_examples:
+        return np.arange(len(test_y))
+    k, n = len(np.unique(test_y)), len(test_y)
+    if not k <= ev.attack_examples <= n:
+        raise SpecError(f"--attack-examples {ev.attack_examples} must lie between the number of classes "
+                        f"({k}) and the test set size ({n}); use 0 for the whole test set")
+    from .data import class_balanced_subset
+    return class_balanced_subset(test_y, ev.attack_examples, ev.attack_seed)
+
+
+def load_human(dataset: str, ev: EvalSpec, data_root, download: bool, test_y):
+    """The CIFAR-10H array when this evaluation needs it (CIFAR-10 with cifar10h on), else None.
+    Loaded before training so that a missing file fails the run before anything is written."""
+    if dataset != "cifar10" or not ev.cifar10h:
+        return None
+    from .cifar10h import load_cifar10h
+    from .errors import DataError
+    try:
+        return load_cifar10h(data_root, test_labels=test_y, download=download)
+    except DataError as e:
+        raise DataError(f"{e} To score without the CIFAR-10H figures, pass --no-cifar10h.") from None
+
+
+def _logits(model, images, *, batch_size, channels_last) -> torch.Tensor:
+    from .training import predict_logits
+    return torch.cat(list(predict_logits(model, images, batch_size=batch_size, channels_last=channels_last,
+                                         amp=False)))
+
+
+def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, val=None, human=None,
+          eval_batch_size: int = 1000, channels_last: bool = False) -> tuple[dict, list, dict]:
+    """(metrics, reliability rows, notes) for `model` on uint8 `test_x` (on the model's device).
+
+    `val`: (uint8 images, labels) of the run's validation split, or None (temperature scaling is then
+    skipped: `temperature`, `ece_ts` and `nll_ts` are None and `notes` says why). `human`: the
+    CIFAR-10H array, or None for no human-agreement figures (they are then absent).
+    """
+    from .attacks import robust_error
+    from .calibration import apply_temperature, calibration_metrics, fit_temperature, reliability_table
+    from .training import Timer
+    timer = Timer()
+    logits = _logits(model, test_x, batch_size=eval_batch_size, channels_last=channels_last)
+    num_classes = logits.shape[1]
+    y = test_y.to(logits.device).long()
+    m = {"clean_err": (logits.argmax(1) != y).double().mean().item()}
+    if num_classes > 10:
+        m["clean_err_top5"] = (~(logits.topk(5, 1).indices == y[:, None]).any(1)).double().mean().item()
+    probs = logits.double().softmax(1)
+    m.update(calibration_metrics(probs, y, n_bins=ev.n_bins))
+    rel = reliability_table(probs, y, n_bins=ev.n_bins).rows()
+    notes = {}
+    if val is not None and len(val[0]):
+        vz = _logits(model, val[0], batch_size=eval_batch_size, channels_last=channels_last)
+        t = fit_temperature(vz, val[1].to(vz.device))
+        cal = calibration_metrics(apply_temperature(logits.double(), t).softmax(1), y, n_bins=ev.n_bins)
+        m.update(temperature=float(t), ece_ts=cal["ece"], nll_ts=cal["nll"])
+        notes["temperature_scaling"] = (f"temperature fitted by NLL on the run's validation split "
+                                        f"({len(val[0])} images) and applied to the test logits")
+    else:
+        m.update(temperature=None, ece_ts=None, nll_ts=None)
+        notes["temperature_scaling"] = "skipped: the run has no validation split (--val-split 0)"
+    if human is not None:
+        from .cifar10h import cifar10h_metrics
+        m.update(cifar10h_metrics(probs.cpu().numpy(), y.cpu().numpy(), human))
+    sub = torch.as_tensor(attack_subset(test_y.cpu().numpy(), ev), device=test_x.device)
+    ax, ay = test_x[sub], test_y.to(test_x.device)[sub]
+    m["attack_examples"] = int(len(sub))
+    for spec in ev.parsed_attacks():
+        m.update(robust_error(model, ax, ay, spec, seed=ev.attack_seed, batch_size=ev.attack_batch_size,
+                              channels_last=channels_last, topk=5 if num_classes > 10 else 1))
+    m["eval_seconds"] = timer.seconds()
+    notes["attacks"] = (f"{', '.join(ev.attacks) or 'none'} on "
+                        + (f"a class-balanced subset of {len(sub)} test images (seed {ev.attack_seed})"
+                           if ev.attack_examples else f"the whole test set ({len(sub)} images)"))
+    notes["precision"] = "float32, eval mode (batch-norm running statistics), no augmentation"
+    return m, rel, notes
