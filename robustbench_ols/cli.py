@@ -10,7 +10,7 @@ import sys
 
 
 def _run_parser(sub) -> None:
-    p = sub.add_parser("run", help="train one model under label noise and record its curves",
+    p = sub.add_parser("run", help="train one model under label noise, score it and record everything",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--dataset", default="cifar10", help="cifar10, cifar100 or synthetic (fast tests only)")
@@ -19,51 +19,137 @@ def _run_parser(sub) -> None:
     a("--noise", default="none", help="none, symmetric:R, symmetric-all:R, pairflip:R, asymmetric:R, human:NAME")
     a("--noise-seed", type=int, default=None, help="seed of the noisy labels (default: --seed)")
     a("--seed", type=int, default=0, help="seed of the initialisation and the batch order")
-    a("--epochs", type=int, default=30)
-    a("--batch-size", type=int, default=128)
-    a("--lr", type=float, default=0.1)
-    a("--momentum", type=float, default=0.9)
-    a("--nesterov", action=argparse.BooleanOptionalAction, default=True)
-    a("--weight-decay", type=float, default=5e-4)
-    a("--schedule", default="step", help="step (x lr-decay at the milestones) or cosine")
+    _training_options(p, RUN_DEFAULTS)
+    _exec_options(p)
+    a("--out", default="results", help="parent folder of the run directories")
+    _eval_options(p, EVAL_DEFAULTS)
+
+
+RUN_DEFAULTS = dict(epochs=30, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                    schedule="step", milestones=None, lr_decay=0.1, train_subset=0, subset_seed=0, augment=True,
+                    amp=False, val_split=0, val_labels="noisy")
+EVAL_DEFAULTS = dict(attack_examples=0, attack_seed=0, attack_batch_size=256, bins=15, cifar10h=True)
+
+
+def _training_options(p, d) -> None:
+    """Options that are part of the RunSpec (and so of the run_id). `d` holds their defaults; for
+    `rbols matrix` it is empty, so only the options given on the command line override the grid."""
+    a = p.add_argument
+    a("--epochs", type=int, default=d.get("epochs"))
+    a("--batch-size", type=int, default=d.get("batch_size"))
+    a("--lr", type=float, default=d.get("lr"))
+    a("--momentum", type=float, default=d.get("momentum"))
+    a("--nesterov", action=argparse.BooleanOptionalAction, default=d.get("nesterov"))
+    a("--weight-decay", type=float, default=d.get("weight_decay"))
+    a("--schedule", default=d.get("schedule"), help="step (x lr-decay at the milestones) or cosine")
     a("--milestones", default=None, help="comma-separated 0-based epochs (default: 50%% and 75%% of --epochs)")
-    a("--lr-decay", type=float, default=0.1)
-    a("--train-subset", type=int, default=0, help="class-balanced seeded subset of N training images (0: all)")
-    a("--subset-seed", type=int, default=0)
-    a("--augment", action=argparse.BooleanOptionalAction, default=True,
+    a("--lr-decay", type=float, default=d.get("lr_decay"))
+    a("--train-subset", type=int, default=d.get("train_subset"),
+      help="class-balanced seeded subset of N training images (0: all)")
+    a("--subset-seed", type=int, default=d.get("subset_seed"))
+    a("--augment", action=argparse.BooleanOptionalAction, default=d.get("augment"),
       help="random crop 32 (pad 4) and horizontal flip")
-    a("--amp", action="store_true", help="bf16 autocast")
-    a("--val-split", type=int, default=0,
+    a("--amp", action=argparse.BooleanOptionalAction, default=d.get("amp"), help="bf16 autocast")
+    a("--val-split", type=int, default=d.get("val_split"),
       help="hold N class-balanced images out of the training set (after the noise): the best epoch is "
            "chosen on them and temperature scaling is fitted on them (0: neither)")
-    a("--val-labels", default="noisy", help="labels of the validation split: noisy (what a practitioner "
-      "has) or clean")
+    a("--val-labels", default=d.get("val_labels"), help="labels of the validation split: noisy (what a "
+      "practitioner has) or clean")
+
+
+def _exec_options(p) -> None:
+    a = p.add_argument
     a("--device", default="auto", help="auto, cpu, cuda or cuda:i")
     a("--channels-last", action=argparse.BooleanOptionalAction, default=True,
       help="channels_last memory format (faster ResNets on CPUs and recent GPUs)")
     a("--data-root", default=None, help="folder holding CIFAR (default: $RBOLS_DATA, else ~/.cache/robustbench_ols)")
     a("--download", action=argparse.BooleanOptionalAction, default=True,
       help="download CIFAR through torchvision when it is missing")
-    a("--out", default="results", help="parent folder of the run directories")
     a("--progress", action=argparse.BooleanOptionalAction, default=True)
     a("--eval-batch-size", type=int, default=1000)
-    _eval_options(p)
 
 
-def _eval_options(p) -> None:
+def _eval_options(p, d) -> None:
     """How the final model is scored (not part of the run_id: `rbols eval` can add other settings)."""
     g = p.add_argument_group("scoring (not part of the run_id)")
     a = g.add_argument
     a("--attack", action="append", default=None, metavar="SPEC",
       help="fgsm[:eps=8/255] or pgd[:eps=8/255,alpha=2/255,steps=20,random_start=true]; repeat for "
            "several, 'none' for no attack (default: fgsm and pgd, i.e. PGD-20)")
-    a("--attack-examples", type=int, default=0,
+    a("--attack-examples", type=int, default=d.get("attack_examples"),
       help="attack a class-balanced, seeded subset of N test images (0: the whole test set)")
-    a("--attack-seed", type=int, default=0, help="seed of that subset and of PGD's random start")
-    a("--attack-batch-size", type=int, default=256)
-    a("--bins", type=int, default=15, help="calibration bins (ECE, MCE, reliability diagram)")
-    a("--cifar10h", action=argparse.BooleanOptionalAction, default=True,
+    a("--attack-seed", type=int, default=d.get("attack_seed"), help="seed of that subset and of PGD's random start")
+    a("--attack-batch-size", type=int, default=d.get("attack_batch_size"))
+    a("--bins", type=int, default=d.get("bins"), help="calibration bins (ECE, MCE, reliability diagram)")
+    a("--cifar10h", action=argparse.BooleanOptionalAction, default=d.get("cifar10h"),
       help="CIFAR-10 only: score agreement with the CIFAR-10H human labels")
+
+
+def _matrix_parser(sub) -> None:
+    p = sub.add_parser("matrix", help="run a grid of runs (methods x noise x seeds x models x datasets), "
+                                      "resumably, on this machine or a Ray cluster")
+    a = p.add_argument
+    a("--preset", default=None, help="smoke, quick, paper-table7, paper-table8, paper-table11, paper-table12")
+    a("--config", default=None, help="a TOML file: methods, noise, seeds, models, datasets lists, [run] and "
+                                     "[eval] tables, optionally preset = NAME as the base")
+    a("--methods", default=None, help="comma-separated method texts, e.g. hard,ls,ols:alpha=0.5,init=zeros")
+    a("--noise", default=None, help="comma-separated noise texts, e.g. symmetric:0,symmetric:0.2")
+    a("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
+    a("--models", default=None, help="comma-separated models")
+    a("--datasets", default=None, help="comma-separated datasets")
+    _training_options(p, {})
+    _exec_options(p)
+    _eval_options(p, {})
+    a("--out", default="results", help="the folder of the grid's run directories")
+    a("--dry-run", action="store_true", help="print the cells and their state (done, partial, todo, ...); run nothing")
+    a("--retry-failed", action="store_true", help="run the cells recorded as failed again")
+    a("--backend", default="local", choices=("local", "ray"))
+    a("--workers", type=int, default=None,
+      help="local: processes sharing the grid (default 1; with GPUs one per visible GPU, each pinned to it)")
+    a("--threads", type=int, default=None, help="torch threads per worker (default: torch's choice; "
+                                                "with several CPU workers, cores / workers)")
+    a("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
+    a("--ray-cpus-per-task", type=int, default=1)
+
+
+def grid_from_args(args):
+    """(Grid, cells, EvalSpec, ExecOptions) from `rbols matrix` arguments."""
+    from .matrix import Grid, load_config, split_methods
+    from .spec import ExecOptions
+    run = {k: getattr(args, k) for k in RUN_DEFAULTS if k != "milestones" and getattr(args, k, None) is not None}
+    if args.milestones is not None:
+        run["milestones"] = _milestones(args.milestones)
+    ev = {"attacks": args.attack} if args.attack is not None else {}
+    for flag, key in (("attack_examples", "attack_examples"), ("attack_seed", "attack_seed"),
+                      ("attack_batch_size", "attack_batch_size"), ("bins", "n_bins"), ("cifar10h", "cifar10h")):
+        if getattr(args, flag) is not None:
+            ev[key] = getattr(args, flag)
+
+    def split(text):
+        return [x.strip() for x in text.split(",") if x.strip()] if text else None
+    over = {"methods": split_methods(args.methods) if args.methods else None, "noise": split(args.noise),
+            "seeds": [_int(x, "--seeds") for x in split(args.seeds)] if args.seeds else None,
+            "models": split(args.models), "datasets": split(args.datasets), "run": run, "eval": ev}
+    grid = Grid.build(args.preset, load_config(args.config) if args.config else None, **over)
+    ex = ExecOptions(device=args.device, channels_last=args.channels_last, data_root=args.data_root,
+                     download=args.download, progress=args.progress, eval_batch_size=args.eval_batch_size)
+    return grid, grid.cells(), grid.eval_spec(), ex
+
+
+def _int(text, flag):
+    from .errors import SpecError
+    try:
+        return int(text)
+    except ValueError:
+        raise SpecError(f"{flag}: {text!r} is not an integer") from None
+
+
+def _milestones(text):
+    from .errors import SpecError
+    try:
+        return tuple(int(m) for m in text.split(",") if m.strip())
+    except ValueError:
+        raise SpecError(f"--milestones {text!r}: give comma-separated epochs, e.g. 150,225") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"robustbench_ols {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
+    _matrix_parser(sub)
     ev = sub.add_parser("eval", help="score a finished run again with other settings (no retraining)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ev.add_argument("run_dir", help="a run directory (<out>/<run_id>)")
@@ -80,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-root", default=None)
     ev.add_argument("--download", action=argparse.BooleanOptionalAction, default=True)
     ev.add_argument("--eval-batch-size", type=int, default=1000)
-    _eval_options(ev)
+    _eval_options(ev, EVAL_DEFAULTS)
     sub.add_parser("methods", help="list the training methods with their paper and defaults")
     sub.add_parser("models", help="list the registered models")
     data = sub.add_parser("data", help="data utilities")
@@ -92,16 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def spec_from_args(args):
     """A validated (RunSpec, ExecOptions) from `rbols run` arguments."""
-    from .errors import SpecError
     from .methods import parse_method
     from .spec import ExecOptions, RunSpec
     name, raw = parse_method(args.method)
-    milestones = None
-    if args.milestones is not None:
-        try:
-            milestones = tuple(int(m) for m in args.milestones.split(",") if m.strip())
-        except ValueError:
-            raise SpecError(f"--milestones {args.milestones!r}: give comma-separated epochs, e.g. 150,225") from None
+    milestones = None if args.milestones is None else _milestones(args.milestones)
     spec = RunSpec(dataset=args.dataset, model=args.model, method=name, method_options=tuple(raw.items()),
                    noise=args.noise, noise_seed=args.seed if args.noise_seed is None else args.noise_seed,
                    seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -164,6 +245,35 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_matrix(args) -> int:
+    from pathlib import Path
+
+    from .errors import SpecError
+    from .matrix import describe, print_summary, run_local, run_ray
+    grid, cells, ev, ex = grid_from_args(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {out} is a file; give a directory for the grid's run directories")
+    if args.dry_run:
+        lines = describe(cells, out, ev)
+        print(f"grid {grid.name}: {len(cells)} cells ({grid.about or 'custom'}); scoring {ev.eval_id}: "
+              f"{', '.join(ev.attacks) or 'no attack'}, attack examples {ev.attack_examples or 'all'}")
+        print("\n".join(lines))
+        states = [ln.split()[0] for ln in lines]
+        print("; ".join(f"{k} {states.count(k)}" for k in ("done", "needs-eval", "partial", "running", "failed",
+                                                           "todo") if states.count(k)))
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    if args.backend == "ray":
+        summary = run_ray(cells, out, ev, ex, address=args.ray_address, retry_failed=args.retry_failed,
+                          cpus_per_task=args.ray_cpus_per_task, progress=args.progress)
+    else:
+        summary = run_local(cells, out, ev, ex, workers=args.workers, retry_failed=args.retry_failed,
+                            threads=args.threads, progress=args.progress)
+    print_summary(summary, out)
+    return 0 if summary.ok else 1
+
+
 def cmd_methods(args) -> int:
     from .errors import RbolsError
     from .methods import list_methods, method_class, option_defaults, plugin_names
@@ -199,7 +309,7 @@ def cmd_data(args) -> int:
 def main(argv=None) -> int:
     from .errors import RbolsError, RunFailed
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "eval": cmd_eval, "methods": cmd_methods, "models": cmd_models, "data": cmd_data}[args.command]
+    handler = {"run": cmd_run, "eval": cmd_eval, "matrix": cmd_matrix, "methods": cmd_methods, "models": cmd_models, "data": cmd_data}[args.command]
     try:
         return handler(args)
     except RunFailed as e:

@@ -1,0 +1,103 @@
+"""Read finished run directories into tables: the one place `report` and `audit` get their numbers.
+
+`collect(root)` gives one row per finished run (a directory `<root>/<run_id>/` with `DONE`): the spec
+flattened, `method_label` (the method name, plus the options that differ from its defaults), the
+noise kind and rate, and every figure of `metrics.json`. `epochs(root)` gives every run's
+`epochs.csv`, long format, with the same identifying columns. Unfinished or failed directories are
+never counted; `incomplete(root)` lists them so a report can say what is missing.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+ID_COLUMNS = ("run_id", "dataset", "model", "method", "method_label", "noise", "noise_kind", "noise_rate",
+              "seed", "epochs", "train_subset", "val_split")
+
+
+def method_label(name: str, options: dict) -> str:
+    """`ols` for OLS with its defaults; `ls:eps=0.2` when an option differs from the default."""
+    try:
+        from .methods import method_class, option_defaults
+        defaults = option_defaults(method_class(name))
+    except Exception:  # a plugin that is not importable here: show every option
+        defaults = {}
+    changed = {k: v for k, v in sorted(options.items()) if k not in defaults or defaults[k] != v}
+    return name if not changed else name + ":" + ",".join(f"{k}={v}" for k, v in changed.items())
+
+
+def run_dirs(root) -> list[Path]:
+    """Finished run directories directly under `root`, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.glob("*/DONE"))
+
+
+def incomplete(root) -> list[dict]:
+    """Directories under `root` with a spec.json but no DONE: their status (running, failed, ...)."""
+    out = []
+    for spec_file in sorted(Path(root).glob("*/spec.json")):
+        d = spec_file.parent
+        if (d / "DONE").exists():
+            continue
+        try:
+            status = json.loads((d / "status.json").read_text())
+        except (OSError, ValueError):
+            status = {"status": "unknown"}
+        out.append({"run_id": d.name, **status})
+    return out
+
+
+def _identity(d: Path) -> dict:
+    from .noise import NoiseSpec
+    rec = json.loads((d / "spec.json").read_text())
+    s = rec["spec"]
+    ns = NoiseSpec.parse(s["noise"])
+    return {"run_id": d.name, "run_dir": str(d), "dataset": s["dataset"], "model": s["model"],
+            "method": s["method"], "method_label": method_label(s["method"], s.get("method_options", {})),
+            "noise": s["noise"], "noise_kind": ns.kind,
+            "noise_rate": ns.rate if ns.kind != "human" else float("nan"),
+            "seed": s["seed"], "epochs": s["epochs"], "train_subset": s["train_subset"],
+            "val_split": s.get("val_split", 0)}
+
+
+def collect(root, *, eval_id: str | None = None) -> pd.DataFrame:
+    """One row per finished run under `root`. With `eval_id`, the scores come from that evaluation
+    record (`evals/<eval_id>.json`) when the run's own scoring was another setting; runs without such a
+    record have NaN scores for it."""
+    rows = []
+    for d in run_dirs(root):
+        m = json.loads((d / "metrics.json").read_text())
+        if eval_id is not None and m.get("eval_id") != eval_id:
+            own = d / "evals" / f"{m.get('eval_id')}.json"
+            if own.exists():  # drop the other setting's figures
+                m = {k: v for k, v in m.items() if k not in json.loads(own.read_text())["metrics"]}
+            rec = d / "evals" / f"{eval_id}.json"
+            if rec.exists():
+                m = {**m, **json.loads(rec.read_text())["metrics"]}
+            m["eval_id"] = eval_id if rec.exists() else None
+        rows.append({**_identity(d), **m})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=[*ID_COLUMNS, "run_dir"])
+    return df.sort_values(["dataset", "model", "method_label", "noise", "seed"], kind="stable").reset_index(drop=True)
+
+
+def epochs(root) -> pd.DataFrame:
+    """Every finished run's epochs.csv (long format) with the run's identifying columns."""
+    frames = []
+    for d in run_dirs(root):
+        e = pd.read_csv(d / "epochs.csv")
+        ident = _identity(d)
+        for k in ID_COLUMNS:
+            e[k] = ident[k]
+        frames.append(e)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*ID_COLUMNS, "epoch"])
+
+
+def reliability(run_dir) -> pd.DataFrame:
+    """The run's reliability.csv (empty bins have NaN confidence and accuracy)."""
+    return pd.read_csv(Path(run_dir) / "reliability.csv")

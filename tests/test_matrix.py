@@ -1,0 +1,265 @@
+"""`rbols matrix`: grids, presets and configs; kill -9 and resume; two processes sharing one folder;
+failing cells; claims; the Ray backend. Real subprocesses, real files, the `smoke` preset."""
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from robustbench_ols.cli import main
+from robustbench_ols.errors import SpecError
+from robustbench_ols.matrix import PRESETS, Claim, Grid, cell_state, split_methods
+
+SMOKE = ["matrix", "--preset", "smoke", "--device", "cpu", "--no-progress"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def rbols(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "robustbench_ols", *args], env=kw.pop("env", ENV),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def results(out: Path) -> dict:
+    """run_id -> (epochs.csv without seconds, metrics without timings): what a grid computed."""
+    got = {}
+    for d in sorted(p.parent for p in out.glob("*/DONE")):
+        with open(d / "epochs.csv") as f:
+            rows = [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+        m = {k: v for k, v in json.loads((d / "metrics.json").read_text()).items()
+             if k not in ("train_seconds", "eval_seconds")}
+        got[d.name] = (rows, m)
+    return got
+
+
+def files(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The smoke grid run once, uninterrupted, in a subprocess with one thread."""
+    out = tmp_path_factory.mktemp("reference")
+    p = rbols([*SMOKE, "--threads", "1", "--out", str(out)])
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0, stderr
+    assert "6 of 6 cells done, 0 failed" in stdout
+    return out
+
+
+# ------------------------------------------------------------------------------------------ grids
+def test_presets_build_valid_cells():
+    sizes = {"smoke": 6, "quick": 13 * 5, "paper-table7": 10 * 5 * 3, "paper-table8": 9, "paper-table11": 27,
+             "paper-table12": 9}
+    for name, n in sizes.items():
+        cells = Grid.build(name).cells()
+        assert len(cells) == n, name
+    t7 = Grid.build("paper-table7").cells()
+    assert {c.dataset for c in t7} == {"cifar100"} and {c.model for c in t7} == {"resnet56b"}
+    assert {c.epochs for c in t7} == {300} and {c.milestones for c in t7} == {(150, 225)}
+    assert sorted({c.noise for c in t7}) == ["symmetric:0.0", "symmetric:0.2", "symmetric:0.4", "symmetric:0.6",
+                                            "symmetric:0.8"]
+    assert Grid.build("paper-table8").cells() == Grid.build("paper-table12").cells()  # the same runs
+    assert set(PRESETS) == set(sizes)
+
+
+def test_flags_override_config_which_overrides_the_preset(tmp_path):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('preset = "smoke"\nseeds = [0, 1]\n[run]\nepochs = 3\n[eval]\nattack_examples = 30\n')
+    args = ["matrix", "--config", str(cfg), "--methods", "hard,ols:alpha=0.3,init=zeros", "--epochs", "4",
+            "--out", str(tmp_path / "o")]
+    from robustbench_ols.cli import build_parser, grid_from_args
+    grid, cells, ev, _ = grid_from_args(build_parser().parse_args(args))
+    assert grid.name == "smoke" and grid.seeds == [0, 1] and len(cells) == 2 * 2 * 2
+    assert {c.epochs for c in cells} == {4} and {c.train_subset for c in cells} == {300}  # flag, preset
+    assert ev.attack_examples == 30 and ev.attacks[1].startswith("pgd:") and "steps=2" in ev.attacks[1]
+    ols = [c for c in cells if c.method == "ols"]
+    assert ols[0].options == {"alpha": 0.3, "init": "zeros", "period": 0}
+    assert {c.noise_seed for c in cells} == {0, 1} and all(c.noise_seed == c.seed for c in cells)
+
+
+def test_split_methods_keeps_options_together():
+    assert split_methods("hard,ols:alpha=0.5,init=zeros,ls") == ["hard", "ols:alpha=0.5,init=zeros", "ls"]
+    assert split_methods("mypkg.mod:Cls:eps=0.3,gamma=2, hard") == ["mypkg.mod:Cls:eps=0.3,gamma=2", "hard"]
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    (dict(preset="nope"), "unknown preset"),
+    (dict(methods=["hard"], noise=["none"], seeds=[0], models=["resnet8"]), "no datasets"),
+    (dict(preset="smoke", methods=["nosuchmethod"]), "nosuchmethod"),
+    (dict(preset="smoke", run={"epochz": 3}), "epochz"),
+    (dict(preset="smoke", noise=["symmetric:1.5"]), "grid cell"),
+])
+def test_bad_grids_are_errors(kw, fragment):
+    with pytest.raises(SpecError, match=fragment):
+        preset = kw.pop("preset", None)
+        Grid.build(preset, None, **kw).cells()
+
+
+def test_bad_config_file_is_an_error(tmp_path, capsys):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text("methods = [hard\n")
+    assert main(["matrix", "--config", str(cfg), "--dry-run"]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- runs and states
+def test_dry_run_lists_cells_and_their_state(reference, capsys):
+    assert main([*SMOKE, "--out", str(reference), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "grid smoke: 6 cells" in out and "done 6" in out
+    assert len(re.findall(r"^done +[0-9a-f]{12} ", out, re.M)) == 6
+    assert main([*SMOKE, "--out", str(reference), "--dry-run", "--attack", "fgsm"]) == 0
+    assert "needs-eval 6" in capsys.readouterr().out  # another scoring setting is not recorded yet
+
+
+def test_kill_9_mid_cell_then_rerun_finishes_with_the_same_results(reference, tmp_path):
+    out = tmp_path / "killed"
+    p = rbols([*SMOKE, "--threads", "1", "--out", str(out)])
+    deadline = time.time() + 240
+    victim = None
+    while time.time() < deadline and p.poll() is None:  # wait for: one cell DONE, another mid-training
+        done = list(out.glob("*/DONE"))
+        mid = [c.parent for c in out.glob("*/checkpoint.pt") if not (c.parent / "DONE").exists()]
+        if done and mid:
+            os.kill(p.pid, signal.SIGKILL)
+            victim = mid[0].name
+            break
+        time.sleep(0.02)
+    p.wait(timeout=30)
+    assert victim is not None, "the grid finished before it could be killed mid-cell"
+    before = {d.parent.name: files(d.parent) for d in out.glob("*/DONE")}
+    assert victim not in before
+    again = rbols([*SMOKE, "--threads", "1", "--out", str(out)])
+    stdout, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr
+    for run_id, snap in before.items():  # DONE directories are not touched
+        assert files(out / run_id) == snap, run_id
+    assert results(out) == results(reference)  # the same numbers as an uninterrupted grid
+    sessions = json.loads((out / victim / "executions.json").read_text())
+    assert len(sessions) == 2 and sessions[1]["first_epoch"] >= 2  # resumed, not retrained
+    for d in out.glob("*/DONE"):
+        assert not list(d.parent.glob("*.tmp")) and not (d.parent / "checkpoint.pt").exists()
+    assert not list((out / ".claims").glob("*.claim"))
+
+
+def test_two_processes_share_the_grid_and_run_each_cell_once(reference, tmp_path):
+    out = tmp_path / "shared"
+    a = rbols([*SMOKE, "--threads", "1", "--out", str(out)])
+    b = rbols([*SMOKE, "--threads", "1", "--out", str(out)])
+    for p in (a, b):
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr
+        assert "6 of 6 cells done" in stdout
+    pids = set()
+    for d in out.glob("*/DONE"):
+        sessions = json.loads((d.parent / "executions.json").read_text())
+        assert len(sessions) == 1, d.parent.name  # trained once, by one process
+        pids.add(sessions[0]["pid"])
+    assert len(list(out.glob("*/DONE"))) == 6
+    assert pids == {a.pid, b.pid}  # both did work
+    assert results(out) == results(reference)
+
+
+NAN_PLUGIN = '''
+import torch.nn.functional as F
+from robustbench_ols.methods import Method
+
+class NaNLoss(Method):
+    """Cross-entropy that turns NaN in the second epoch (a test plugin)."""
+    citation = "test only"
+
+    def loss(self, logits, batch, epoch):
+        return F.cross_entropy(logits, batch.y) * (float("nan") if epoch >= 1 else 1.0)
+'''
+
+
+def test_a_failing_cell_is_recorded_and_the_others_complete(tmp_path):
+    (tmp_path / "nanplug.py").write_text(NAN_PLUGIN)
+    env = {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
+    out = tmp_path / "out"
+    args = [*SMOKE, "--methods", "hard,nanplug:NaNLoss", "--noise", "symmetric:0.4", "--threads", "1",
+            "--out", str(out)]
+    p = rbols(args, env=env)
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 1
+    assert "1 of 2 cells done, 1 failed" in stdout and "--retry-failed" in stdout
+    (rec,) = (out / ".failed").iterdir()
+    failure = json.loads(rec.read_text())
+    assert "non-finite train_loss" in failure["error"] and failure["spec"]["method"] == "nanplug:NaNLoss"
+    assert len(list(out.glob("*/DONE"))) == 1
+    # Without --retry-failed the failed cell is skipped; with it, it runs again (and fails again).
+    p = rbols(args, env=env)
+    stdout, _ = p.communicate(timeout=300)
+    assert p.returncode == 1 and "1 failed" in stdout
+    sessions = out / rec.stem / "executions.json"
+    assert len(json.loads(sessions.read_text())) == 1
+    p = rbols([*args, "--retry-failed"], env=env)
+    stdout, _ = p.communicate(timeout=300)
+    assert p.returncode == 1 and "1 failed" in stdout
+    assert len(json.loads(sessions.read_text())) == 2
+
+
+HOLDER = '''
+import sys, time
+from pathlib import Path
+from robustbench_ols.matrix import Claim
+c = Claim(Path(sys.argv[1]), "abc123")
+assert c.acquire()
+print("held", flush=True)
+time.sleep(60)
+'''
+
+
+def test_claims_are_exclusive_and_a_dead_holders_claim_is_taken_over(tmp_path):
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    c = Claim(tmp_path, "abc123")
+    holder = c.holder()
+    assert holder["pid"] == p.pid and "host" in holder
+    assert not c.acquire()
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert (tmp_path / ".claims" / "abc123.claim").exists()  # the dead process's file is still there
+    assert c.holder() is None  # ... but nobody holds it
+    assert c.acquire() and json.loads((tmp_path / ".claims" / "abc123.claim").read_text())["pid"] == os.getpid()
+    c.release()
+    assert not (tmp_path / ".claims" / "abc123.claim").exists()
+
+
+def test_cell_states(reference, tmp_path):
+    grid = Grid.build("smoke")
+    ev = grid.eval_spec()
+    cells = grid.cells()
+    assert {cell_state(reference, c, ev) for c in cells} == {"done"}
+    assert {cell_state(tmp_path, c, ev) for c in cells} == {"todo"}
+
+
+# ------------------------------------------------------------------------------------------- Ray
+def test_ray_backend_gives_the_local_results(reference, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+    out = tmp_path / "ray"
+    code = f"""
+import ray, sys
+from pathlib import Path
+from robustbench_ols.matrix import Grid, run_ray
+from robustbench_ols.spec import ExecOptions
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+g = Grid.build("smoke")
+s = run_ray(g.cells(), Path({str(out)!r}), g.eval_spec(), ExecOptions(device="cpu", progress=False), progress=False)
+import os
+print("done", s.done, "failed", len(s.failed), "driver", os.getpid())
+"""
+    p = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "done 6 failed 0" in p.stdout
+    assert results(out) == results(reference)
+    driver = int(p.stdout.split("driver")[1])
+    pids = {json.loads((d.parent / "executions.json").read_text())[0]["pid"] for d in out.glob("*/DONE")}
+    assert driver not in pids  # trained in Ray worker processes, not in the driver
