@@ -1,4 +1,4 @@
-"""`rbols run | eval | methods | models | data check`.
+"""`rbols run | eval | matrix | report | audit | methods | models | data check`.
 
 Exit status: 0 success, 1 a run failed (its directory says why), 2 bad input (the message says what
 is valid).
@@ -88,6 +88,32 @@ def _eval_options(p, d) -> None:
 def _matrix_parser(sub) -> None:
     p = sub.add_parser("matrix", help="run a grid of runs (methods x noise x seeds x models x datasets), "
                                       "resumably, on this machine or a Ray cluster")
+    _grid_options(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the cells and their state (done, partial, todo, ...); run nothing")
+
+
+def _audit_parser(sub) -> None:
+    p = sub.add_parser("audit", help="run (or reuse) a grid for a new method and its baselines, then write "
+                                     "audit.md: paired tests over seeds and a verdict per metric")
+    p.add_argument("--method", required=True, help="the method to audit, e.g. mypkg.mod:MyMethod[:key=value,...]")
+    p.add_argument("--against", default="ls,ols", help="comma-separated baselines")
+    p.add_argument("--to", default=None, help="folder for audit.md (default: <out>/audit)")
+    p.add_argument("--no-run", action="store_true", help="only read the runs already in --out; train nothing")
+    _grid_options(p)
+    p.set_defaults(dry_run=False)
+
+
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="tables and figures (the OLS paper's) from finished run directories")
+    p.add_argument("results_dir")
+    p.add_argument("--to", required=True, help="folder for report.md, the tables and the figures")
+    p.add_argument("--paper", action="store_true", help="add the paper's numbers beside ours where it has them")
+    p.add_argument("--eval-id", default=None, help="take the scores of this evaluation setting (evals/<id>.json); "
+                                                   "default: each run's own")
+
+
+def _grid_options(p) -> None:
     a = p.add_argument
     a("--preset", default=None, help="smoke, quick, paper-table7, paper-table8, paper-table11, paper-table12")
     a("--config", default=None, help="a TOML file: methods, noise, seeds, models, datasets lists, [run] and "
@@ -101,7 +127,6 @@ def _matrix_parser(sub) -> None:
     _exec_options(p)
     _eval_options(p, {})
     a("--out", default="results", help="the folder of the grid's run directories")
-    a("--dry-run", action="store_true", help="print the cells and their state (done, partial, todo, ...); run nothing")
     a("--retry-failed", action="store_true", help="run the cells recorded as failed again")
     a("--backend", default="local", choices=("local", "ray"))
     a("--workers", type=int, default=None,
@@ -159,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _matrix_parser(sub)
+    _report_parser(sub)
+    _audit_parser(sub)
     ev = sub.add_parser("eval", help="score a finished run again with other settings (no retraining)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ev.add_argument("run_dir", help="a run directory (<out>/<run_id>)")
@@ -249,7 +276,7 @@ def cmd_matrix(args) -> int:
     from pathlib import Path
 
     from .errors import SpecError
-    from .matrix import describe, print_summary, run_local, run_ray
+    from .matrix import describe
     grid, cells, ev, ex = grid_from_args(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -263,6 +290,12 @@ def cmd_matrix(args) -> int:
         print("; ".join(f"{k} {states.count(k)}" for k in ("done", "needs-eval", "partial", "running", "failed",
                                                            "todo") if states.count(k)))
         return 0
+    summary = _run_grid(args, cells, ev, ex, out)
+    return 0 if summary.ok else 1
+
+
+def _run_grid(args, cells, ev, ex, out):
+    from .matrix import print_summary, run_local, run_ray
     out.mkdir(parents=True, exist_ok=True)
     if args.backend == "ray":
         summary = run_ray(cells, out, ev, ex, address=args.ray_address, retry_failed=args.retry_failed,
@@ -271,7 +304,44 @@ def cmd_matrix(args) -> int:
         summary = run_local(cells, out, ev, ex, workers=args.workers, retry_failed=args.retry_failed,
                             threads=args.threads, progress=args.progress)
     print_summary(summary, out)
-    return 0 if summary.ok else 1
+    return summary
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .errors import SpecError
+    from .report import write_report
+    from .results import run_dirs
+    if not run_dirs(args.results_dir):
+        raise SpecError(f"{args.results_dir} holds no finished run directory (<run_id>/DONE); give the --out "
+                        "folder of `rbols run` or `rbols matrix`")
+    path = write_report(args.results_dir, Path(args.to), paper=args.paper, eval_id=args.eval_id)
+    print(path)
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from pathlib import Path
+
+    from .audit import write_audit
+    from .matrix import split_methods
+    from .results import label_of
+    against = split_methods(args.against)
+    labels = [label_of(t) for t in [args.method, *against]]
+    args.methods = ",".join([args.method, *against])
+    if args.preset is None and args.config is None:
+        args.preset = "quick"
+    grid, cells, ev, ex = grid_from_args(args)
+    out = Path(args.out)
+    ok = True
+    if not args.no_run:
+        ok = _run_grid(args, cells, ev, ex, out).ok
+    to = Path(args.to) if args.to else out / "audit"
+    path = write_audit(out, to, labels[0], labels[1:], eval_id=ev.eval_id,
+                       about=f"Grid: {grid.name} ({grid.about or 'custom'}); seeds {grid.seeds}; noise {grid.noise}.")
+    print(path)
+    return 0 if ok else 1
 
 
 def cmd_methods(args) -> int:
@@ -309,7 +379,7 @@ def cmd_data(args) -> int:
 def main(argv=None) -> int:
     from .errors import RbolsError, RunFailed
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "eval": cmd_eval, "matrix": cmd_matrix, "methods": cmd_methods, "models": cmd_models, "data": cmd_data}[args.command]
+    handler = {"run": cmd_run, "eval": cmd_eval, "matrix": cmd_matrix, "report": cmd_report, "audit": cmd_audit, "methods": cmd_methods, "models": cmd_models, "data": cmd_data}[args.command]
     try:
         return handler(args)
     except RunFailed as e:

@@ -19,13 +19,21 @@ ID_COLUMNS = ("run_id", "dataset", "model", "method", "method_label", "noise", "
 
 def method_label(name: str, options: dict) -> str:
     """`ols` for OLS with its defaults; `ls:eps=0.2` when an option differs from the default."""
-    try:
-        from .methods import method_class, option_defaults
-        defaults = option_defaults(method_class(name))
+    try:  # the options `name` alone resolves to (ls: eps=0.1)
+        from .methods import build_method
+        defaults = build_method(name, {})[1]
     except Exception:  # a plugin that is not importable here: show every option
         defaults = {}
     changed = {k: v for k, v in sorted(options.items()) if k not in defaults or defaults[k] != v}
     return name if not changed else name + ":" + ",".join(f"{k}={v}" for k, v in changed.items())
+
+
+def label_of(text: str) -> str:
+    """The `method_label` runs of the method text `text` (e.g. `ols:alpha=0.5`) are recorded under."""
+    from .methods import build_method, parse_method
+    name, raw = parse_method(text)
+    _, options = build_method(name, raw)
+    return method_label(name, options)
 
 
 def run_dirs(root) -> list[Path]:

@@ -1,0 +1,202 @@
+"""A verdict on a new method against baselines, from the run records of a grid.
+
+For every metric, noise rate (and dataset and model) and baseline: the paired differences
+new - baseline over the seeds both have, their mean, and a paired t-test (scipy.stats.ttest_rel,
+two-sided). An outcome is a win or a loss only when p < alpha; otherwise a tie; with fewer than two
+paired seeds it is "untested" (no test is possible). Every metric here is lower-is-better; the fit
+of the wrong labels is `wrong_fit = 1 - noisy_err_last` (the fraction of wrong-label images the model
+predicts as their wrong label: Fig. 5 read the other way round). No correction for multiple
+comparisons is made, and the verdict lines say so.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ALPHA = 0.05
+# (column, label); all lower is better.
+METRICS = (("test_err_last", "test error (last epoch)"), ("fgsm_err", "FGSM error"), ("pgd_err", "PGD error"),
+           ("ece", "ECE"), ("c10h_kl_correct", "CIFAR-10H KL (correct images)"),
+           ("wrong_fit", "wrong-label fit (1 - noisy_err)"))
+GROUP = ["dataset", "model", "noise_rate"]
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """Add the derived columns: `pgd_err` (PGD-20 when recorded, else the one PGD-k there is) and
+    `wrong_fit`."""
+    df = df.copy()
+    pgd = [c for c in df.columns if c.startswith("pgd") and c.endswith("_err") and "_eps" not in c]
+    if "pgd20_err" in df:
+        df["pgd_err"] = df["pgd20_err"]
+    elif len(pgd) == 1:
+        df["pgd_err"] = df[pgd[0]]
+    df["wrong_fit"] = 1 - df["noisy_err_last"].astype(float) if "noisy_err_last" in df else np.nan
+    return df
+
+
+def paired_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: float = ALPHA) -> pd.DataFrame:
+    """One row per (metric, dataset, model, noise_rate, baseline): n paired seeds, the mean and std of
+    new - baseline, the t statistic and p-value of the paired t-test, and the outcome."""
+    from scipy import stats
+    df = prepare(df)
+    rows = []
+    for metric, label in METRICS:
+        if metric not in df or df[metric].isna().all():
+            continue
+        for key, g in df.groupby(GROUP, dropna=False):
+            new_runs = g[g.method_label == method]
+            new = new_runs.set_index("seed")[metric].astype(float).dropna()
+            for base in against:
+                old_runs = g[g.method_label == base]
+                old = old_runs.set_index("seed")[metric].astype(float).dropna()
+                if len(new_runs) and len(old_runs) and not len(new) and not len(old):
+                    continue  # undefined here for both (e.g. wrong-label fit without noise)
+                seeds = sorted(set(new.index) & set(old.index))
+                d = (new[seeds] - old[seeds]).to_numpy()
+                row = dict(zip(GROUP, key), metric=metric, label=label, baseline=base, n=len(seeds),
+                           new_mean=float(new[seeds].mean()) if seeds else math.nan,
+                           base_mean=float(old[seeds].mean()) if seeds else math.nan,
+                           mean_diff=float(d.mean()) if len(d) else math.nan,
+                           std_diff=float(d.std(ddof=1)) if len(d) > 1 else math.nan, t=math.nan, p=math.nan)
+                if len(d) >= 2:
+                    if np.all(d == d[0]):  # no spread: the test is undefined (0/0), say so
+                        row["outcome"] = "tie" if d[0] == 0 else ("win" if d[0] < 0 else "loss") + " (no spread)"
+                    else:
+                        res = stats.ttest_rel(new[seeds].to_numpy(), old[seeds].to_numpy())
+                        row.update(t=float(res.statistic), p=float(res.pvalue))
+                        row["outcome"] = ("tie" if not row["p"] < alpha else
+                                          "win" if row["mean_diff"] < 0 else "loss")
+                else:
+                    row["outcome"] = "untested" if len(d) == 1 else "missing"
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def tally(table: pd.DataFrame) -> pd.DataFrame:
+    """Wins / ties / losses / untested / missing per metric and baseline."""
+    if table.empty:
+        return pd.DataFrame()
+    t = table.assign(outcome=table.outcome.str.replace(" (no spread)", "", regex=False))
+    out = t.pivot_table(index=["label", "baseline"], columns="outcome", values="n", aggfunc="count", fill_value=0)
+    for c in ("win", "tie", "loss", "untested", "missing"):
+        if c not in out:
+            out[c] = 0
+    return out[["win", "tie", "loss", "untested", "missing"]].reset_index()
+
+
+def verdicts(table: pd.DataFrame, method: str, *, alpha: float = ALPHA) -> list[str]:
+    """One plain-language line per metric that claims no more than the tests support."""
+    lines = []
+    for metric, label in METRICS:
+        t = table[table.metric == metric]
+        if t.empty:
+            continue
+        tested = t[~t.outcome.isin(["untested", "missing"])]
+        if tested.empty:
+            n = int(t.n.max()) if len(t) else 0
+            lines.append(f"**{label}**: {'one seed' if n == 1 else 'no paired seeds'} per cell, so no test is "
+                         f"possible; the differences in the table are single runs and may be noise.")
+            continue
+        wins = tested.outcome.str.startswith("win").sum()
+        losses = tested.outcome.str.startswith("loss").sum()
+        ties = len(tested) - wins - losses
+        seeds = sorted(set(tested.n))
+        base = ", ".join(sorted(set(tested.baseline)))
+        what = (f"(comparisons with {base} at each noise rate; paired t-test over {'/'.join(map(str, seeds))} "
+                f"seeds, p < {alpha}, no correction for multiple comparisons)")
+        n = len(tested)
+        if wins and not losses:
+            verdict = (f"{method} is better in {wins} of {n} comparisons and never worse; the other {ties} "
+                       "cannot be told apart from seed noise")
+        elif losses and not wins:
+            verdict = (f"{method} is worse in {losses} of {n} comparisons and never better; the other {ties} "
+                       "cannot be told apart from seed noise")
+        elif wins and losses:
+            verdict = (f"mixed: {method} is better in {wins} and worse in {losses} of {n} comparisons; the other "
+                       f"{ties} cannot be told apart from seed noise")
+        else:
+            verdict = f"in none of {n} comparisons can a difference be told apart from seed noise"
+        lines.append(f"**{label}**: {verdict} {what}.")
+    return lines
+
+
+def figures(table: pd.DataFrame, to: Path) -> list[str]:
+    """diff_<metric>.png: new - baseline against noise rate, one line per baseline, ±std of the paired
+    differences as error bars. Returns the file names."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = []
+    for metric, label in METRICS:
+        t = table[(table.metric == metric) & (table.n > 0)]
+        if t.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for base, g in t.groupby("baseline"):
+            g = g.sort_values("noise_rate")
+            ax.errorbar(g.noise_rate, g.mean_diff, yerr=g.std_diff.fillna(0), marker="o", capsize=3,
+                        label=f"- {base}")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xlabel("noise rate")
+        ax.set_ylabel(f"difference in {label}")
+        ax.set_title(f"{label}: new - baseline (below 0: new is better)", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = f"diff_{metric}.png"
+        fig.savefig(to / name, dpi=110)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + " --- |" * len(cols)]
+    for _, r in df.iterrows():
+        cells = [(format(v, floatfmt) if isinstance(v, float) and not math.isnan(v) else
+                  ("—" if isinstance(v, float) else str(v))) for v in r]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_audit(results_dir, to, method: str, against: list[str], *, about: str = "",
+                eval_id: str | None = None, alpha: float = ALPHA) -> Path:
+    """audit.md, audit.csv (every comparison) and the difference figures, from the run records."""
+    from .results import collect
+    to = Path(to)
+    to.mkdir(parents=True, exist_ok=True)
+    df = collect(results_dir, eval_id=eval_id)
+    df = df[df.method_label.isin([method, *against])] if len(df) else df
+    table = paired_table(df, method, against, alpha=alpha) if len(df) else pd.DataFrame()
+    if not table.empty:
+        table.to_csv(to / "audit.csv", index=False)
+    figs = figures(table, to) if not table.empty else []
+    present = df.groupby("method_label").seed.nunique().to_dict() if len(df) else {}
+    lines = [f"# Audit of `{method}` against {', '.join(f'`{b}`' for b in against)}", ""]
+    if about:
+        lines += [about, ""]
+    lines += [f"Runs read from `{results_dir}`: {len(df)} finished runs; seeds per method: "
+              + (", ".join(f"{k} {v}" for k, v in sorted(present.items())) or "none") + ".",
+              f"Scale: datasets {sorted(set(df.dataset)) if len(df) else []}, models "
+              f"{sorted(set(df.model)) if len(df) else []}, epochs {sorted(set(df.epochs)) if len(df) else []}, "
+              f"train subset {sorted(set(df.train_subset)) if len(df) else []} (0 = all).", ""]
+    if method not in present:
+        lines += [f"**No finished run of `{method}`**: nothing can be said. Run the grid first.", ""]
+    verdict = ([f"- {v}" for v in verdicts(table, method, alpha=alpha)] if not table.empty else
+               ["- no comparison possible: missing runs"])
+    lines += ["## Verdict", "", *verdict, "",
+              "## Wins, ties and losses", "",
+              f"A win or loss needs p < {alpha} in a two-sided paired t-test over seeds (lower is better for every "
+              "metric); \"untested\": one paired seed; \"missing\": no paired run.", ""]
+    if not table.empty:
+        lines += [_md(tally(table), ".0f"), "", "## Every comparison", "",
+                  "`mean_diff` = mean over seeds of (new - baseline); negative is better for the new method.", "",
+                  _md(table[["label", "dataset", "model", "noise_rate", "baseline", "n", "new_mean", "base_mean",
+                             "mean_diff", "std_diff", "t", "p", "outcome"]]), "", "## Figures", ""]
+        lines += [f"![{f}]({f})" for f in figs]
+    path = to / "audit.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,115 @@
+"""`rbols audit` on a toy plugin: it runs the grid, and audit.md's paired statistics equal scipy's
+computed straight from the run records."""
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from robustbench_ols.audit import paired_table, verdicts
+from robustbench_ols.cli import main
+
+TOY = '''
+import torch.nn.functional as F
+from robustbench_ols.methods import Method, soft_cross_entropy
+
+class SharpLS(Method):
+    """Label smoothing towards the uniform distribution with its own strength (a toy plugin)."""
+    citation = "test only"
+
+    def __init__(self, *, eps: float = 0.3):
+        super().__init__()
+        self.eps = eps
+
+    def loss(self, logits, batch, epoch):
+        k = logits.shape[1]
+        target = F.one_hot(batch.y, k).float() * (1 - self.eps) + self.eps / k
+        return soft_cross_entropy(logits, target)
+'''
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("audit")
+    (tmp / "toyplug.py").write_text(TOY)
+    sys.path.insert(0, str(tmp))
+    try:
+        code = main(["audit", "--method", "toyplug:SharpLS", "--against", "hard,ls", "--preset", "smoke",
+                     "--seeds", "0,1,2", "--noise", "symmetric:0,symmetric:0.4", "--attack", "fgsm",
+                     "--attack-examples", "30", "--device", "cpu", "--no-progress", "--threads", "1",
+                     "--out", str(tmp / "runs"), "--to", str(tmp / "audit")])
+    finally:
+        sys.path.remove(str(tmp))
+        sys.modules.pop("toyplug", None)
+    assert code == 0
+    return tmp
+
+
+def records(runs):
+    rows = []
+    for done in runs.glob("*/DONE"):
+        d = done.parent
+        s = json.loads((d / "spec.json").read_text())["spec"]
+        m = json.loads((d / "metrics.json").read_text())
+        rows.append({"method": s["method"], "noise": s["noise"], "seed": s["seed"], **m})
+    return pd.DataFrame(rows)
+
+
+def test_audit_writes_its_files(audited):
+    a = audited / "audit"
+    text = (a / "audit.md").read_text()
+    assert text.startswith("# Audit of `toyplug:SharpLS` against `hard`, `ls`")
+    assert "## Verdict" in text and "paired t-test over 3 seeds" in text and "| missing |" in text
+    assert "wrong-label fit" in text and "0.0000 | hard" in text
+    for f in ("audit.csv", "diff_test_err_last.png", "diff_fgsm_err.png", "diff_ece.png", "diff_wrong_fit.png"):
+        assert (a / f).exists(), f
+    assert len(list((audited / "runs").glob("*/DONE"))) == 3 * 2 * 3
+
+
+def test_paired_statistics_equal_scipy(audited):
+    df = records(audited / "runs")
+    table = pd.read_csv(audited / "audit" / "audit.csv")
+    checked = 0
+    for metric in ("test_err_last", "fgsm_err", "ece"):
+        for noise, rate in (("symmetric:0.0", 0.0), ("symmetric:0.4", 0.4)):
+            new = df[(df.method == "toyplug:SharpLS") & (df.noise == noise)].set_index("seed")[metric].sort_index()
+            for base in ("hard", "ls"):
+                old = df[(df.method == base) & (df.noise == noise)].set_index("seed")[metric].sort_index()
+                row = table[(table.metric == metric) & (table.noise_rate == rate) & (table.baseline == base)].iloc[0]
+                assert row.n == 3
+                assert row.mean_diff == pytest.approx((new - old).mean())
+                if np.ptp((new - old).to_numpy()) == 0:
+                    continue
+                res = stats.ttest_rel(new.to_numpy(), old.to_numpy())
+                assert row.t == pytest.approx(res.statistic) and row.p == pytest.approx(res.pvalue)
+                want = "tie" if not res.pvalue < 0.05 else ("win" if (new - old).mean() < 0 else "loss")
+                assert row.outcome == want
+                checked += 1
+    assert checked >= 6
+    md = (audited / "audit" / "audit.md").read_text()
+    assert f"{table.p.dropna().iloc[0]:.4f}" in md
+
+
+def test_verdicts_never_claim_more_than_the_test():
+    base = dict(dataset="cifar10", model="resnet8", noise_rate=0.0, epochs=1, train_subset=0)
+    one_seed = pd.DataFrame([{**base, "method_label": m, "seed": 0, "test_err_last": e}
+                             for m, e in (("new", 0.1), ("ls", 0.5))])
+    t = paired_table(one_seed, "new", ["ls"])
+    assert t.outcome.tolist() == ["untested"]
+    (line,) = verdicts(t, "new")
+    assert "no test is possible" in line and "better" not in line
+    # Three seeds, a large but noisy difference: a tie, and the line says it cannot be told apart.
+    noisy = pd.DataFrame([{**base, "method_label": m, "seed": s, "test_err_last": e}
+                          for s, (a, b) in enumerate([(0.1, 0.5), (0.6, 0.2), (0.3, 0.35)])
+                          for m, e in (("new", a), ("ls", b))])
+    t = paired_table(noisy, "new", ["ls"])
+    assert t.outcome.tolist() == ["tie"] and t.p.iloc[0] > 0.05
+    assert "in none of 1 comparisons can a difference be told apart" in verdicts(t, "new")[0]
+    # A consistent difference over five seeds: a win, with the test named.
+    clear = pd.DataFrame([{**base, "method_label": m, "seed": s, "test_err_last": e}
+                          for s in range(5) for m, e in (("new", 0.30 + 0.01 * s), ("ls", 0.40 + 0.012 * s))])
+    t = paired_table(clear, "new", ["ls"])
+    assert t.outcome.tolist() == ["win"] and t.p.iloc[0] < 0.001
+    assert "better in 1 of 1 comparisons and never worse" in verdicts(t, "new")[0]
