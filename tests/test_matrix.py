@@ -55,7 +55,7 @@ def reference(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------ grids
 def test_presets_build_valid_cells():
-    sizes = {"smoke": 6, "quick": 13 * 5, "paper-table7": 10 * 5 * 3, "paper-table8": 9, "paper-table11": 27,
+    sizes = {"smoke": 6, "quick": 9 * 5, "paper-table7": 10 * 5 * 3, "paper-table8": 9, "paper-table11": 27,
              "paper-table12": 9}
     for name, n in sizes.items():
         cells = Grid.build(name).cells()
@@ -263,3 +263,12 @@ print("done", s.done, "failed", len(s.failed), "driver", os.getpid())
     driver = int(p.stdout.split("driver")[1])
     pids = {json.loads((d.parent / "executions.json").read_text())[0]["pid"] for d in out.glob("*/DONE")}
     assert driver not in pids  # trained in Ray worker processes, not in the driver
+
+
+def test_rbols_report_on_the_grid(reference, tmp_path, capsys):
+    assert main(["report", str(reference), "--to", str(tmp_path / "rep")]) == 0
+    assert Path(capsys.readouterr().out.strip()) == tmp_path / "rep" / "report.md"
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "6 finished runs" in text and (tmp_path / "rep" / "fig4.png").exists()
+    assert main(["report", str(tmp_path / "nothing"), "--to", str(tmp_path / "rep2")]) == 2
+    assert "no finished run directory" in capsys.readouterr().err

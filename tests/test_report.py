@@ -1,0 +1,262 @@
+"""`write_report` on a small real grid (synthetic set): every file, the figures' contents, Table VII
+against a direct computation from the run records, missing cells shown, and the paper's numbers."""
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from robustbench_ols import paper, report
+from robustbench_ols.evaluation import EvalSpec
+from robustbench_ols.results import collect, epochs
+from robustbench_ols.run import execute
+from robustbench_ols.spec import ExecOptions, RunSpec
+
+EX = ExecOptions(device="cpu", progress=False)
+EV = EvalSpec(attacks=("fgsm", "pgd:steps=2"), attack_examples=20)
+METHODS, NOISES, SEEDS = ("hard", "ls"), ("none", "symmetric:0.4"), (0, 1)
+SHORT = ("ls", "symmetric:0.4", 1)  # the deliberately missing run: ls at 40% has 1 seed of 2
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, one_torch_thread):
+    root = tmp_path_factory.mktemp("runs")
+    for m in METHODS:
+        for noise in NOISES:
+            for seed in SEEDS:
+                if (m, noise, seed) != SHORT:
+                    execute(RunSpec(dataset="synthetic", model="resnet8", method=m, noise=noise, epochs=2,
+                                    batch_size=100, train_subset=300, seed=seed, milestones=()), EX, root, EV)
+    # A failed run: spec.json and status.json, no DONE.
+    done = sorted(root.glob("*/DONE"))[0].parent
+    bad = root / "failedrun01"
+    bad.mkdir()
+    shutil.copy(done / "spec.json", bad / "spec.json")
+    (bad / "status.json").write_text(json.dumps({"status": "failed", "epoch": 2, "reason": "non-finite loss"}))
+    out = tmp_path_factory.mktemp("report")
+    path = report.write_report(root, out)
+    return root, out, path
+
+
+def records(root) -> pd.DataFrame:
+    """The runs read straight from their files, without results.collect."""
+    rows = []
+    for d in sorted(root.glob("*/DONE")):
+        s = json.loads((d.parent / "spec.json").read_text())["spec"]
+        m = json.loads((d.parent / "metrics.json").read_text())
+        rows.append({"dir": d.parent, "method": s["method"], "noise": s["noise"], "seed": s["seed"], **m})
+    return pd.DataFrame(rows)
+
+
+def ls_label(root) -> str:
+    return collect(root).query("method == 'ls'")["method_label"].iloc[0]
+
+
+def test_every_table_and_figure_is_written(grid):
+    root, out, path = grid
+    assert path == out / "report.md"
+    names = [f"table{k}.{x}" for k in (7, 8, 11, 12) for x in ("md", "csv")]
+    names += [f"{f}.{x}" for f in ("fig4", "fig5", "error_vs_noise") for x in ("png", "pdf")]
+    names += ["reliability_hard.png", f"reliability_{report._slug(ls_label(root))}.png"]
+    text = path.read_text()
+    for n in names:
+        assert (out / n).stat().st_size > 0, n
+        assert f"({n})" in text, f"report.md does not link {n}"
+    for n in names:
+        if n.endswith(".png"):
+            assert (out / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if n.endswith(".pdf"):
+            assert (out / n).read_bytes()[:5] == b"%PDF-"
+    assert "Table XII is empty" in (out / "table12.md").read_text()  # synthetic: no CIFAR-10H
+
+
+@pytest.mark.parametrize("which", ["last", "best"])
+def test_table7_equals_a_direct_computation(grid, which):
+    root, out, _ = grid
+    rec = records(root)
+    direct = rec.groupby(["method", "noise"])[f"test_err_{which}"].agg(["mean", "std", "count"])
+    t = report.table7(collect(root), which=which)
+    assert len(t) == 4
+    for _, r in t.iterrows():
+        noise = "none" if r["noise_col"] == "0%" else "symmetric:0.4"
+        want = direct.loc[(r["method"], noise)]
+        assert r["n"] == want["count"] and r["n_expected"] == 2
+        assert r["mean"] == pytest.approx(want["mean"], abs=1e-12)
+        if want["count"] > 1:
+            assert r["std"] == pytest.approx(want["std"], abs=1e-12)
+            vals = rec.query("method == @r.method and noise == @noise")[f"test_err_{which}"]
+            assert r["std"] == pytest.approx(np.std(vals, ddof=1))  # ddof=1, not numpy's default
+        else:
+            assert math.isnan(r["std"])
+    csv = pd.read_csv(out / "table7.csv").query("which == @which")
+    assert sorted(csv["mean"]) == pytest.approx(sorted(t["mean"]))
+    # The Markdown shows the same numbers in percent.
+    md = (out / "table7.md").read_text()
+    hard0 = direct.loc[("hard", "none")]
+    assert f"{hard0['mean'] * 100:.2f} ± {hard0['std'] * 100:.2f}" in md
+
+
+def test_missing_cells_are_shown_not_averaged_away(grid):
+    root, out, path = grid
+    lbl = ls_label(root)
+    md = (out / "table7.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith(f"| {lbl} |")]
+    assert len(rows) == 2  # last and best
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert "n=" not in cells[1] and "n=1 of 2" in cells[2]  # 0% is full, 40% is short
+    assert "n=1 of 2" not in "".join(l for l in md.splitlines() if l.startswith("| hard |"))
+    text = path.read_text()
+    assert f"MISSING: {lbl} @ 40%: n=1 of 2" in text
+    # A combination with no run at all is a row with n = 0, shown as such.
+    df = collect(root)
+    df = df[~((df["method"] == "ls") & (df["noise_kind"] == "symmetric"))]
+    t = report.table7(df)
+    assert t.query("method == 'ls' and noise_col == '40%'")["n"].tolist() == [0]
+    body, _ = report.table7_markdown(df)
+    assert "— (no run)" in body and f"MISSING: {lbl} @ 40%: n=0 of 2" in body
+
+
+def test_incomplete_runs_are_listed(grid):
+    _, _, path = grid
+    text = path.read_text()
+    assert re.search(r"\| failedrun01 \| failed \| 2 \| non-finite loss \|", text)
+    assert "7 finished runs" in text
+
+
+def test_fig4_panels_lines_and_values(grid):
+    root, _, _ = grid
+    ep = epochs(root)
+    fig = report.fig4(ep)
+    assert len(fig.axes) == 4  # training and test error x 2 noise rates
+    for ax in fig.axes:
+        assert len(ax.get_lines()) == len(METHODS) and ax.get_xlabel() == "epoch"
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["training error, noise 0%", "training error, noise 40%",
+                      "test error, noise 0%", "test error, noise 40%"]
+    assert "noisy labels" in fig.axes[0].get_ylabel() and "test error" in fig.axes[2].get_ylabel()
+    # The hard line of the 40% test panel is the mean over the two seeds' epochs.csv, in percent.
+    rec = records(root).query("method == 'hard' and noise == 'symmetric:0.4'")
+    per_seed = [pd.read_csv(d / "epochs.csv")["test_err"].to_numpy() for d in rec["dir"]]
+    line = next(ln for ln in fig.axes[3].get_lines() if ln.get_label().startswith("hard"))
+    assert np.allclose(line.get_ydata(), np.mean(per_seed, axis=0) * 100)
+    assert line.get_label() == "hard (n=2)"
+
+
+def test_fig5_only_noisy_panels(grid):
+    root, _, _ = grid
+    ep = epochs(root)
+    fig = report.fig5(ep)
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "wrong-label images, noise 40%"
+    ax = fig.axes[0]
+    assert len(ax.get_lines()) == 2 and "wrong labels" in ax.get_ylabel()
+    rec = records(root).query("method == 'ls' and noise == 'symmetric:0.4'")
+    only = pd.read_csv(rec["dir"].iloc[0] / "epochs.csv")["noisy_err"].to_numpy()
+    line = next(ln for ln in ax.get_lines() if ln.get_label().startswith("ls"))
+    assert np.allclose(line.get_ydata(), only * 100) and line.get_label().endswith("(n=1)")
+
+
+def test_error_vs_noise(grid):
+    root, _, _ = grid
+    fig = report.error_vs_noise(collect(root))
+    assert len(fig.axes) == 2
+    for ax, which in zip(fig.axes, ("last", "best")):
+        assert which in ax.get_title() and ax.get_ylabel() == "test error (%)"
+        assert len(ax.get_lines()) == 2
+        assert [list(ln.get_xdata()) for ln in ax.get_lines()] == [[0, 40], [0, 40]]
+    # The short cell is annotated on the plot.
+    assert any("n=1 of 2" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_reliability_pooled_over_seeds(grid):
+    root, _, _ = grid
+    d = report.prepare(collect(root)).query("method == 'hard'")
+    pooled = report.pool_reliability(report._reliability_rows(d, None))
+    raw = {nc: [pd.read_csv(f"{r}/reliability.csv") for r in g["run_dir"]] for nc, g in d.groupby("noise_col")}
+    assert pooled["count"].sum() == sum(t["count"].sum() for ts in raw.values() for t in ts) == 4 * 500
+    for nc, tables in raw.items():
+        counts = sum(t["count"].to_numpy() for t in tables)
+        hits = sum((t["accuracy"].fillna(0) * t["count"]).to_numpy() for t in tables)
+        p = pooled[pooled["noise_col"] == nc]
+        assert np.array_equal(p["count"].to_numpy(), counts)
+        ok = counts > 0
+        assert np.allclose(p["accuracy"].to_numpy()[ok], hits[ok] / counts[ok])
+        assert p["accuracy"].isna().to_numpy()[~ok].all()  # empty bins stay empty
+    fig = report.reliability_figure(pooled, title="hard")
+    assert len(fig.axes) == 2 and [ax.get_title().split(":")[0] for ax in fig.axes] == ["noise 0%", "noise 40%"]
+    assert all(ax.get_xlabel() == "confidence" and ax.get_ylabel() == "accuracy" for ax in fig.axes)
+
+
+def test_attack_columns_found_whatever_the_steps():
+    df = pd.DataFrame({"fgsm_err": [0.5], "pgd2_err": [0.6], "pgd20_err": [0.7], "pgd20_eps4_err": [0.1],
+                       "pgd7_err": [np.nan]})
+    assert report.attack_columns(df) == ["fgsm_err", "pgd20_err", "pgd2_err"]
+
+
+def test_table7_rejects_unknown_which(grid):
+    with pytest.raises(ValueError, match="last"):
+        report.table7(collect(grid[0]), which="middle")
+
+
+def fake_runs(dataset="cifar100", model="resnet56b") -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for method in ("hard", "ols"):
+        for kind, rate in (("none", 0.0), ("symmetric", 0.4)):
+            for seed in (0, 1, 2):
+                e = rng.uniform(0.2, 0.5)
+                rows.append(dict(run_id=f"{method}{rate}{seed}", dataset=dataset, model=model, method=method,
+                                 method_label=method, noise="none" if kind == "none" else f"symmetric:{rate}",
+                                 noise_kind=kind, noise_rate=rate, seed=seed, epochs=30, train_subset=5000,
+                                 val_split=0, test_err_last=e, test_err_best=e - 0.01, clean_err=e, ece=0.05))
+    return pd.DataFrame(rows)
+
+
+def test_paper_match():
+    row = dict(dataset="cifar100", model="resnet56b", method="ols", method_label="ols", noise_kind="symmetric",
+               noise_rate=0.4)
+    f = paper.match("table7", row, "test_err_last")
+    assert (f.value, f.std, f.scale) == (38.86, 0.13, 100.0)
+    assert paper.match("table7", {**row, "noise_rate": 0.0, "noise_kind": "none"}, "test_err_best").value == 25.24
+    for other in ({"model": "resnet56"}, {"dataset": "cifar10"}, {"noise_kind": "symmetric-all"},
+                  {"noise_rate": 0.3}, {"method_label": "ols:alpha=0.3"}, {"method": "gce", "method_label": "gce"}):
+        assert paper.match("table7", {**row, **other}, "test_err_last") is None, other
+    # LS with its defaults is labelled ls:eps=0.1 by results.method_label; it still matches.
+    ls = {**row, "method": "ls", "method_label": collect_label_for_default("ls")}
+    assert paper.match("table7", ls, "test_err_last").value == 43.99
+    c10 = dict(dataset="cifar10", model="resnet29b", method="hard", method_label="hard", noise_kind="none",
+               noise_rate=0.0)
+    assert paper.match("table8", c10, "pgd20_err").value == 93.18
+    assert paper.match("table8", c10, "pgd2_err") is None
+    assert paper.match("table8", {**c10, "noise_kind": "symmetric", "noise_rate": 0.4}, "clean_err") is None
+    kl = paper.match("table12", c10, "c10h_kl_correct")
+    assert (kl.value, kl.scale, kl.std) == (0.2974, 1.0, None)
+    ece = paper.match("table11", {**row, "model": "resnet110b", "noise_kind": "none", "noise_rate": 0.0}, "ece")
+    assert (ece.value, ece.std) == (2.05, 0.68)
+
+
+def collect_label_for_default(method: str) -> str:
+    from robustbench_ols.methods import build_method
+    from robustbench_ols.results import method_label
+    return method_label(method, build_method(method, {})[1])
+
+
+def test_paper_columns_only_where_the_paper_has_the_setting(grid):
+    body, csv = report.table7_markdown(fake_runs(), paper=True)
+    assert "0% paper†" in body and "40% paper†" in body
+    assert "38.86 ± 0.13" in body and "47.07 ± 1.08" in body and "full protocol" in body
+    assert csv.query("method == 'ols' and noise_col == '40%' and which == 'last'")["paper"].iloc[0] == 0.3886
+    plain, _ = report.table7_markdown(fake_runs(), paper=False)
+    assert "paper†" not in plain
+    other, _ = report.table7_markdown(fake_runs(model="resnet20"), paper=True)
+    assert "paper†" not in other
+    # Our synthetic grid: paper=True adds nothing.
+    df = collect(grid[0])
+    assert report.table7_markdown(df, paper=True)[0] == report.table7_markdown(df, paper=False)[0]
+    # Table XI: the paper's ResNet-56 error and ECE beside ours at 0% only.
+    tables = {stem: body for stem, _, body, _ in report._tables(report.prepare(fake_runs()), True)}
+    assert "ECE paper†" in tables["table11"] and "11.37 ± 0.53" in tables["table11"]
+    assert "paper†" not in tables["table8"]  # CIFAR-100: Table VIII is CIFAR-10
