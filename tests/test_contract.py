@@ -18,7 +18,8 @@ EV = EvalSpec(attacks=())  # scoring is tested elsewhere
 # Sized for the tiny test set; everything else is the method's default.
 SMALL = {"mwnet": (("meta", 50),)}
 EXTRA = [("ols", (("period", 3), ("init", "zeros"))), ("ls", (("gamma", 0.9),))]
-CASES = [(m, SMALL.get(m, ())) for m in list_methods()] + EXTRA + [("tests.contract_plugin:EMASmoothing", ())]
+CASES = [(m, SMALL.get(m, ())) for m in list_methods()] + EXTRA + [("tests.contract_plugin:EMASmoothing", ()),
+                                                                 ("examples.prior_smoothing:PriorSmoothing", ())]
 IDS = [m if not o else f"{m}-{'-'.join(f'{k}{v}' for k, v in o)}" for m, o in CASES]
 
 
