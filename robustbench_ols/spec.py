@@ -90,6 +90,8 @@ class RunSpec:
         else:
             milestones = tuple(sorted(int(m) for m in self.milestones))
         object.__setattr__(self, "milestones", milestones)
+        if self.val_split == 0:  # no split: its labels do not matter and must not change the run_id
+            object.__setattr__(self, "val_labels", "noisy")
 
     @property
     def options(self) -> dict:

@@ -135,6 +135,15 @@ def test_clean_validation_labels_are_recorded(tmp_path):
     rec = json.loads((r.run_dir / "spec.json").read_text())
     assert "validation split" in rec["method"]["clean_labels_seen"]
     assert spec(val_labels="clean").run_id != spec().run_id != spec(val_split=0).run_id
+    assert spec(val_split=0, val_labels="clean").run_id == spec(val_split=0).run_id
+
+
+def test_runs_made_before_the_validation_split_existed_keep_their_run_id():
+    # The README's run, made before val_split and val_labels were fields of the spec.
+    s = RunSpec(dataset="cifar10", model="resnet20", method="ols", noise="symmetric:0.4", epochs=10,
+                train_subset=5000)
+    assert s.run_id == "44acd636059d"
+    assert "val_split" not in s.identity() and RunSpec(val_split=10).identity()["val_split"] == 10
 
 
 def test_rbols_eval_adds_a_record_and_never_touches_the_old_ones(val_run, tmp_path, capsys):
