@@ -1,0 +1,178 @@
+"""`rbols report`: the OLS paper's tables and figures rebuilt from finished run directories alone.
+
+`write_report(results_dir, report_dir)` reads the runs through `results.collect` / `results.epochs`
+(never retrains) and writes, under `report_dir`:
+
+- `table7.md/.csv`: test error, mean ± std over seeds (ddof=1), method x noise rate, last-epoch and
+  best-epoch figures in separate tables (the best-epoch rule is quoted from each run's spec.json);
+- `table8.md/.csv`: clean, FGSM and PGD-k error; `table11.md/.csv`: error and ECE per model and method;
+  `table12.md/.csv`: error and CIFAR-10H KL (CIFAR-10 only);
+- `fig4`, `fig5`, `error_vs_noise` and `reliability_<method>` as PNG and PDF (one set per setting);
+- `report.md`, which says for every table which cells exist and which are missing.
+
+Conventions: the CSV files hold fractions in [0, 1] like metrics.json; the Markdown tables and the
+figures show percent (KL divergence as is). A *setting* is everything a run's spec fixes apart from the
+method, the noise and the seeds (dataset, model, epochs, training subset, validation split, and any other
+spec field that differs between the runs, shown as `variant`): numbers of different settings are never
+averaged together. A cell with fewer runs than the fullest cell of its setting is marked "n=k of N",
+a cell with none "— (no run)". Figures are built on `matplotlib.figure.Figure` with the Agg canvas, so
+pyplot's global state is never touched; the figure functions return the Figure for tests to inspect.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .figures import (_noise_panels, _reliability_rows, _save, error_vs_noise, fig4, fig5,  # noqa: F401
+                      pool_reliability, reliability_figure)
+from .tables import (SETTING, TABLE_NAMES, _md, _method_key, _metric_md, _select, _slug,  # noqa: F401
+                     _title, attack_columns, noise_column, prepare, summarise, table7, table7_markdown)
+
+__all__ = ["write_report", "table7", "table7_markdown", "summarise", "prepare", "noise_column", "attack_columns",
+           "fig4", "fig5", "error_vs_noise", "pool_reliability", "reliability_figure"]
+
+
+# ---------------------------------------------------------------- the report
+
+def _tables(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, str, pd.DataFrame]]:
+    """(file stem, title, Markdown body, CSV frame) of Tables VII, VIII, XI and XII."""
+    err = "clean_err" if "clean_err" in d and d["clean_err"].notna().any() else "test_err_last"
+    cells = ("noise_col", "method_label")
+    out = []
+    body, csv = table7_markdown(d, paper=paper)
+    out.append(("table7", "Table VII: test error under label noise", (
+        "Top-1 test error (%), mean ± std over seeds (ddof=1), rows = methods, columns = noise rates. The "
+        "last-epoch and the best-epoch figures are separate tables; the best-epoch rule is quoted from the "
+        "runs' spec.json.\n\n" + body), csv))
+    attacks = [(c, c.replace("_err", "").upper().replace("PGD", "PGD-"), 100.0, 2)
+               for c in attack_columns(d) or ["fgsm_err", "pgd20_err"]]  # absent ones are said so
+    body, csv = _metric_md(d, "table8", [(err, "clean", 100.0, 2), *attacks], SETTING, cells, paper)
+    out.append(("table8", "Table VIII: clean and adversarial error", (
+        f"Top-1 error (%) of the final model (last epoch) on clean test images (`{err}`) and under FGSM / "
+        "PGD-k at 8/255 on the attack subset (its size is listed as attack examples). PGD-20 is the paper's; "
+        "other step counts are shown as recorded.\n\n" + body), csv))
+    ece = [("ece", "ECE", 100.0, 2)] + ([("ece_ts", "ECE (temp. scaled)", 100.0, 2)]
+                                        if "ece_ts" in d and d["ece_ts"].notna().any() else [])
+    body, csv = _metric_md(d, "table11", [(err, "error", 100.0, 2), *ece],
+                           [c for c in SETTING if c != "model"], ("noise_col", "model", "method_label"), paper)
+    out.append(("table11", "Table XI: error and calibration", (
+        f"Top-1 error (%, `{err}`) and ECE (x 100; 15 equal-width bins unless the runs' evaluation said "
+        "otherwise) of the final model (last epoch), per model and method.\n\n" + body), csv))
+    c10 = d[d["dataset"] == "cifar10"]
+    if c10.empty or "c10h_kl_correct" not in c10 or c10["c10h_kl_correct"].isna().all():
+        body, csv = ("No CIFAR-10 runs with CIFAR-10H figures in these results: Table XII is empty "
+                     "(it exists for CIFAR-10 only).\n"), pd.DataFrame()
+    else:
+        kl = [(c, lab, 1.0, 4) for c, lab in (("c10h_kl_correct", "KL (correct)"), ("c10h_kl_all", "KL (all)"))]
+        body, csv = _metric_md(c10, "table12", [(err, "error", 100.0, 2), *kl, ("c10h_agree", "agree (%)", 100.0, 2)],
+                               SETTING, cells, paper)
+    out.append(("table12", "Table XII: agreement with CIFAR-10H", (
+        f"Top-1 error (%, `{err}`) and mean KL(human ‖ model) on CIFAR-10H over the test images the model "
+        "classifies correctly (the paper's figure), over all images, and top-1 agreement with the human "
+        "majority; final model (last epoch); CIFAR-10 only.\n\n" + body), csv))
+    return out
+
+
+def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id) -> list[str]:
+    """Write every figure; returns the report's Markdown lines for them."""
+    lines, used = [], set()
+    groups = list(d.groupby(list(SETTING), sort=True, dropna=False))
+    for key, g in groups:
+        r = g.iloc[0]
+        title = _title(r)
+        sfx = "" if len(groups) == 1 else "_" + _slug(
+            f"{r['dataset']}_{r['model']}_e{r['epochs']}_sub{r['train_subset']}_val{r['val_split']}_{r['variant']}")
+        e = _select(ep, SETTING, key)
+        lines.append(f"### {title}\n")
+        for stem, fig in (("fig4", fig4(e, title=f"Fig. 4: {title}")), ("fig5", fig5(e, title=f"Fig. 5: {title}")),
+                          ("error_vs_noise", error_vs_noise(g, title=f"Test error vs noise: {title}"))):
+            names = _save(fig, out / f"{stem}{sfx}")
+            lines.append(f"![{stem}]({names[0]}) ([pdf]({names[1]}))\n")
+        rel = _reliability_rows(g, eval_id)
+        for m in sorted(g["method_label"].unique(), key=_method_key):
+            name = f"reliability_{_slug(m)}{sfx}"
+            while name in used:
+                name += "_"
+            used.add(name)
+            rm = rel[rel["method_label"] == m] if len(rel) else rel
+            if rm.empty:
+                lines.append(f"- {m}: no reliability.csv in its runs: no diagram\n")
+                continue
+            pooled = pool_reliability(rm)
+            panels = [p for p in _noise_panels(g[g["method_label"] == m]) if p in set(pooled["noise_col"])]
+            names = _save(reliability_figure(pooled, panels=panels, title=f"{m}: {title}"), out / name)
+            lines.append(f"![reliability {m}]({names[0]}) ([pdf]({names[1]}))\n")
+    return lines
+
+
+_FIGURE_NOTES = """\
+- `fig4`: per epoch (the whole curve from epochs.csv, neither a last- nor a best-epoch figure): top row
+  the training error against the **noisy** labels (the paper's Fig. 4 training error), bottom row the test
+  error; one column per noise rate, one line per method = mean over seeds, shaded band ± one std.
+- `fig5`: per epoch, the error on the training images whose label is wrong, measured against the wrong
+  label (`noisy_err`; high = the wrong labels were not memorised); one panel per noise rate > 0.
+- `error_vs_noise`: test error against the symmetric noise rate, one line per method (mean ± std over
+  seeds); left the last epoch (`test_err_last`), right the best epoch (`test_err_best`, rule above).
+- `reliability_<method>`: the final model (last epoch); the calibration bins of all of that method's
+  seeds are summed at each noise rate (counts add, confidence and accuracy are count-weighted), one
+  panel per noise rate; the title gives the ECE of the pooled bins.
+"""
+
+
+def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str | None = None) -> Path:
+    """Write the tables, figures and report.md for the finished runs under `results_dir` into
+    `report_dir`; returns the path of report.md. `paper`: add the OLS paper's numbers beside ours where
+    it reports the same dataset, model, method and noise rate. `eval_id`: take the scores from that
+    evaluation record (`rbols eval`) instead of each run's own."""
+    from ..results import collect, epochs, incomplete
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs, bad = collect(results_dir, eval_id=eval_id), incomplete(results_dir)
+    md = [f"# Report: {results_dir}\n",
+          f"Built from the finished run directories under `{results_dir}` alone (no retraining): "
+          f"{len(runs)} finished runs. Markdown tables and figures show percent; the CSV files hold "
+          "fractions in [0, 1] like metrics.json (KL divergence as is). A cell with fewer runs than the "
+          "fullest cell of its setting says `n=k of N`; a cell with no run says `— (no run)`.\n"]
+    if eval_id:
+        md.append(f"Scores (clean, attacks, calibration, CIFAR-10H) come from evaluation record `{eval_id}`; "
+                  "runs without that record show no figure for them.\n")
+    md.append(_incomplete_md(bad))
+    if runs.empty:
+        md.append("No finished runs: nothing to tabulate.\n")
+        for stem in ("table7", "table8", "table11", "table12"):
+            (out / f"{stem}.md").write_text(f"# {TABLE_NAMES[stem]}\n\nNo finished runs under `{results_dir}`.\n")
+            pd.DataFrame().to_csv(out / f"{stem}.csv", index=False)
+        (out / "report.md").write_text("\n".join(md))
+        return out / "report.md"
+    d = prepare(runs)
+    md.append(_overview(d, eval_id))
+    for stem, title, body, csv in _tables(d, paper):
+        (out / f"{stem}.md").write_text(f"# {title}\n\nFrom `{results_dir}`.\n\n{body}")
+        csv.to_csv(out / f"{stem}.csv", index=False)
+        md.append(f"## {title}\n\nFiles: [{stem}.md]({stem}.md), [{stem}.csv]({stem}.csv)\n\n{body}")
+    ep = epochs(results_dir)
+    ep = ep.merge(d[["run_id", "variant", "best_rule"]], on="run_id", how="inner")
+    md.append("## Figures\n\n" + _FIGURE_NOTES + "\n" + "\n".join(_figures(d, ep, out, eval_id)))
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+def _overview(d: pd.DataFrame, eval_id) -> str:
+    lines = ["## Runs\n"]
+    for _, g in d.groupby(list(SETTING), sort=True, dropna=False):
+        lines.append(f"- **{_title(g.iloc[0])}**: {len(g)} run{'s' * (len(g) != 1)}; best-epoch rule: "
+                     + "; ".join(sorted(g["best_rule"].unique())))
+    if eval_id is None and "eval_id" in d and d["eval_id"].nunique(dropna=False) > 1:
+        lines.append(f"\n**Warning**: the runs were scored under {d['eval_id'].nunique(dropna=False)} evaluation "
+                     "settings (eval ids listed per table); pass `eval_id` to compare them under one.")
+    return "\n".join(lines) + "\n"
+
+
+def _incomplete_md(bad: list[dict]) -> str:
+    if not bad:
+        return "## Incomplete or failed runs\n\nNone: every run directory with a spec.json has DONE.\n"
+    rows = [[b.get("run_id", "?"), b.get("status", "unknown"), b.get("epoch", ""), b.get("reason", "")] for b in bad]
+    return ("## Incomplete or failed runs\n\nNot counted anywhere below (no DONE):\n\n"
+            + _md(["run", "status", "epoch", "reason"], rows))

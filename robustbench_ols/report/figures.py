@@ -1,0 +1,161 @@
+"""Figures of `rbols report`: Fig. 4, Fig. 5, error against noise rate and reliability diagrams, on
+`matplotlib.figure.Figure` with the Agg canvas (pyplot's global state is never touched)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .tables import _method_key, _noise_key, prepare, table7
+
+# ---------------------------------------------------------------- figures
+
+def _figure(n_rows: int, n_cols: int, width=4.0, height=3.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width * n_cols, height * n_rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    return fig, axes
+
+
+def _colors(labels) -> dict:
+    import matplotlib
+    cmap = matplotlib.colormaps["tab10"]
+    return {m: cmap(i % 10) for i, m in enumerate(sorted(set(labels), key=_method_key))}
+
+
+def _noise_panels(d: pd.DataFrame, noisy_only: bool = False) -> list[str]:
+    u = d.drop_duplicates("noise_col")
+    keys = sorted((_noise_key(r["noise_col"], r["noise_kind"], r["noise_rate"]) for _, r in u.iterrows()))
+    return [k[-1] for k in keys if not (noisy_only and k[-1] == "0%")]
+
+
+def _curves(ax, d: pd.DataFrame, metric: str, colors: dict) -> None:
+    """One line per method: the mean over seeds per epoch (percent), a band of ± one std (ddof=1)."""
+    if metric not in d:  # an old run directory without this column
+        return
+    for m in sorted(d["method_label"].unique(), key=_method_key):
+        g = d[d["method_label"] == m].groupby("epoch")[metric]
+        mean, std, n = g.mean() * 100, g.std(ddof=1) * 100, g.count()
+        ax.plot(mean.index, mean.values, color=colors[m], label=f"{m} (n={int(n.max())})")
+        ok = std.notna()
+        if ok.any():
+            ax.fill_between(mean.index[ok], (mean - std)[ok], (mean + std)[ok], color=colors[m], alpha=0.2, lw=0)
+
+
+def fig4(ep: pd.DataFrame, *, title: str = ""):
+    """Fig. 4: training error against the noisy labels (top row) and test error (bottom row) per epoch;
+    one column of panels per noise rate, one line per method (mean over seeds, band ± std).
+    `ep`: `results.epochs()` for one setting."""
+    d = prepare(ep)
+    panels = _noise_panels(d)
+    fig, axes = _figure(2, max(len(panels), 1))
+    colors = _colors(d["method_label"])
+    for j, nc in enumerate(panels):
+        for i, (metric, what) in enumerate((("train_err", "training error vs noisy labels (%)"),
+                                            ("test_err", "test error (%)"))):
+            ax = axes[i, j]
+            _curves(ax, d[d["noise_col"] == nc], metric, colors)
+            ax.set(title=f"{'training' if i == 0 else 'test'} error, noise {nc}", xlabel="epoch", ylabel=what)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.legend(fontsize="small")
+    fig.suptitle(title or "Fig. 4: training (noisy labels) and test error per epoch")
+    return fig
+
+
+def fig5(ep: pd.DataFrame, *, title: str = ""):
+    """Fig. 5: error on the training images whose label is wrong, measured against the wrong label, per
+    epoch (high = the noise was not memorised); one panel per noise rate > 0, one line per method."""
+    d = prepare(ep)
+    panels = _noise_panels(d, noisy_only=True)
+    fig, axes = _figure(1, max(len(panels), 1))
+    colors = _colors(d["method_label"])
+    for j, nc in enumerate(panels):
+        ax = axes[0, j]
+        _curves(ax, d[d["noise_col"] == nc], "noisy_err", colors)
+        ax.set(title=f"wrong-label images, noise {nc}", xlabel="epoch", ylabel="error vs the wrong labels (%)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize="small")
+    if not panels:
+        axes[0, 0].set_title("no runs with label noise")
+        axes[0, 0].set_axis_off()
+    fig.suptitle(title or "Fig. 5: fit to the wrong labels per epoch")
+    return fig
+
+
+def error_vs_noise(df: pd.DataFrame, *, title: str = ""):
+    """Test error (%) against the noise rate, one line per method (mean over seeds, band ± std); left
+    panel the last epoch, right panel the best epoch. Symmetric noise (and none) only."""
+    d = prepare(df)
+    d = d[d["noise_kind"].isin(["none", "symmetric"])]
+    fig, axes = _figure(1, 2)
+    colors = _colors(d["method_label"])
+    for ax, which in zip(axes[0], ("last", "best")):
+        t = table7(d, which=which) if len(d) else pd.DataFrame(columns=["method_label"])
+        for m in sorted(t["method_label"].unique(), key=_method_key):
+            g = t[(t["method_label"] == m) & (t["n"] > 0)].sort_values("noise_rate")
+            x, y, s = g["noise_rate"] * 100, g["mean"] * 100, g["std"] * 100
+            ax.plot(x, y, marker="o", color=colors[m], label=m)
+            for xi, yi, n, ne in zip(x, y, g["n"], g["n_expected"]):  # never hide a short cell
+                if n < ne:
+                    ax.annotate(f"n={n} of {ne}", (xi, yi), textcoords="offset points", xytext=(4, 4),
+                                fontsize="small", color=colors[m])
+            ok = s.notna()
+            if ok.any():
+                ax.fill_between(x[ok], (y - s)[ok], (y + s)[ok], color=colors[m], alpha=0.2, lw=0)
+        ax.set(title=f"{which} epoch (test_err_{which})", xlabel="symmetric noise rate (%)",
+               ylabel="test error (%)")
+        ax.legend(fontsize="small")
+    fig.suptitle(title or "Test error against the noise rate")
+    return fig
+
+
+def pool_reliability(rel: pd.DataFrame) -> pd.DataFrame:
+    """Sum reliability bins over runs: counts add; confidence and accuracy are count-weighted means.
+    `rel`: rows of reliability.csv with `noise_col`; returns one row per noise_col x bin."""
+    r = rel.assign(cw=rel["confidence"].fillna(0) * rel["count"], aw=rel["accuracy"].fillna(0) * rel["count"],
+                   lower=rel["lower"].round(9), upper=rel["upper"].round(9))
+    g = r.groupby(["noise_col", "lower", "upper"], sort=False, as_index=False)[["count", "cw", "aw"]].sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g["confidence"] = np.where(g["count"] > 0, g["cw"] / g["count"], np.nan)
+        g["accuracy"] = np.where(g["count"] > 0, g["aw"] / g["count"], np.nan)
+    return g.drop(columns=["cw", "aw"])
+
+
+def reliability_figure(pooled: pd.DataFrame, *, panels=None, title: str = ""):
+    """Reliability diagram, one panel per noise rate: accuracy per confidence bin (bars; empty bins
+    left blank), the diagonal of perfect calibration, and the pooled ECE in the title."""
+    panels = panels or list(dict.fromkeys(pooled["noise_col"]))
+    fig, axes = _figure(1, max(len(panels), 1), width=3.4, height=3.4)
+    for ax, nc in zip(axes[0], panels):
+        g = pooled[pooled["noise_col"] == nc]
+        ok = g["count"] > 0
+        ax.bar(g["lower"][ok], g["accuracy"][ok], width=(g["upper"] - g["lower"])[ok], align="edge",
+               edgecolor="black", color="tab:blue", alpha=0.7, label="accuracy")
+        ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+        ece = (g["count"][ok] * (g["accuracy"][ok] - g["confidence"][ok]).abs()).sum() / max(g["count"].sum(), 1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+               title=f"noise {nc}: pooled ECE {ece * 100:.2f}%")
+    fig.suptitle(title or "Reliability diagram")
+    return fig
+
+
+def _save(fig, stem: Path) -> list[str]:
+    """`stem`.png and `stem`.pdf (the stem may hold dots, e.g. `reliability_ls_eps_0.1`)."""
+    names = [f"{stem.name}.png", f"{stem.name}.pdf"]
+    fig.savefig(stem.parent / names[0], dpi=110)
+    fig.savefig(stem.parent / names[1])
+    return names
+
+
+def _reliability_rows(d: pd.DataFrame, eval_id: str | None) -> pd.DataFrame:
+    frames = []
+    for _, r in d.iterrows():
+        f = Path(r["run_dir"]) / ("reliability.csv" if eval_id is None else f"evals/{eval_id}.reliability.csv")
+        if f.exists():
+            frames.append(pd.read_csv(f).assign(noise_col=r["noise_col"], method_label=r["method_label"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+

@@ -1,0 +1,295 @@
+"""Tables of `rbols report`: the runs table, summaries over seeds and the Markdown/CSV tables (see the
+package docstring for the conventions)."""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import paper as paper_data
+
+SETTING = ("dataset", "model", "epochs", "train_subset", "val_split", "variant")
+# The paper's row order (Table VII), then anything else alphabetically.
+METHOD_ORDER = ("hard", "bootsoft", "boothard", "sce", "gce", "disturblabel", "l2rw", "mwnet", "arazo",
+                "pencil", "coteaching", "ls", "ols-single", "ols")
+# Spec fields that are not part of a setting: what a table's rows, columns and replicates vary.
+_NOT_SETTING = {"method", "method_options", "noise", "seed", "noise_seed", "subset_seed", *SETTING}
+TABLE_NAMES = {"table7": "Table VII", "table8": "Table VIII", "table11": "Table XI", "table12": "Table XII"}
+_ATTACK = re.compile(r"^(fgsm|pgd(\d+))_err$")  # default 8/255 budget only (see attacks.AttackSpec.key)
+
+
+# ---------------------------------------------------------------- the runs table
+
+def noise_column(kind: str, rate, text: str = "") -> str:
+    """Column label of a noise setting: `0%` (no noise), `40%` (symmetric), `pairflip 20%`, `human:worst`."""
+    if kind == "none" or (kind == "symmetric" and rate == 0):
+        return "0%"
+    if kind == "human" or rate is None or pd.isna(rate):
+        return text or kind
+    pct = f"{float(rate) * 100:g}%"
+    return pct if kind == "symmetric" else f"{kind} {pct}"
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """`collect()` or `epochs()` output plus `noise_col`, `variant` and `best_rule` (idempotent)."""
+    d = df.copy()
+    if "noise_col" not in d:
+        d["noise_col"] = [noise_column(k, r, t) for k, r, t in
+                          zip(d["noise_kind"], d["noise_rate"], d.get("noise", d["noise_kind"]))]
+    if "variant" not in d or "best_rule" not in d:
+        specs = {rd: _spec_record(rd) for rd in d.get("run_dir", pd.Series([], dtype=object)).unique()}
+        spec_of = [specs.get(rd, {}) for rd in d.get("run_dir", [None] * len(d))]
+        fields = {k for s in spec_of for k in s.get("spec", {})} - _NOT_SETTING
+        varying = sorted(k for k in fields if len({json.dumps(s.get("spec", {}).get(k)) for s in spec_of}) > 1)
+        d["variant"] = [", ".join(f"{k}={s.get('spec', {}).get(k)}" for k in varying) for s in spec_of]
+        fallback = d.get("best_epoch_rule", pd.Series([None] * len(d), index=d.index))
+        d["best_rule"] = [s.get("reporting", {}).get("test_err_best") or (fb if isinstance(fb, str) else "unknown")
+                          for s, fb in zip(spec_of, fallback)]
+    return d
+
+
+def _spec_record(run_dir) -> dict:
+    try:
+        return json.loads((Path(run_dir) / "spec.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _method_key(label: str):
+    base = str(label).split(":")[0]
+    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), str(label))
+
+
+def _noise_key(col: str, kind: str, rate):
+    return (0 if kind in ("none", "symmetric") else 1, kind, 0.0 if pd.isna(rate) else float(rate), col)
+
+
+def _model_key(name: str):
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(name)))
+
+
+# ---------------------------------------------------------------- summaries
+
+# An axis of a table: its key column, the columns it determines, and its sort order.
+_AXES = {"method_label": (("method",), lambda r: _method_key(r["method_label"])),
+         "noise_col": (("noise_kind", "noise_rate"),
+                       lambda r: _noise_key(r["noise_col"], r["noise_kind"], r["noise_rate"])),
+         "model": ((), lambda r: _model_key(r["model"]))}
+
+
+def summarise(df: pd.DataFrame, metrics, outer, axes) -> pd.DataFrame:
+    """One row per cell of the full grid (product of the `axes` values present in each `outer` group):
+    `runs`, `seeds`, `n_expected` (runs in the fullest cell of the group) and per metric
+    `<m>_mean`, `<m>_std` (ddof=1, NaN with one value) and `<m>_n` (runs with a value)."""
+    d = prepare(df)
+    metrics = [m for m in metrics if m in d]
+    rows = []
+    for okey, g in d.groupby(list(outer), sort=True, dropna=False):
+        okey = dict(zip(outer, okey if isinstance(okey, tuple) else (okey,)))
+        values = []
+        for a in axes:
+            u = g[[a, *_AXES[a][0]]].drop_duplicates(a)
+            values.append(sorted((r for _, r in u.iterrows()), key=_AXES[a][1]))
+        n_expected = int(g.groupby(list(axes), dropna=False).size().max())
+        for combo in itertools.product(*values):
+            cell = g
+            for a, r in zip(axes, combo):
+                cell = cell[cell[a] == r[a]]
+            row = dict(okey)
+            for r in combo:
+                row.update(r.to_dict())
+            row.update(runs=len(cell), n_expected=n_expected,
+                       seeds=", ".join(str(s) for s in sorted(cell["seed"].tolist())) if "seed" in cell else "")
+            for m in metrics:
+                v = pd.to_numeric(cell[m], errors="coerce").dropna()
+                row.update({f"{m}_mean": v.mean() if len(v) else np.nan,
+                            f"{m}_std": v.std(ddof=1) if len(v) > 1 else np.nan, f"{m}_n": len(v)})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table7(df: pd.DataFrame, *, which: str = "last") -> pd.DataFrame:
+    """Table VII: test error (`test_err_last` or `test_err_best`, fractions) per setting x method x noise
+    rate: columns mean, std (ddof=1; NaN with one seed), n (seeds with a figure), n_expected, seeds, runs.
+    Missing combinations are rows with n = 0."""
+    if which not in ("last", "best"):
+        raise ValueError(f"which must be 'last' or 'best', got {which!r}")
+    m = f"test_err_{which}"
+    s = summarise(df, [m], SETTING, ("method_label", "noise_col"))
+    if s.empty:
+        return pd.DataFrame(columns=[*SETTING, "method", "method_label", "noise_col", "noise_kind", "noise_rate",
+                                     "runs", "seeds", "n", "n_expected", "mean", "std"])
+    return s.rename(columns={f"{m}_mean": "mean", f"{m}_std": "std", f"{m}_n": "n"})
+
+
+def attack_columns(df: pd.DataFrame) -> list[str]:
+    """fgsm_err then every pgd{k}_err present (PGD-20, the paper's, first), at the default budget."""
+    found = [c for c in df.columns if _ATTACK.match(c) and df[c].notna().any()]
+    return sorted(found, key=lambda c: (c != "fgsm_err", c != "pgd20_err", _model_key(c)))
+
+
+# ---------------------------------------------------------------- Markdown
+
+def _md(header, rows) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def _cell(mean, std, n, n_expected, runs, scale=100.0, digits=2) -> str:
+    if runs == 0:
+        return "— (no run)"
+    if n == 0 or pd.isna(mean):
+        return f"— (no figure; n=0 of {n_expected})"
+    s = f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
+    return s + (f" (n={n} of {n_expected})" if n < n_expected else "")
+
+
+def _with_paper(s: pd.DataFrame, table: str, metric: str, name: str) -> None:
+    """Columns `name` and `name`_std: the paper's figure for each cell of `s`, in our units (fractions)."""
+    figs = [paper_data.match(table, r, metric) for _, r in s.iterrows()]
+    s[name] = [f.value / f.scale if f else np.nan for f in figs]
+    s[f"{name}_std"] = [f.std / f.scale if f and f.std is not None else np.nan for f in figs]
+
+
+def _paper_text(p, ps, scale=100.0, digits=2) -> str:
+    if pd.isna(p):
+        return "—"
+    return f"{p * scale:.{digits}f}" + ("" if pd.isna(ps) else f" ± {ps * scale:.{digits}f}")
+
+
+def _paper_note(table: str, g: pd.DataFrame) -> str:
+    """Label the paper's column: its full protocol, and whether our runs differ from it."""
+    ours = sorted({(int(e), int(t)) for e, t in zip(g["epochs"], g["train_subset"])})
+    same = ours == [(paper_data.PAPER_EPOCHS, 0)] or ours == [(paper_data.PAPER_EPOCHS, 50000)]
+    mine = "; ".join(f"{e} epochs on " + (f"a {t}-image subset" if t else "the whole training set") for e, t in ours)
+    return (f"\n† the paper's {TABLE_NAMES[table]}, under the paper's full protocol "
+            f"({paper_data.PROTOCOLS[table]}). "
+            f"Ours: {mine}" + (" (the same length and training set)." if same else
+                               ": a different setting, so compare the ordering, not the values.") + "\n")
+
+
+def _select(frame: pd.DataFrame, cols, key) -> pd.DataFrame:
+    key = key if isinstance(key, tuple) else (key,)
+    return frame[(frame[list(cols)] == pd.Series(dict(zip(cols, key)))).all(axis=1)]
+
+
+def _title(r, with_model: bool = True) -> str:
+    parts = [f"{r['dataset']} / {r['model']}" if with_model else str(r["dataset"]), f"{r['epochs']} epochs",
+             f"train subset {r['train_subset']}" if r["train_subset"] else "whole training set",
+             f"val split {r['val_split']}" if r["val_split"] else "no val split"]
+    return ", ".join(parts) + (f", {r['variant']}" if r.get("variant") else "")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "x"
+
+
+def _cells_text(g: pd.DataFrame, outer, axes) -> str:
+    """What a section's cells are (methods, noise, seeds, runs, attack examples) and which are missing."""
+    noises = g.drop_duplicates("noise_col").apply(lambda r: _noise_key(r["noise_col"], r["noise_kind"],
+                                                                        r["noise_rate"]), axis=1)
+    line = (f"- cells: methods {', '.join(sorted(g['method_label'].unique(), key=_method_key))}; "
+            f"noise {', '.join(k[-1] for k in sorted(noises))}; "
+            f"seeds {', '.join(str(s) for s in sorted(set(g['seed'])))}; {len(g)} run{'s' * (len(g) != 1)}")
+    if "model" in axes:
+        line += f"; models {', '.join(sorted(g['model'].unique(), key=_model_key))}"
+    if "attack_examples" in g and g["attack_examples"].notna().any():
+        line += "; attack examples " + ", ".join(str(int(a)) for a in sorted(g["attack_examples"].dropna().unique()))
+    if "eval_id" in g:
+        line += "; eval ids " + ", ".join(sorted(str(e) for e in g["eval_id"].unique()))
+    lines = [line]
+    s = summarise(g, [], outer, axes)
+    if s["n_expected"].max() == 1:
+        lines.append("- one seed per cell: no std shown")
+    for _, c in s[s["runs"] < s["n_expected"]].iterrows():
+        lines.append(f"- MISSING: {' @ '.join(str(c[a]) for a in axes)}: n={c['runs']} of {c['n_expected']}"
+                     + (f" (seeds {c['seeds']})" if c["runs"] else ""))
+    return "\n".join(lines) + "\n"
+
+
+def table7_markdown(df: pd.DataFrame, *, paper: bool = False) -> tuple[str, pd.DataFrame]:
+    """(Markdown, long CSV frame) of Table VII for runs `df`: per setting, the last-epoch and the
+    best-epoch table; with `paper`, the paper's figure beside each noise column it reports."""
+    d = prepare(df)
+    parts, frames = [], []
+    for which in ("last", "best"):
+        t = table7(d, which=which)
+        t["which"] = which
+        if paper and not t.empty:
+            _with_paper(t, "table7", f"test_err_{which}", "paper")
+        frames.append(t)
+    for key, g in d.groupby(list(SETTING), sort=True, dropna=False):
+        parts.append(f"### {_title(g.iloc[0])}\n\n{_cells_text(g, SETTING, ('method_label', 'noise_col'))}\n")
+        for t in frames:
+            which, tg = t["which"].iloc[0], _select(t, SETTING, key)
+            label = ("Last epoch (`test_err_last`)" if which == "last" else
+                     "Best epoch (`test_err_best`): " + "; ".join(sorted(g["best_rule"].unique())))
+            body = _pivot7(tg, paper)
+            if "paper†" in body:
+                body += _paper_note("table7", g) + "The OLS code reports the best epoch.\n"
+            parts.append(f"**{label}**: top-1 test error (%), mean ± std over seeds\n\n{body}\n")
+    return "".join(parts), pd.concat(frames, ignore_index=True)
+
+
+def _pivot7(t: pd.DataFrame, paper: bool) -> str:
+    methods = list(dict.fromkeys(t["method_label"]))
+    cols = list(dict.fromkeys(t["noise_col"]))  # summarise() gives the grid in noise order
+    by = {(r["method_label"], r["noise_col"]): r for _, r in t.iterrows()}
+    best = {}
+    for c in cols:  # the best two means of the column
+        means = sorted((by[(m, c)]["mean"], m) for m in methods if by[(m, c)]["n"] > 0)
+        best[c] = {m for _, m in means[:2]}
+    show_paper = {c: paper and t.loc[t["noise_col"] == c, "paper"].notna().any() for c in cols}
+    header = ["method"] + [h for c in cols for h in ([c, f"{c} paper†"] if show_paper[c] else [c])]
+    rows = []
+    for m in methods:
+        row = [m]
+        for c in cols:
+            r = by[(m, c)]
+            v = _cell(r["mean"], r["std"], r["n"], r["n_expected"], r["runs"])
+            row.append(f"**{v}**" if m in best[c] else v)
+            if show_paper[c]:
+                row.append(_paper_text(r["paper"], r["paper_std"]))
+        rows.append(row)
+    return _md(header, rows) + "\nBold: the two lowest means of each column.\n"
+
+
+def _metric_md(d: pd.DataFrame, table: str, metrics, outer, axes, paper: bool) -> tuple[str, pd.DataFrame]:
+    """Tables VIII, XI, XII: one Markdown table per `outer` group, rows = cells of `axes`, a column per
+    metric (`metrics`: (column, label, scale, digits)) with the paper's figure beside it when it has one."""
+    absent = [m[1] for m in metrics if m[0] not in d or d[m[0]].isna().all()]
+    metrics = [m for m in metrics if m[1] not in absent]
+    s = summarise(d, [m[0] for m in metrics], outer, axes)
+    if paper and not s.empty:
+        for col, *_ in metrics:
+            _with_paper(s, table, col, f"paper_{col}")
+    parts = []
+    for key, g in d.groupby(list(outer), sort=True, dropna=False):
+        sg = _select(s, outer, key)
+        header, show = [a.replace("_col", "").replace("_label", "") for a in axes], {}
+        for col, label, *_ in metrics:
+            show[col] = paper and sg.get(f"paper_{col}", pd.Series(dtype=float)).notna().any()
+            header += [label, f"{label} paper†"] if show[col] else [label]
+        rows = []
+        for _, r in sg.iterrows():
+            row = [str(r[a]) for a in axes]
+            for col, _, scale, digits in metrics:
+                row.append(_cell(r[f"{col}_mean"], r[f"{col}_std"], r[f"{col}_n"], r["n_expected"], r["runs"],
+                                 scale, digits))
+                if show[col]:
+                    row.append(_paper_text(r[f"paper_{col}"], r[f"paper_{col}_std"], scale, digits))
+            rows.append(row)
+        note = _paper_note(table, g) if any(show.values()) else ""
+        if absent:
+            note += f"\nNo run here has a figure for: {', '.join(absent)} (column left out).\n"
+        table_md = _md(header, rows) if metrics else "No figures for this table in these runs.\n"
+        parts.append(f"### {_title(g.iloc[0], 'model' in outer)}\n\n{_cells_text(g, outer, axes)}\n"
+                     f"{table_md}{note}\n")
+    return "".join(parts), s
+
+
