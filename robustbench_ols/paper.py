@@ -123,25 +123,28 @@ def _rate(row) -> float | None:
 def match(table: str, row, metric: str) -> PaperFigure | None:
     """The paper's number for `metric` in the setting of `row` (dataset, model, method, method_label,
     noise_kind, noise_rate: a row of `results.collect` or a cell of a report table), or None where
-    the paper reports none for that setting. The paper's protocol (epochs, training-set size) is not
-    matched: `PaperFigure.protocol` describes it, for the report to label."""
+    the paper reports none for that setting. Dataset, method (default options) and noise must match; the
+    model must match for Table XI only (its rows are models): Tables VII, VIII and XII each used one
+    model, and a CPU-scale run with another model still wants the paper's figure beside its own, labelled
+    with the paper's protocol (`PaperFigure.protocol`: model, epochs, training set) so the report can say
+    what differs."""
     method = row.get("method", row.get("method_label"))
     if not is_default(method, row.get("method_label", method)):  # other options: not the paper's row
         return None
     ds, model, proto = row.get("dataset"), row.get("model"), PROTOCOLS.get(table, "")
     if table == "table7" and metric in ("test_err_last", "test_err_best"):
-        if ds != "cifar100" or model != "resnet56b" or row.get("noise_kind") not in ("none", "symmetric"):
+        if ds != "cifar100" or row.get("noise_kind") not in ("none", "symmetric"):
             return None
         cell = TABLE7.get(method, {}).get(_rate(row))
         return PaperFigure(*cell, 100.0, table, proto) if cell else None
-    if table == "table8" and ds == "cifar10" and model == "resnet29b" and _clean(row) and method in TABLE8:
+    if table == "table8" and ds == "cifar10" and _clean(row) and method in TABLE8:
         i = {"clean_err": 0, "fgsm_err": 1, "pgd20_err": 2}.get(metric)
         return None if i is None else PaperFigure(TABLE8[method][i], None, 100.0, table, proto)
     if table == "table11" and ds == "cifar100" and _clean(row):
         cell = TABLE11.get(model, {}).get(method)
         i = {"clean_err": 0, "ece": 1}.get(metric)
         return None if cell is None or i is None else PaperFigure(*cell[i], 100.0, table, proto)
-    if table == "table12" and ds == "cifar10" and model == "resnet29b" and _clean(row) and method in TABLE12:
+    if table == "table12" and ds == "cifar10" and _clean(row) and method in TABLE12:
         i, scale = {"clean_err": (0, 100.0), "c10h_kl_correct": (1, 1.0)}.get(metric, (None, None))
         return None if i is None else PaperFigure(TABLE12[method][i], None, scale, table, proto)
     return None

@@ -164,12 +164,14 @@ def _paper_text(p, ps, scale=100.0, digits=2) -> str:
 
 def _paper_note(table: str, g: pd.DataFrame) -> str:
     """Label the paper's column: its full protocol, and whether our runs differ from it."""
-    ours = sorted({(int(e), int(t)) for e, t in zip(g["epochs"], g["train_subset"])})
-    same = ours == [(paper_data.PAPER_EPOCHS, 0)] or ours == [(paper_data.PAPER_EPOCHS, 50000)]
-    mine = "; ".join(f"{e} epochs on " + (f"a {t}-image subset" if t else "the whole training set") for e, t in ours)
+    ours = sorted({(str(m), int(e), int(t)) for m, e, t in zip(g["model"], g["epochs"], g["train_subset"])})
+    paper_model = {"table7": "resnet56b", "table8": "resnet29b", "table12": "resnet29b"}.get(table)
+    same = all(e == paper_data.PAPER_EPOCHS and t in (0, 50000) and paper_model in (None, m) for m, e, t in ours)
+    mine = "; ".join(f"{m}, {e} epochs on " + (f"a {t}-image subset" if t else "the whole training set")
+                     for m, e, t in ours)
     return (f"\n† the paper's {TABLE_NAMES[table]}, under the paper's full protocol "
             f"({paper_data.PROTOCOLS[table]}). "
-            f"Ours: {mine}" + (" (the same length and training set)." if same else
+            f"Ours: {mine}" + (" (the same model, length and training set)." if same else
                                ": a different setting, so compare the ordering, not the values.") + "\n")
 
 
