@@ -1,7 +1,6 @@
 """Hard, LS (both forms) and OLS against hand-computed cases; the option syntax and its errors."""
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
