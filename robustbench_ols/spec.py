@@ -69,8 +69,6 @@ class RunSpec:
         _check(0 < self.lr_decay <= 1, f"--lr-decay must be in (0, 1], got {self.lr_decay}")
         _check(self.train_subset >= 0, f"--train-subset must be >= 0, got {self.train_subset}")
         _check(self.val_split >= 0, f"--val-split must be >= 0, got {self.val_split}")
-        _check(self.val_labels in VAL_LABELS,
-               f"unknown --val-labels {self.val_labels!r}; valid: {', '.join(VAL_LABELS)}")
         for m in self.milestones:
             _check(0 < m < self.epochs,
                    f"--milestones must lie in 1..{self.epochs - 1} (0-based epochs), got {m}")
@@ -90,6 +88,8 @@ class RunSpec:
         else:
             milestones = tuple(sorted(int(m) for m in self.milestones))
         object.__setattr__(self, "milestones", milestones)
+        _check(self.val_labels in VAL_LABELS,
+               f"unknown --val-labels {self.val_labels!r}; valid: {', '.join(VAL_LABELS)}")
         if self.val_split == 0:  # no split: its labels do not matter and must not change the run_id
             object.__setattr__(self, "val_labels", "noisy")
 
