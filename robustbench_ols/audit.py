@@ -153,13 +153,14 @@ def figures(table: pd.DataFrame, to: Path) -> list[str]:
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + " --- |" * len(cols)]
-    for _, r in df.iterrows():
-        cells = [(format(v, floatfmt) if isinstance(v, float) and not math.isnan(v) else
-                  ("—" if isinstance(v, float) else str(v))) for v in r]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """`df` as a Markdown table: floats with `floatfmt`, NaN as a dash."""
+    from .report.tables import markdown_table
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "—" if math.isnan(v) else format(v, floatfmt)
+        return str(v)
+    return markdown_table([str(c) for c in df.columns], [[cell(v) for v in r] for _, r in df.iterrows()])
 
 
 def write_audit(results_dir, to, method: str, against: list[str], *, about: str = "",

@@ -140,7 +140,6 @@ def _grid_options(p) -> None:
 def grid_from_args(args):
     """(Grid, cells, EvalSpec, ExecOptions) from `rbols matrix` arguments."""
     from .matrix import Grid, load_config, split_methods
-    from .spec import ExecOptions
     run = {k: getattr(args, k) for k in RUN_DEFAULTS if k != "milestones" and getattr(args, k, None) is not None}
     if args.milestones is not None:
         run["milestones"] = _milestones(args.milestones)
@@ -156,9 +155,16 @@ def grid_from_args(args):
             "seeds": [_int(x, "--seeds") for x in split(args.seeds)] if args.seeds else None,
             "models": split(args.models), "datasets": split(args.datasets), "run": run, "eval": ev}
     grid = Grid.build(args.preset, load_config(args.config) if args.config else None, **over)
-    ex = ExecOptions(device=args.device, channels_last=args.channels_last, data_root=args.data_root,
-                     download=args.download, progress=args.progress, eval_batch_size=args.eval_batch_size)
+    ex = exec_from_args(args)
     return grid, grid.cells(), grid.eval_spec(), ex
+
+
+def exec_from_args(args, progress: bool | None = None):
+    """ExecOptions from the execution options (`_exec_options`); `progress` overrides --progress."""
+    from .spec import ExecOptions
+    return ExecOptions(device=args.device, channels_last=args.channels_last, data_root=args.data_root,
+                       download=args.download, progress=args.progress if progress is None else progress,
+                       eval_batch_size=args.eval_batch_size)
 
 
 def _int(text, flag):
@@ -207,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 def spec_from_args(args):
     """A validated (RunSpec, ExecOptions) from `rbols run` arguments."""
     from .methods import parse_method
-    from .spec import ExecOptions, RunSpec
+    from .spec import RunSpec
     name, raw = parse_method(args.method)
     milestones = None if args.milestones is None else _milestones(args.milestones)
     spec = RunSpec(dataset=args.dataset, model=args.model, method=name, method_options=tuple(raw.items()),
@@ -217,8 +223,7 @@ def spec_from_args(args):
                    schedule=args.schedule, milestones=milestones, lr_decay=args.lr_decay,
                    train_subset=args.train_subset, subset_seed=args.subset_seed, augment=args.augment,
                    amp=args.amp, val_split=args.val_split, val_labels=args.val_labels)
-    ex = ExecOptions(device=args.device, channels_last=args.channels_last, data_root=args.data_root,
-                     download=args.download, progress=args.progress, eval_batch_size=args.eval_batch_size)
+    ex = exec_from_args(args)
     return spec, ex
 
 
@@ -260,10 +265,8 @@ def cmd_run(args) -> int:
 
 def cmd_eval(args) -> int:
     from .run import evaluate_run
-    from .spec import ExecOptions
     ev = eval_spec_from_args(args)
-    ex = ExecOptions(device=args.device, channels_last=args.channels_last, data_root=args.data_root,
-                     download=args.download, progress=False, eval_batch_size=args.eval_batch_size)
+    ex = exec_from_args(args, progress=False)
     record = evaluate_run(args.run_dir, ev, ex)
     if record["status"] == "already evaluated":
         print(f"already evaluated with these settings (record kept as it is): {record['when']}")

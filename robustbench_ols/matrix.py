@@ -303,10 +303,13 @@ class Summary:
         return not self.failed and self.done == self.total
 
 
-def _todo(cells, out, ev, retry_failed):
-    """Cells this process may take now, and whether some are held by others."""
+def _todo(cells, out, ev, retry_failed, skip=()):
+    """Cells this process may take now (not in `skip`: run ids it already retried or has in flight),
+    and how many are held by others."""
     take, held = [], 0
     for spec in cells:
+        if spec.run_id in skip:
+            continue
         state = cell_state(out, spec, ev)
         if state == "done" or (state == "failed" and not retry_failed):
             continue
@@ -351,8 +354,9 @@ def work_loop(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, retry_failed: 
     retried = set()
     ran = 0
     while True:
-        take, held = _todo(cells, out, ev, retry_failed)
-        take = [s for s in take if not (retry_failed and s.run_id in retried)]
+        take, held = _todo(cells, out, ev, retry_failed, skip=retried)
+        if not take and not held:
+            return ran
         progressed = False
         for spec in take:
             claim = Claim(out, spec.run_id)
@@ -360,7 +364,7 @@ def work_loop(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, retry_failed: 
                 continue
             try:
                 state = cell_state(out, spec, ev)  # it may have finished while we looked elsewhere
-                if state == "done" or (state == "failed" and not retry_failed) or spec.run_id in retried:
+                if state == "done" or (state == "failed" and not retry_failed):
                     continue
                 _update_bar(bar, cells, out, ev)
                 if retry_failed:
@@ -372,11 +376,7 @@ def work_loop(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, retry_failed: 
             finally:
                 claim.release()
             _update_bar(bar, cells, out, ev)
-        if not progressed:
-            take, held = _todo(cells, out, ev, retry_failed)
-            take = [s for s in take if not (retry_failed and s.run_id in retried)]
-            if not take and not held:
-                return ran
+        if not progressed:  # every cell left is held by another process: wait for it (or its death)
             time.sleep(poll)
             _update_bar(bar, cells, out, ev)
 
@@ -467,9 +467,8 @@ def run_ray(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, address: str | N
         inflight, retried = {}, set()
         out_abs = str(Path(out).resolve())
         while True:
-            take, held = _todo(cells, out, ev, retry_failed)
-            take = [s for s in take if s.run_id not in retried and s.run_id not in
-                    {c[0].run_id for c in inflight.values()}]
+            take, held = _todo(cells, out, ev, retry_failed,
+                               skip=retried | {c[0].run_id for c in inflight.values()})
             for spec in take:
                 if len(inflight) >= slots:
                     break

@@ -80,9 +80,8 @@ def collect(root, *, eval_id: str | None = None) -> pd.DataFrame:
     for d in run_dirs(root):
         m = json.loads((d / "metrics.json").read_text())
         if eval_id is not None and m.get("eval_id") != eval_id:
-            own = d / "evals" / f"{m.get('eval_id')}.json"
-            if own.exists():  # drop the other setting's figures
-                m = {k: v for k, v in m.items() if k not in json.loads(own.read_text())["metrics"]}
+            from .run import without_scores
+            m = without_scores(d, m)  # drop the other setting's figures
             rec = d / "evals" / f"{eval_id}.json"
             if rec.exists():
                 m = {**m, **json.loads(rec.read_text())["metrics"]}

@@ -34,6 +34,7 @@ from .training import Timer, evaluate, make_optimizer, resolve_device, train_epo
 EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_err", "noisy_err", "noisy_true_acc",
                  "clean_subset_err", "test_loss", "test_err", "val_loss", "val_err", "seconds")
 # val_loss and val_err: on the validation split (--val-split), empty when the run has none.
+RELIABILITY_COLUMNS = ("lower", "upper", "count", "confidence", "accuracy")  # calibration.ReliabilityTable.rows()
 
 
 @dataclass
@@ -119,11 +120,19 @@ def _already_done(run_dir: Path, ev: EvalSpec, ex: ExecOptions, status: str = "a
     """A finished run: its metrics.json, with the figures of `ev` (evaluated now if missing)."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if metrics.get("eval_id") != ev.eval_id:
-        old = run_dir / "evals" / f"{metrics.get('eval_id')}.json"
-        if old.exists():  # the training-time figures of another setting: not this one's
-            metrics = {k: v for k, v in metrics.items() if k not in json.loads(old.read_text())["metrics"]}
-        metrics = {**metrics, **evaluate_run(run_dir, ev, ex)["metrics"], "eval_id": ev.eval_id}
+        metrics = {**without_scores(run_dir, metrics), **evaluate_run(run_dir, ev, ex)["metrics"],
+                   "eval_id": ev.eval_id}
     return RunResult(run_dir, status, metrics)
+
+
+def without_scores(run_dir: Path, metrics: dict) -> dict:
+    """`metrics` (a run's metrics.json) without the figures of the setting it was scored with (those
+    of its own evals/<eval_id>.json), to be replaced by another setting's."""
+    own = Path(run_dir) / "evals" / f"{metrics.get('eval_id')}.json"
+    if not own.exists():
+        return metrics
+    scored = json.loads(own.read_text())["metrics"]
+    return {k: v for k, v in metrics.items() if k not in scored}
 
 
 def _hold_out(clean: np.ndarray, positions: np.ndarray, size: int, seed: int, what: str):
@@ -248,7 +257,7 @@ def _finish(run_dir: Path, models, method, metrics: dict, ev, scores, rel, notes
     torch.save(final, _tmp(run_dir / "model.pt"))
     os.replace(_tmp(run_dir / "model.pt"), run_dir / "model.pt")
     write_eval_record(run_dir, ev, scores, rel, notes, ex, device)
-    write_reliability_csv(run_dir / "reliability.csv", rel)
+    write_csv(run_dir / "reliability.csv", RELIABILITY_COLUMNS, rel)
     write_json(run_dir / "metrics.json", {**metrics, **scores, "eval_id": ev.eval_id})
     _mark_done(run_dir)
 
@@ -259,23 +268,13 @@ def write_eval_record(run_dir: Path, ev: EvalSpec, scores: dict, rel: list, note
     import time
     folder = run_dir / "evals"
     folder.mkdir(exist_ok=True)
-    write_reliability_csv(folder / f"{ev.eval_id}.reliability.csv", rel)
+    write_csv(folder / f"{ev.eval_id}.reliability.csv", RELIABILITY_COLUMNS, rel)
     path = folder / f"{ev.eval_id}.json"
     write_json(path, {"eval_id": ev.eval_id, "run_id": run_dir.name, "eval": ev.to_dict(), "metrics": scores,
                       "notes": notes, "device": str(device), "device_name": device_name(device),
                       "channels_last": ex.channels_last, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       "git": git_info(), "versions": {"robustbench_ols": __version__, "torch": torch.__version__}})
     return path
-
-
-def write_reliability_csv(path: Path, rows: list) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    cols = ("lower", "upper", "count", "confidence", "accuracy")
-    w.writerow(cols)
-    for r in rows:
-        w.writerow([_fmt(r[c]) for c in cols])
-    write_text(path, buf.getvalue())
 
 
 def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptions()) -> dict:
@@ -408,11 +407,16 @@ def git_info() -> dict:
 
 
 def write_epochs_csv(path: Path, rows: list) -> None:
+    write_csv(path, EPOCH_COLUMNS, rows)
+
+
+def write_csv(path: Path, columns, rows: list) -> None:
+    """A header of `columns`, then one line per dict of `rows` (floats by repr, None/NaN empty)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(EPOCH_COLUMNS)
+    w.writerow(columns)
     for r in rows:
-        w.writerow([_fmt(r[c]) for c in EPOCH_COLUMNS])
+        w.writerow([_fmt(r[c]) for c in columns])
     write_text(path, buf.getvalue())
 
 

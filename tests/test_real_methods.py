@@ -33,13 +33,18 @@ def train(tmp_path, method, options=(), **kw):
     return r, state, z["is_noisy"], z["clean_labels"], z["noisy_labels"]
 
 
+def selection(what: str, picked, is_noisy, r) -> float:
+    """Print how well the samples a method singled out match the noisy ones; return the precision."""
+    precision = is_noisy[picked].mean()
+    print(f"\n{what} {picked.sum()} of {len(picked)}; precision {precision:.3f} (chance {is_noisy.mean():.3f}); "
+          f"recall {picked[is_noisy].mean():.3f}; test_err {r.metrics['test_err_last']:.3f}")
+    return precision
+
+
 def test_coteaching_drops_noisy_samples(tmp_path):
     r, state, is_noisy, _, _ = train(tmp_path, "coteaching")
     dropped = state["dropped"].numpy() > 0  # dropped by network 1 at least once in the last epoch
-    precision = is_noisy[dropped].mean()
-    print(f"\nco-teaching: dropped {dropped.sum()} of {len(dropped)}; precision {precision:.3f} "
-          f"(chance {is_noisy.mean():.3f}); recall {dropped[is_noisy].mean():.3f}; "
-          f"test_err {r.metrics['test_err_last']:.3f}")
+    precision = selection("co-teaching: dropped", dropped, is_noisy, r)
     assert dropped.sum() > 0.2 * len(dropped)
     assert precision > is_noisy.mean() + 0.25  # measured 0.81 against 0.40
 
@@ -51,10 +56,7 @@ def test_arazo_down_weights_noisy_samples(tmp_path):
     r, state, is_noisy, _, _ = train(tmp_path, "arazo", (("mixup", 0.0),))
     w = state["w"].numpy()  # posterior of the high-loss (noisy) component, from the last epoch's fit
     down = w > 0.5  # the sample's own label gets weight 1 - w < 1/2
-    precision = is_noisy[down].mean()
-    print(f"\narazo (mixup=0): down-weighted {down.sum()} of {len(w)}; precision {precision:.3f} "
-          f"(chance {is_noisy.mean():.3f}); recall {down[is_noisy].mean():.3f}; "
-          f"test_err {r.metrics['test_err_last']:.3f}")
+    precision = selection("arazo (mixup=0): down-weighted", down, is_noisy, r)
     assert down.sum() > 0.1 * len(w)
     assert precision > is_noisy.mean() + 0.2  # measured 0.69 against 0.40
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .figures import (_noise_panels, _reliability_rows, _save, error_vs_noise, fig4, fig5,  # noqa: F401
                       pool_reliability, reliability_figure)
-from .tables import (SETTING, TABLE_NAMES, _md, _method_key, _metric_md, _select, _slug,  # noqa: F401
+from .tables import (SETTING, TABLE_NAMES, markdown_table, _method_key, _metric_md, _select, _slug,  # noqa: F401
                      _title, attack_columns, noise_column, prepare, summarise, table7, table7_markdown)
 
 __all__ = ["write_report", "table7", "table7_markdown", "summarise", "prepare", "noise_column", "attack_columns",
@@ -175,4 +175,4 @@ def _incomplete_md(bad: list[dict]) -> str:
         return "## Incomplete or failed runs\n\nNone: every run directory with a spec.json has DONE.\n"
     rows = [[b.get("run_id", "?"), b.get("status", "unknown"), b.get("epoch", ""), b.get("reason", "")] for b in bad]
     return ("## Incomplete or failed runs\n\nNot counted anywhere below (no DONE):\n\n"
-            + _md(["run", "status", "epoch", "reason"], rows))
+            + markdown_table(["run", "status", "epoch", "reason"], rows))

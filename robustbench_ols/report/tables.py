@@ -134,7 +134,8 @@ def attack_columns(df: pd.DataFrame) -> list[str]:
 
 # ---------------------------------------------------------------- Markdown
 
-def _md(header, rows) -> str:
+def markdown_table(header, rows) -> str:
+    """A Markdown table: a header row, the separator, one row per list of cells."""
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out) + "\n"
@@ -258,7 +259,7 @@ def _pivot7(t: pd.DataFrame, paper: bool) -> str:
             if show_paper[c]:
                 row.append(_paper_text(r["paper"], r["paper_std"]))
         rows.append(row)
-    return _md(header, rows) + "\nBold: the two lowest means of each column.\n"
+    return markdown_table(header, rows) + "\nBold: the two lowest means of each column.\n"
 
 
 def _metric_md(d: pd.DataFrame, table: str, metrics, outer, axes, paper: bool) -> tuple[str, pd.DataFrame]:
@@ -289,7 +290,7 @@ def _metric_md(d: pd.DataFrame, table: str, metrics, outer, axes, paper: bool) -
         note = _paper_note(table, g) if any(show.values()) else ""
         if absent:
             note += f"\nNo run here has a figure for: {', '.join(absent)} (column left out).\n"
-        table_md = _md(header, rows) if metrics else "No figures for this table in these runs.\n"
+        table_md = markdown_table(header, rows) if metrics else "No figures for this table in these runs.\n"
         parts.append(f"### {_title(g.iloc[0], 'model' in outer)}\n\n{_cells_text(g, outer, axes)}\n"
                      f"{table_md}{note}\n")
     return "".join(parts), s
