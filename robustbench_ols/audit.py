@@ -75,6 +75,51 @@ def paired_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
     return pd.DataFrame(rows)
 
 
+SCOPES = (("noisy", "noise rates > 0"), ("all", "all noise rates"))
+
+
+def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: float = ALPHA) -> pd.DataFrame:
+    """The per-rate comparisons pooled over noise rates: one row per (metric, dataset, model, baseline,
+    scope), scope `noisy` (rates > 0) or `all`. Every (noise rate, seed) the two methods share is one
+    pair; `lower` counts the pairs where the new method is lower. The paired t-test over all pairs asks
+    whether the mean difference over the rates is zero (pairs at different rates differ in spread, so
+    read it as approximate); with 2 seeds per rate it has far more power than a test within one rate,
+    which has one degree of freedom."""
+    from scipy import stats
+    df = prepare(df)
+    rows = []
+    for metric, label in METRICS:
+        if metric not in df or df[metric].isna().all():
+            continue
+        for key, g in df.groupby(["dataset", "model"], dropna=False):
+            for scope, _ in SCOPES:
+                s = g[g.noise_rate.astype(float) > 0] if scope == "noisy" else g
+                new = s[s.method_label == method].set_index(["noise_rate", "seed"])[metric].astype(float).dropna()
+                for base in against:
+                    old = s[s.method_label == base].set_index(["noise_rate", "seed"])[metric].astype(float).dropna()
+                    pairs = sorted(set(new.index) & set(old.index))
+                    if not pairs:
+                        continue
+                    d = np.array([new[p] - old[p] for p in pairs])
+                    row = dict(metric=metric, label=label, dataset=key[0], model=key[1], baseline=base, scope=scope,
+                               rates=" ".join(f"{r:g}" for r in sorted({p[0] for p in pairs})), n=len(pairs),
+                               new_mean=float(np.mean([new[p] for p in pairs])),
+                               base_mean=float(np.mean([old[p] for p in pairs])), mean_diff=float(d.mean()),
+                               std_diff=float(d.std(ddof=1)) if len(d) > 1 else math.nan,
+                               min_diff=float(d.min()), max_diff=float(d.max()), lower=int((d < 0).sum()),
+                               t=math.nan, p=math.nan)
+                    if len(d) < 2:
+                        row["outcome"] = "untested"
+                    elif np.all(d == d[0]):
+                        row["outcome"] = "tie" if d[0] == 0 else ("win" if d[0] < 0 else "loss") + " (no spread)"
+                    else:
+                        res = stats.ttest_1samp(d, 0.0)
+                        row.update(t=float(res.statistic), p=float(res.pvalue))
+                        row["outcome"] = "tie" if not row["p"] < alpha else "win" if row["mean_diff"] < 0 else "loss"
+                    rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def tally(table: pd.DataFrame) -> pd.DataFrame:
     """Wins / ties / losses / untested / missing per metric and baseline."""
     if table.empty:
@@ -172,8 +217,11 @@ def write_audit(results_dir, to, method: str, against: list[str], *, about: str 
     df = collect(results_dir, eval_id=eval_id)
     df = df[df.method_label.isin([method, *against])] if len(df) else df
     table = paired_table(df, method, against, alpha=alpha) if len(df) else pd.DataFrame()
+    pooled = pooled_table(df, method, against, alpha=alpha) if len(df) else pd.DataFrame()
     if not table.empty:
         table.to_csv(to / "audit.csv", index=False)
+    if not pooled.empty:
+        pooled.to_csv(to / "audit_pooled.csv", index=False)
     figs = figures(table, to) if not table.empty else []
     present = df.groupby("method_label").seed.nunique().to_dict() if len(df) else {}
     lines = [f"# Audit of `{method}` against {', '.join(f'`{b}`' for b in against)}", ""]
@@ -196,7 +244,16 @@ def write_audit(results_dir, to, method: str, against: list[str], *, about: str 
         lines += [_md(tally(table), ".0f"), "", "## Every comparison", "",
                   "`mean_diff` = mean over seeds of (new - baseline); negative is better for the new method.", "",
                   _md(table[["label", "dataset", "model", "noise_rate", "baseline", "n", "new_mean", "base_mean",
-                             "mean_diff", "std_diff", "t", "p", "outcome"]]), "", "## Figures", ""]
+                             "mean_diff", "std_diff", "t", "p", "outcome"]]), ""]
+    if not pooled.empty:
+        lines += ["## Pooled over noise rates", "",
+                  "Every (noise rate, seed) both methods have is one pair; `lower` = pairs where the new method is "
+                  f"lower; t-test of the mean difference against 0 over all pairs (two-sided, p < {alpha}). Scope "
+                  "`noisy` = noise rates > 0, `all` = every rate (the wrong-label fit exists only with noise).", "",
+                  _md(pooled[["label", "dataset", "model", "scope", "baseline", "n", "lower", "new_mean", "base_mean",
+                              "mean_diff", "std_diff", "t", "p", "outcome"]]), ""]
+    if not table.empty:
+        lines += ["## Figures", ""]
         lines += [f"![{f}]({f})" for f in figs]
     path = to / "audit.md"
     path.write_text("\n".join(lines) + "\n")

@@ -111,6 +111,8 @@ def _report_parser(sub) -> None:
     p.add_argument("--paper", action="store_true", help="add the paper's numbers beside ours where it has them")
     p.add_argument("--eval-id", default=None, help="take the scores of this evaluation setting (evals/<id>.json); "
                                                    "default: each run's own")
+    p.add_argument("--format", default="png,pdf",
+                   help="comma-separated figure formats among png, pdf, svg (default png,pdf; report.md shows the first)")
 
 
 def _grid_options(p) -> None:
@@ -319,7 +321,12 @@ def cmd_report(args) -> int:
     if not run_dirs(args.results_dir):
         raise SpecError(f"{args.results_dir} holds no finished run directory (<run_id>/DONE); give the --out "
                         "folder of `rbols run` or `rbols matrix`")
-    path = write_report(args.results_dir, Path(args.to), paper=args.paper, eval_id=args.eval_id)
+    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in ("png", "pdf", "svg")]
+    if bad or not formats:
+        raise SpecError(f"--format {args.format!r}: {'unknown ' + ', '.join(bad) if bad else 'no format'}; "
+                        "give one or more of png, pdf, svg, e.g. --format png")
+    path = write_report(args.results_dir, Path(args.to), paper=args.paper, eval_id=args.eval_id, formats=formats)
     print(path)
     return 0
 

@@ -92,6 +92,32 @@ def test_paired_statistics_equal_scipy(audited):
     assert f"{table.p.dropna().iloc[0]:.4f}" in md
 
 
+def test_pooled_statistics_equal_scipy(audited):
+    """Pooled over noise rates: every (rate, seed) pair, the mean difference, the count of pairs where
+    the new method is lower and a one-sample t-test of the differences, recomputed from the records."""
+    df = records(audited / "runs")
+    pooled = pd.read_csv(audited / "audit" / "audit_pooled.csv")
+    for metric in ("test_err_last", "fgsm_err", "ece"):
+        for base in ("hard", "ls"):
+            diffs = {}
+            for noise in ("symmetric:0.0", "symmetric:0.4"):
+                new = df[(df.method == "toyplug:SharpLS") & (df.noise == noise)].set_index("seed")[metric]
+                old = df[(df.method == base) & (df.noise == noise)].set_index("seed")[metric]
+                diffs[noise] = (new - old.loc[new.index]).to_numpy()
+            for scope, d in (("all", np.concatenate(list(diffs.values()))), ("noisy", diffs["symmetric:0.4"])):
+                row = pooled[(pooled.metric == metric) & (pooled.baseline == base) & (pooled.scope == scope)].iloc[0]
+                assert row.n == len(d) == (6 if scope == "all" else 3)
+                assert row.mean_diff == pytest.approx(d.mean()) and row.lower == (d < 0).sum()
+                assert row.min_diff == pytest.approx(d.min()) and row.max_diff == pytest.approx(d.max())
+                if np.ptp(d) > 0:
+                    res = stats.ttest_1samp(d, 0.0)
+                    assert row.t == pytest.approx(res.statistic) and row.p == pytest.approx(res.pvalue)
+    # The wrong-label fit exists only with noise: its "all" scope holds the noisy pairs alone.
+    wf = pooled[(pooled.metric == "wrong_fit") & (pooled.baseline == "hard")].set_index("scope")
+    assert wf.loc["all", "n"] == wf.loc["noisy", "n"] == 3
+    assert "## Pooled over noise rates" in (audited / "audit" / "audit.md").read_text()
+
+
 def test_verdicts_never_claim_more_than_the_test():
     base = dict(dataset="cifar10", model="resnet8", noise_rate=0.0, epochs=1, train_subset=0)
     one_seed = pd.DataFrame([{**base, "method_label": m, "seed": 0, "test_err_last": e}

@@ -264,3 +264,48 @@ def test_paper_columns_only_where_the_paper_has_the_setting(grid):
     tables = {stem: body for stem, _, body, _ in report._tables(report.prepare(fake_runs()), True)}
     assert "ECE paper†" in tables["table11"] and "11.37 ± 0.53" in tables["table11"]
     assert "paper†" not in tables["table8"]  # CIFAR-100: Table VIII is CIFAR-10
+
+
+def test_cost_and_provenance_from_the_records(grid):
+    """cost.csv: seconds per cell = train_seconds + eval_seconds of metrics.json, per method; report.md
+    names the device, torch and code version of every run and the stretches' wall time."""
+    root, out, path = grid
+    df = records(root)
+    df["seconds"] = df.train_seconds + df.eval_seconds
+    cost = pd.read_csv(out / "cost.csv").set_index("method_label")
+    labels = {"hard": "hard", "ls": ls_label(root)}
+    for m, g in df.groupby("method"):
+        row = cost.loc[labels[m]]
+        assert row.cells == len(g)
+        assert row.mean_s == pytest.approx(g.seconds.mean()) and row.total_s == pytest.approx(g.seconds.sum())
+        assert row.std_s == pytest.approx(g.seconds.std(ddof=1))
+    text = path.read_text()
+    assert "## Cost and provenance" in text and "All 7 runs:" in text
+    ex = json.loads((df.dir.iloc[0] / "executions.json").read_text())[0]
+    assert f"`{ex['device_name']} (cpu)` (7 runs)" in text
+    assert f"`{ex['git']['commit'][:12]}" in text
+    spec = json.loads((df.dir.iloc[0] / "spec.json").read_text())
+    assert f"`{spec['versions']['torch']}` (7 runs)" in text
+    assert re.search(r"Wall time: \d+ min in 1 stretch of work", text)
+
+
+def test_stretches_split_at_long_pauses():
+    from datetime import datetime, timedelta, timezone
+
+    from robustbench_ols.report.cost import stretches
+    t0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    rows = [(0, 60), (61, 120), (130, 200),  # one stretch: pauses of 1 and 10 s
+            (200 + 11 * 60, 200 + 11 * 60 + 30)]  # after an 11-minute pause: a second one
+    times = pd.DataFrame([{"start": t0 + timedelta(seconds=a), "end": t0 + timedelta(seconds=b)} for a, b in rows])
+    st = stretches(times)
+    assert [s["runs"] for s in st] == [3, 1]
+    assert [s["wall_s"] for s in st] == [200, 30]
+
+
+def test_figure_formats(grid, tmp_path):
+    root, _, _ = grid
+    path = report.write_report(root, tmp_path, formats=["png"])
+    assert (tmp_path / "fig4.png").exists() and not list(tmp_path.glob("*.pdf"))
+    assert "pdf" not in path.read_text().split("## Figures", 1)[1]
+    with pytest.raises(ValueError, match="png, pdf, svg"):
+        report.write_report(root, tmp_path, formats=["jpg"])

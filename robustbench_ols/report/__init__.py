@@ -7,8 +7,12 @@
   best-epoch figures in separate tables (the best-epoch rule is quoted from each run's spec.json);
 - `table8.md/.csv`: clean, FGSM and PGD-k error; `table11.md/.csv`: error and ECE per model and method;
   `table12.md/.csv`: error and CIFAR-10H KL (CIFAR-10 only);
-- `fig4`, `fig5`, `error_vs_noise` and `reliability_<method>` as PNG and PDF (one set per setting);
-- `report.md`, which says for every table which cells exist and which are missing.
+- `fig4`, `fig5`, `error_vs_noise` and `reliability_<method>` as PNG and PDF, or the formats asked
+  for (one set per setting);
+- `cost.csv`: seconds per cell by setting and method, `provenance.json`: the wall time, its stretches,
+  and the devices, torch and code versions with their run counts (see `cost.py`);
+- `report.md`, which says for every table which cells exist and which are missing, and closes with the
+  cost (time per cell, wall time) and provenance (devices, torch and code versions) of the runs.
 
 Conventions: the CSV files hold fractions in [0, 1] like metrics.json; the Markdown tables and the
 figures show percent (KL divergence as is). A *setting* is everything a run's spec fixes apart from the
@@ -20,10 +24,12 @@ pyplot's global state is never touched; the figure functions return the Figure f
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
+from .cost import cost_markdown
 from .figures import (_noise_panels, _reliability_rows, _save, error_vs_noise, fig4, fig5,  # noqa: F401
                       pool_reliability, reliability_figure)
 from .tables import (SETTING, TABLE_NAMES, markdown_table, _method_key, _metric_md, _select, _slug,  # noqa: F401
@@ -74,7 +80,13 @@ def _tables(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, str, pd.DataFr
     return out
 
 
-def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id) -> list[str]:
+def _links(names: list[str]) -> str:
+    """The first file as an image, the others as links: `![stem](a.png) ([pdf](a.pdf))`."""
+    rest = "".join(f" ([{n.rsplit('.', 1)[-1]}]({n}))" for n in names[1:])
+    return f"![{names[0].rsplit('.', 1)[0]}]({names[0]}){rest}\n"
+
+
+def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id, formats) -> list[str]:
     """Write every figure; returns the report's Markdown lines for them."""
     lines, used = [], set()
     groups = list(d.groupby(list(SETTING), sort=True, dropna=False))
@@ -87,8 +99,7 @@ def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id) -> list[str]
         lines.append(f"### {title}\n")
         for stem, fig in (("fig4", fig4(e, title=f"Fig. 4: {title}")), ("fig5", fig5(e, title=f"Fig. 5: {title}")),
                           ("error_vs_noise", error_vs_noise(g, title=f"Test error vs noise: {title}"))):
-            names = _save(fig, out / f"{stem}{sfx}")
-            lines.append(f"![{stem}]({names[0]}) ([pdf]({names[1]}))\n")
+            lines.append(_links(_save(fig, out / f"{stem}{sfx}", formats)))
         rel = _reliability_rows(g, eval_id)
         for m in sorted(g["method_label"].unique(), key=_method_key):
             name = f"reliability_{_slug(m)}{sfx}"
@@ -101,8 +112,8 @@ def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id) -> list[str]
                 continue
             pooled = pool_reliability(rm)
             panels = [p for p in _noise_panels(g[g["method_label"] == m]) if p in set(pooled["noise_col"])]
-            names = _save(reliability_figure(pooled, panels=panels, title=f"{m}: {title}"), out / name)
-            lines.append(f"![reliability {m}]({names[0]}) ([pdf]({names[1]}))\n")
+            lines.append(_links(_save(reliability_figure(pooled, panels=panels, title=f"{m}: {title}"), out / name,
+                                      formats)))
     return lines
 
 
@@ -120,11 +131,19 @@ _FIGURE_NOTES = """\
 """
 
 
-def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str | None = None) -> Path:
+FORMATS = ("png", "pdf")
+
+
+def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str | None = None,
+                 formats=FORMATS) -> Path:
     """Write the tables, figures and report.md for the finished runs under `results_dir` into
     `report_dir`; returns the path of report.md. `paper`: add the OLS paper's numbers beside ours where
     it reports the same dataset, model, method and noise rate. `eval_id`: take the scores from that
-    evaluation record (`rbols eval`) instead of each run's own."""
+    evaluation record (`rbols eval`) instead of each run's own. `formats`: the figures' file types
+    (png, pdf, svg; the first is the one report.md shows)."""
+    formats = tuple(formats)
+    if not formats or any(f not in ("png", "pdf", "svg") for f in formats):
+        raise ValueError(f"figure formats {formats!r}: choose one or more of png, pdf, svg (e.g. --format png)")
     from ..results import collect, epochs, incomplete
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +172,11 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
         md.append(f"## {title}\n\nFiles: [{stem}.md]({stem}.md), [{stem}.csv]({stem}.csv)\n\n{body}")
     ep = epochs(results_dir)
     ep = ep.merge(d[["run_id", "variant", "best_rule"]], on="run_id", how="inner")
-    md.append("## Figures\n\n" + _FIGURE_NOTES + "\n" + "\n".join(_figures(d, ep, out, eval_id)))
+    md.append("## Figures\n\n" + _FIGURE_NOTES + "\n" + "\n".join(_figures(d, ep, out, eval_id, formats)))
+    cost, cost_csv, prov = cost_markdown(d)
+    cost_csv.to_csv(out / "cost.csv", index=False)
+    (out / "provenance.json").write_text(json.dumps(prov, indent=1) + "\n")
+    md.append(cost)
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path

@@ -142,11 +142,12 @@ def reliability_figure(pooled: pd.DataFrame, *, panels=None, title: str = ""):
     return fig
 
 
-def _save(fig, stem: Path) -> list[str]:
-    """`stem`.png and `stem`.pdf (the stem may hold dots, e.g. `reliability_ls_eps_0.1`)."""
-    names = [f"{stem.name}.png", f"{stem.name}.pdf"]
-    fig.savefig(stem.parent / names[0], dpi=110)
-    fig.savefig(stem.parent / names[1])
+def _save(fig, stem: Path, formats=("png", "pdf")) -> list[str]:
+    """`stem`.png, `stem`.pdf, ... one file per format (the stem may hold dots, e.g.
+    `reliability_ls_eps_0.1`); returns the file names in the order of `formats`."""
+    names = [f"{stem.name}.{f}" for f in formats]
+    for name, f in zip(names, formats):
+        fig.savefig(stem.parent / name, **({"dpi": 110} if f == "png" else {}))
     return names
 
 

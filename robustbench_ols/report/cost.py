@@ -1,0 +1,147 @@
+"""Cost and provenance of the runs behind a report, from their records alone: the time per cell by
+method, the wall time of the stretches in which the runs were made, and the devices, library versions
+and code versions (git commits) that made them."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from .tables import SETTING, _method_key, _title, markdown_table
+
+GAP = timedelta(minutes=10)  # a pause longer than this between two runs starts a new stretch
+
+
+def _executions(run_dir) -> list[dict]:
+    try:
+        return json.loads((Path(run_dir) / "executions.json").read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def run_times(d: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: `seconds` (training + final scoring, as recorded in metrics.json), and the start
+    and estimated end of its last execution (start + the seconds of the epochs it trained + scoring)."""
+    rows = []
+    for _, r in d.iterrows():
+        ex = _executions(r["run_dir"])
+        train, score = float(r.get("train_seconds") or 0.0), float(r.get("eval_seconds") or 0.0)
+        start = end = None
+        if ex:
+            last = ex[-1]
+            start = datetime.strptime(last["started"], "%Y-%m-%dT%H:%M:%S%z")
+            try:
+                ep = pd.read_csv(Path(r["run_dir"]) / "epochs.csv")
+                trained = float(ep.loc[ep["epoch"] >= int(last.get("first_epoch", 1)), "seconds"].sum())
+            except (OSError, ValueError, KeyError):
+                trained = train
+            end = start + timedelta(seconds=trained + score)
+        rows.append({"run_id": r["run_id"], "method_label": r["method_label"], "seconds": train + score,
+                     "train_seconds": train, "eval_seconds": score, "start": start, "end": end,
+                     "executions": len(ex)})
+    return pd.DataFrame(rows)
+
+
+def per_method(times: pd.DataFrame) -> pd.DataFrame:
+    """cells, mean / std / min / max seconds per cell and total seconds, per method (paper order)."""
+    g = times.groupby("method_label")["seconds"]
+    out = pd.DataFrame({"cells": g.size(), "mean_s": g.mean(), "std_s": g.std(ddof=1), "min_s": g.min(),
+                        "max_s": g.max(), "total_s": g.sum()}).reset_index()
+    return out.sort_values("method_label", key=lambda s: s.map(_method_key)).reset_index(drop=True)
+
+
+def stretches(times: pd.DataFrame, gap: timedelta = GAP) -> list[dict]:
+    """The runs' executions grouped into stretches of work (a pause over `gap` starts a new one), each
+    with its first start, last end, wall time and number of runs finished in it."""
+    t = times.dropna(subset=["start"]).sort_values("start")
+    out: list[dict] = []
+    for _, r in t.iterrows():
+        if out and r["start"] - out[-1]["end"] <= gap:
+            cur = out[-1]
+            cur["end"] = max(cur["end"], r["end"])
+            cur["runs"] += 1
+        else:
+            out.append({"start": r["start"], "end": r["end"], "runs": 1})
+    for s in out:
+        s["wall_s"] = (s["end"] - s["start"]).total_seconds()
+    return out
+
+
+def provenance(d: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """How many runs each device, torch version and code version (git commit, `+dirty` when the tree
+    had changes) made; a run resumed elsewhere counts under each of its executions' values."""
+    seen: dict[str, dict[str, int]] = {"device": {}, "torch": {}, "git": {}}
+
+    def add(kind, value):
+        seen[kind][value] = seen[kind].get(value, 0) + 1
+    for _, r in d.iterrows():
+        ex = _executions(r["run_dir"])
+        for value in sorted({f"{e.get('device_name', '?')} ({e.get('device', '?')})" for e in ex}):
+            add("device", value)
+        for value in sorted({(e.get("git") or {}).get("commit", "unknown")[:12]
+                             + ("+dirty" if (e.get("git") or {}).get("dirty") else "") for e in ex}):
+            add("git", value)
+        try:
+            add("torch", json.loads((Path(r["run_dir"]) / "spec.json").read_text())["versions"]["torch"])
+        except (OSError, ValueError, KeyError):
+            add("torch", "unknown")
+    return seen
+
+
+def _clock(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%d %H:%M UTC%z").replace("UTC+0000", "UTC")
+
+
+def _duration(seconds: float) -> str:
+    m = round(seconds / 60)
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
+
+
+def cost_markdown(d: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
+    """The report's "Cost and provenance" section, the per-method table as a CSV frame, and the
+    summary written as provenance.json (stretches, wall and cell time, devices, versions)."""
+    times = run_times(d)
+    lines = ["## Cost and provenance\n",
+             "Seconds per cell = training (all epochs, with the per-epoch test pass) + the final scoring "
+             "(clean, attacks, calibration, CIFAR-10H), as recorded in each run's metrics.json; start-up and "
+             "data loading are not in it but are in the wall times of the stretches below.\n"]
+    frames, scale = [], []
+    for _, g in d.groupby(list(SETTING), sort=True, dropna=False):
+        r = g.iloc[0]
+        scale.append({"setting": _title(r), "dataset": r["dataset"], "model": r["model"], "epochs": int(r["epochs"]),
+                      "train_subset": int(r["train_subset"]), "val_split": int(r["val_split"]),
+                      "attack_examples": sorted({int(a) for a in g.get("attack_examples", pd.Series(dtype=float))
+                                                 .dropna()}),
+                      "methods": sorted(g["method_label"].unique(), key=_method_key),
+                      "noise": sorted(g["noise"].unique()), "seeds": sorted(int(x) for x in g["seed"].unique()),
+                      "runs": len(g)})
+        table = per_method(times[times["run_id"].isin(set(g["run_id"]))])
+        title = _title(g.iloc[0])
+        frames.append(table.assign(setting=title))
+        rows = [[m, c, f"{a:.0f}", "—" if pd.isna(s) else f"{s:.0f}", f"{lo:.0f}–{hi:.0f}", _duration(t)]
+                for m, c, a, s, lo, hi, t in table[["method_label", "cells", "mean_s", "std_s", "min_s", "max_s",
+                                                    "total_s"]].itertuples(index=False)]
+        lines += [f"### {title}\n", markdown_table(["method", "cells", "mean s / cell", "std", "range", "total"], rows)]
+    lines.append(f"All {len(times)} runs: {_duration(times['seconds'].sum())} of cell time, "
+                 f"{times['seconds'].mean():.0f} s per cell on average.\n")
+    st = stretches(times)
+    if st:
+        lines.append(f"Wall time: {_duration(sum(s['wall_s'] for s in st))} in {len(st)} stretch"
+                     f"{'es' * (len(st) != 1)} of work (a pause over {GAP.seconds // 60} min between runs starts "
+                     "a new one; the end of a run is its last execution's start + its epochs' and scoring's "
+                     "seconds):\n")
+        lines += [f"- {_clock(s['start'])} to {_clock(s['end'])}: {s['runs']} run{'s' * (s['runs'] != 1)}, {_duration(s['wall_s'])}"
+                  for s in st]
+        lines.append("")
+    prov = provenance(d)
+    for kind, title in (("device", "Devices"), ("torch", "torch"), ("git", "Code (git commit)")):
+        lines.append(f"- {title}: " + "; ".join(f"`{k}` ({v} run{'s' * (v != 1)})"
+                                                for k, v in sorted(prov[kind].items())))
+    summary = {"scale": scale, "runs": len(times), "cell_seconds": float(times["seconds"].sum()),
+               "mean_cell_seconds": float(times["seconds"].mean()),
+               "wall_seconds": float(sum(s["wall_s"] for s in st)), "pause_splits_stretch_s": GAP.seconds,
+               "stretches": [{"start": s["start"].isoformat(), "end": s["end"].isoformat(), "runs": s["runs"],
+                              "wall_s": s["wall_s"]} for s in st], **prov}
+    return "\n".join(lines) + "\n", pd.concat(frames, ignore_index=True), summary

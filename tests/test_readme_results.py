@@ -1,0 +1,59 @@
+"""The README's Results section is what docs/results/build_readme.py makes of the committed report
+files: no number in it is typed by hand, and a changed report file changes it."""
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _builder(root: Path):
+    spec = importlib.util.spec_from_file_location("build_readme", root / "docs/results/build_readme.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.ROOT = root
+    return mod
+
+
+def test_readme_results_section_equals_the_report_files():
+    b = _builder(ROOT)
+    assert b.main(["--check"]) == 0, "README.md's results section is stale: python docs/results/build_readme.py"
+
+
+def test_the_section_follows_the_files(tmp_path):
+    """Change one figure of table7.csv in a copy: the section says the new figure, --check fails."""
+    for p in ("README.md", "docs/results"):
+        src = ROOT / p
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / p)
+    b = _builder(tmp_path)
+    t7 = pd.read_csv(tmp_path / "docs/results/quick/table7.csv")
+    i = t7.index[(t7["which"] == "last") & (t7["method_label"] == "ols")][0]
+    before = f"{t7.loc[i, 'mean'] * 100:.1f} ± {t7.loc[i, 'std'] * 100:.1f}"
+    assert before in b.section()
+    t7.loc[i, "mean"] = 0.1234
+    t7.to_csv(tmp_path / "docs/results/quick/table7.csv", index=False)
+    assert f"12.3 ± {t7.loc[i, 'std'] * 100:.1f}" in b.section()
+    assert b.main(["--check"]) == 1
+    assert b.main([]) == 0 and b.main(["--check"]) == 0
+
+
+def test_claim_verdicts_follow_the_tests():
+    b = _builder(ROOT)
+    row = dict(metric="ece", scope="all", baseline="hard", n=6, mean_diff=0.05, std_diff=0.01, min_diff=0.04,
+               max_diff=0.07, lower=0, p=0.001, outcome="loss")
+    pooled = pd.DataFrame([row, {**row, "baseline": "ls", "mean_diff": -0.01, "min_diff": -0.03, "max_diff": 0.02,
+                                 "lower": 4, "p": 0.4, "outcome": "tie"}])
+    per_rate = pd.DataFrame([{"metric": "ece", "baseline": "hard", "std_diff": 0.002}])
+    text = b.claim_text(next(c for c in b.CLAIMS_LIST if c[1] == "ece"), pooled, per_rate)
+    assert "against hard labels **does not hold**, OLS is worse (OLS − hard: mean +5.0 points" in text
+    assert "against LS **cannot be told apart** (OLS − ls: mean −1.0 points" in text
+    assert "OLS lower in 4 of 6; p = 0.4)" in text and "median 0.2" in text
+
+
+def test_missing_markers_are_named(tmp_path):
+    b = _builder(ROOT)
+    with pytest.raises(SystemExit, match="results:begin"):
+        b.render("# a README without the markers\n")
