@@ -144,6 +144,10 @@ def test_fig4_panels_lines_and_values(grid):
     line = next(ln for ln in fig.axes[3].get_lines() if ln.get_label().startswith("hard"))
     assert np.allclose(line.get_ydata(), np.mean(per_seed, axis=0) * 100)
     assert line.get_label() == "hard (n=2)"
+    # The seeds per method are written in each panel (the legend, one for the figure, names the methods).
+    assert [t.get_text() for t in fig.axes[3].texts] == [f"n=2 seeds\nn=1: {ls_label(root)}"]
+    assert [t.get_text() for t in fig.axes[2].texts] == ["n=2 seeds"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["hard", ls_label(root)]
 
 
 def test_fig5_only_noisy_panels(grid):

@@ -26,6 +26,20 @@ def _colors(labels) -> dict:
     return {m: cmap(i % 10) for i, m in enumerate(sorted(set(labels), key=_method_key))}
 
 
+def _legend(fig, axes) -> None:
+    """One legend for the whole figure, outside the panels on the right (the panels share their
+    methods; a legend in each panel would cover the curves)."""
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            lab = lab.split(" (n=")[0]  # the seeds per panel are written in the panel (see _curves)
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+
+
 def _noise_panels(d: pd.DataFrame, noisy_only: bool = False) -> list[str]:
     u = d.drop_duplicates("noise_col")
     keys = sorted((_noise_key(r["noise_col"], r["noise_kind"], r["noise_rate"]) for _, r in u.iterrows()))
@@ -36,13 +50,20 @@ def _curves(ax, d: pd.DataFrame, metric: str, colors: dict) -> None:
     """One line per method: the mean over seeds per epoch (percent), a band of ± one std (ddof=1)."""
     if metric not in d:  # an old run directory without this column
         return
+    seeds = {}
     for m in sorted(d["method_label"].unique(), key=_method_key):
         g = d[d["method_label"] == m].groupby("epoch")[metric]
         mean, std, n = g.mean() * 100, g.std(ddof=1) * 100, g.count()
-        ax.plot(mean.index, mean.values, color=colors[m], label=f"{m} (n={int(n.max())})")
+        seeds[m] = int(n.max())
+        ax.plot(mean.index, mean.values, color=colors[m], label=f"{m} (n={seeds[m]})")
         ok = std.notna()
         if ok.any():
             ax.fill_between(mean.index[ok], (mean - std)[ok], (mean + std)[ok], color=colors[m], alpha=0.2, lw=0)
+    if seeds:  # never hide a short cell: the seeds per method, in the panel
+        top = max(seeds.values())
+        short = {k: [m for m, v in seeds.items() if v == k] for k in sorted(set(seeds.values()) - {top})}
+        text = f"n={top} seed{'s' * (top != 1)}" + "".join(f"\nn={k}: {', '.join(ms)}" for k, ms in short.items())
+        ax.text(0.99, 0.99, text, transform=ax.transAxes, ha="right", va="top", fontsize="x-small", color="dimgray")
 
 
 def fig4(ep: pd.DataFrame, *, title: str = ""):
@@ -60,7 +81,7 @@ def fig4(ep: pd.DataFrame, *, title: str = ""):
             _curves(ax, d[d["noise_col"] == nc], metric, colors)
             ax.set(title=f"{'training' if i == 0 else 'test'} error, noise {nc}", xlabel="epoch", ylabel=what)
             ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.legend(fontsize="small")
+    _legend(fig, axes)
     fig.suptitle(title or "Fig. 4: training (noisy labels) and test error per epoch")
     return fig
 
@@ -77,7 +98,7 @@ def fig5(ep: pd.DataFrame, *, title: str = ""):
         _curves(ax, d[d["noise_col"] == nc], "noisy_err", colors)
         ax.set(title=f"wrong-label images, noise {nc}", xlabel="epoch", ylabel="error vs the wrong labels (%)")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize="small")
+    _legend(fig, axes)
     if not panels:
         axes[0, 0].set_title("no runs with label noise")
         axes[0, 0].set_axis_off()
@@ -107,7 +128,7 @@ def error_vs_noise(df: pd.DataFrame, *, title: str = ""):
                 ax.fill_between(x[ok], (y - s)[ok], (y + s)[ok], color=colors[m], alpha=0.2, lw=0)
         ax.set(title=f"{which} epoch (test_err_{which})", xlabel="symmetric noise rate (%)",
                ylabel="test error (%)")
-        ax.legend(fontsize="small")
+    _legend(fig, axes)
     fig.suptitle(title or "Test error against the noise rate")
     return fig
 
