@@ -21,6 +21,24 @@ def _executions(run_dir) -> list[dict]:
         return []
 
 
+def _evaluations(g: pd.DataFrame) -> list[dict]:
+    """The scoring settings of the runs' figures: each eval_id with its setting (attacks, subset,
+    bins) and how many runs it scored."""
+    out: dict[str, dict] = {}
+    for _, r in g.iterrows():
+        eid = r.get("eval_id")
+        if not isinstance(eid, str):
+            continue
+        if eid not in out:
+            try:
+                setting = json.loads((Path(r["run_dir"]) / "evals" / f"{eid}.json").read_text())["eval"]
+            except (OSError, ValueError, KeyError):
+                setting = {}
+            out[eid] = {"eval_id": eid, "setting": setting, "runs": 0}
+        out[eid]["runs"] += 1
+    return list(out.values())
+
+
 def run_times(d: pd.DataFrame) -> pd.DataFrame:
     """One row per run: `seconds` (training + final scoring, as recorded in metrics.json), and the start
     and estimated end of its last execution (start + the seconds of the epochs it trained + scoring)."""
@@ -114,6 +132,7 @@ def cost_markdown(d: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
                       "train_subset": int(r["train_subset"]), "val_split": int(r["val_split"]),
                       "attack_examples": sorted({int(a) for a in g.get("attack_examples", pd.Series(dtype=float))
                                                  .dropna()}),
+                      "evaluations": _evaluations(g),
                       "methods": sorted(g["method_label"].unique(), key=_method_key),
                       "noise": sorted(g["noise"].unique()), "seeds": sorted(int(x) for x in g["seed"].unique()),
                       "runs": len(g)})
