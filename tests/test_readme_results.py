@@ -42,7 +42,7 @@ def test_the_section_follows_the_files(tmp_path):
 
 def test_claim_verdicts_follow_the_tests():
     b = _builder(ROOT)
-    row = dict(metric="ece", scope="all", baseline="hard", n=6, mean_diff=0.05, std_diff=0.01, min_diff=0.04,
+    row = dict(metric="ece", scope="all", baseline="hard", rates="0 0.4 0.8", n=6, mean_diff=0.05, std_diff=0.01, min_diff=0.04,
                max_diff=0.07, lower=0, p=0.001, outcome="loss")
     pooled = pd.DataFrame([row, {**row, "baseline": "ls", "mean_diff": -0.01, "min_diff": -0.03, "max_diff": 0.02,
                                  "lower": 4, "p": 0.4, "outcome": "tie"}])
@@ -50,7 +50,8 @@ def test_claim_verdicts_follow_the_tests():
     text = b.claim_text(next(c for c in b.CLAIMS_LIST if c[1] == "ece"), pooled, per_rate)
     assert "against hard labels **does not hold**, OLS is worse (OLS − hard: mean +5.0 points" in text
     assert "against LS **cannot be told apart** (OLS − ls: mean −1.0 points" in text
-    assert "OLS lower in 4 of 6; p = 0.4)" in text and "median 0.2" in text
+    assert "OLS lower in 4 of 6; p = 0.4; " in text and "median 0.2)" in text
+    assert text.startswith("- *OLS has a lower ECE* (ECE, noise rates 0%, 40%, 80%): ")
 
 
 def test_missing_markers_are_named(tmp_path):
