@@ -49,13 +49,16 @@ def run_times(d: pd.DataFrame) -> pd.DataFrame:
         start = end = None
         if ex:
             last = ex[-1]
-            start = datetime.strptime(last["started"], "%Y-%m-%dT%H:%M:%S%z")
+            try:
+                start = datetime.strptime(last["started"], "%Y-%m-%dT%H:%M:%S%z")
+            except (KeyError, ValueError):  # a record without a readable start: no place in a stretch
+                start = None
             try:
                 ep = pd.read_csv(Path(r["run_dir"]) / "epochs.csv")
                 trained = float(ep.loc[ep["epoch"] >= int(last.get("first_epoch", 1)), "seconds"].sum())
             except (OSError, ValueError, KeyError):
                 trained = train
-            end = start + timedelta(seconds=trained + score)
+            end = start + timedelta(seconds=trained + score) if start else None
         rows.append({"run_id": r["run_id"], "method_label": r["method_label"], "seconds": train + score,
                      "train_seconds": train, "eval_seconds": score, "start": start, "end": end,
                      "executions": len(ex)})
@@ -151,8 +154,8 @@ def cost_markdown(d: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
                      f"{'es' * (len(st) != 1)} of work (a pause over {GAP.seconds // 60} min between runs starts "
                      "a new one; the end of a run is its last execution's start + its epochs' and scoring's "
                      "seconds):\n")
-        lines += [f"- {_clock(s['start'])} to {_clock(s['end'])}: {s['runs']} run{'s' * (s['runs'] != 1)}, {_duration(s['wall_s'])}"
-                  for s in st]
+        lines += [f"- {_clock(s['start'])} to {_clock(s['end'])}: {s['runs']} run{'s' * (s['runs'] != 1)}, "
+                  f"{_duration(s['wall_s'])}" for s in st]
         lines.append("")
     prov = provenance(d)
     for kind, title in (("device", "Devices"), ("torch", "torch"), ("git", "Code (git commit)")):

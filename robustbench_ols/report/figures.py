@@ -22,8 +22,9 @@ def _figure(n_rows: int, n_cols: int, width=4.0, height=3.2):
 
 def _colors(labels) -> dict:
     import matplotlib
-    cmap = matplotlib.colormaps["tab10"]
-    return {m: cmap(i % 10) for i, m in enumerate(sorted(set(labels), key=_method_key))}
+    methods = sorted(set(labels), key=_method_key)
+    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]  # a colour of its own per method
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
 
 
 def _legend(fig, axes) -> None:
