@@ -52,8 +52,8 @@ PRESETS = {
         eval=dict(attacks=["fgsm", "pgd:steps=2"], attack_examples=50)),
     "quick": dict(
         about="CIFAR-10 at CPU scale: resnet8, 4,000 training images, 10 epochs (lr x0.1 at 5 and 8), "
-              "FGSM and PGD-20 on 500 test images; the paper's methods but MW-Net at five symmetric noise "
-              "rates, one seed",
+              "FGSM and PGD-20 on 500 test images; hard, ls, ols, sce, bootsoft, boothard, coteaching, pencil "
+              "and arazo at five symmetric noise rates; seed 0 unless --seeds says otherwise",
         datasets=["cifar10"], models=["resnet8"], methods=QUICK_METHODS, noise=SYMMETRIC_0_80, seeds=[0],
         run=dict(epochs=10, train_subset=4000),
         eval=dict(attack_examples=500)),
