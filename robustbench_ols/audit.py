@@ -168,6 +168,25 @@ def verdicts(table: pd.DataFrame, method: str, *, alpha: float = ALPHA) -> list[
     return lines
 
 
+def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all", alpha: float = ALPHA) -> list[str]:
+    """One line per metric from the pooled comparisons (`scope` all or noisy): per baseline, better,
+    worse or cannot be told apart, with the count of lower pairs and the p-value."""
+    lines = []
+    for metric, label in METRICS:
+        t = pooled[(pooled.metric == metric) & (pooled.scope == scope)] if len(pooled) else pooled
+        if t.empty:
+            continue
+        parts = []
+        for r in t.itertuples():
+            outcome = str(r.outcome).replace(" (no spread)", "")
+            word = {"win": "better than", "loss": "worse than"}.get(outcome, "cannot be told apart from")
+            p = "" if math.isnan(r.p) else f", p = {r.p:.2g}"
+            parts.append(f"{word} {r.baseline} (lower in {r.lower} of {r.n} pairs{p})")
+        lines.append(f"**{label}**, pooled over {'all noise rates' if scope == 'all' else 'noise rates > 0'}: "
+                     f"{method} is " + "; ".join(parts) + f" (t-test of the mean difference, p < {alpha}).")
+    return lines
+
+
 def figures(table: pd.DataFrame, to: Path) -> list[str]:
     """diff_<metric>.png: new - baseline against noise rate, one line per baseline, ±std of the paired
     differences as error bars. Returns the file names."""
@@ -236,8 +255,12 @@ def write_audit(results_dir, to, method: str, against: list[str], *, about: str 
         lines += [f"**No finished run of `{method}`**: nothing can be said. Run the grid first.", ""]
     verdict = ([f"- {v}" for v in verdicts(table, method, alpha=alpha)] if not table.empty else
                ["- no comparison possible: missing runs"])
-    lines += ["## Verdict", "", *verdict, "",
-              "## Wins, ties and losses", "",
+    pooled_lines = [f"- {v}" for v in pooled_verdicts(pooled, method, alpha=alpha)] if not pooled.empty else []
+    lines += ["## Verdict", "", "Within each noise rate:", "", *verdict, ""]
+    if pooled_lines:
+        lines += ["Pooled over the noise rates (every (rate, seed) pair; more power with few seeds):", "",
+                  *pooled_lines, ""]
+    lines += ["## Wins, ties and losses", "",
               f"A win or loss needs p < {alpha} in a two-sided paired t-test over seeds (lower is better for every "
               "metric); \"untested\": one paired seed; \"missing\": no paired run.", ""]
     if not table.empty:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from robustbench_ols.audit import paired_table, verdicts
+from robustbench_ols.audit import paired_table, pooled_verdicts, verdicts
 from robustbench_ols.cli import main
 
 TOY = '''
@@ -139,3 +139,16 @@ def test_verdicts_never_claim_more_than_the_test():
     t = paired_table(clear, "new", ["ls"])
     assert t.outcome.tolist() == ["win"] and t.p.iloc[0] < 0.001
     assert "better in 1 of 1 comparisons and never worse" in verdicts(t, "new")[0]
+
+
+def test_pooled_verdicts_name_each_baseline():
+    pooled = pd.DataFrame([
+        dict(metric="ece", scope="all", baseline="ls", n=10, lower=9, p=0.004, outcome="win"),
+        dict(metric="ece", scope="all", baseline="ols", n=10, lower=4, p=0.6, outcome="tie"),
+        dict(metric="ece", scope="noisy", baseline="ls", n=8, lower=0, p=0.001, outcome="loss")])
+    (line,) = pooled_verdicts(pooled, "new")
+    assert line == ("**ECE**, pooled over all noise rates: new is better than ls (lower in 9 of 10 pairs, "
+                    "p = 0.004); cannot be told apart from ols (lower in 4 of 10 pairs, p = 0.6) "
+                    "(t-test of the mean difference, p < 0.05).")
+    (line,) = pooled_verdicts(pooled, "new", scope="noisy")
+    assert "noise rates > 0: new is worse than ls (lower in 0 of 8 pairs, p = 0.001)" in line
