@@ -1,0 +1,263 @@
+"""Write the README's "Results" section from the committed report files alone.
+
+    python docs/results/build_readme.py          # rewrite the section between the markers in README.md
+    python docs/results/build_readme.py --check  # exit 1 if README.md differs from what the files give
+
+Every number of the section comes from `docs/results/quick/` (written by `rbols report`) and
+`docs/results/quick/claims/` (written by `rbols audit --no-run`), which come from the run records;
+nothing is typed in by hand. The test suite runs `--check`, so an edited number or a report committed
+without its README section fails CI.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from robustbench_ols.audit import ALPHA
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = Path("docs/results/quick")
+CLAIMS = QUICK / "claims"
+BEGIN = "<!-- results:begin (written by docs/results/build_readme.py from docs/results/; do not edit) -->"
+END = "<!-- results:end -->"
+
+COMMANDS = """\
+```bash
+rbols matrix --preset quick --seeds 0,1 --out results/quick --data-root ../shared/data
+rbols matrix --preset quick --methods ols-single --seeds 0,1 --out results/quick --data-root ../shared/data
+rbols report results/quick --to docs/results/quick --paper --format png
+rbols audit --method ols --against hard,ls --preset quick --seeds 0,1 --out results/quick --no-run \\
+  --to docs/results/quick/claims
+PYTHONPATH=. rbols audit --method examples.prior_smoothing:PriorSmoothing --against ls,ols --preset quick --seeds 0,1 \\
+  --out results/quick --to docs/results/audit-example --data-root ../shared/data
+python docs/results/build_readme.py   # this section
+```"""
+
+# The paper's claims: (text, metric of audit_pooled.csv, scope, unit scale, unit, what the metric is).
+CLAIMS_LIST = [
+    ("OLS has a lower test error than LS and hard labels under symmetric noise", "test_err_last", "noisy",
+     100, " points", "last-epoch test error"),
+    ("OLS fits the wrong labels less (Fig. 5)", "wrong_fit", "noisy", 100, " points",
+     "share of the wrong-label training images predicted as their wrong label at the last epoch"),
+    ("OLS is more robust to FGSM", "fgsm_err", "all", 100, " points", "FGSM error"),
+    ("OLS is more robust to PGD-20", "pgd_err", "all", 100, " points", "PGD-20 error"),
+    ("OLS has a lower ECE", "ece", "all", 100, " points", "ECE"),
+    ("OLS is closer to the human label distribution on CIFAR-10H", "c10h_kl_correct", "all", 1, "",
+     "KL(human ‖ model) over the correctly classified test images"),
+]
+VERDICT = {"win": "**holds**", "tie": "**cannot be told apart**", "loss": "**does not hold**, OLS is worse"}
+
+
+def _read(name: str) -> pd.DataFrame:
+    return pd.read_csv(ROOT / QUICK / name, keep_default_na=True)
+
+
+def _pct(v, scale=100.0, digits=1) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * scale:.{digits}f}"
+
+
+def _ms(mean, std, n, scale=100.0, digits=1) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    return _pct(mean, scale, digits) + (f" ± {_pct(std, scale, digits)}" if n and n > 1 else f" (n={n})")
+
+
+def _duration(seconds: float) -> str:
+    m = round(seconds / 60)
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
+
+
+def _methods(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["method_label"]))  # the report's order (the paper's rows)
+
+
+def _table(header, rows) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *["| " + " | ".join(map(str, r)) + " |" for r in rows]])
+
+
+def scale_text(prov: dict) -> str:
+    (s,) = prov["scale"]  # one setting: the quick preset
+    (ev,) = s["evaluations"]  # one scoring setting for every run
+    e = ev["setting"]
+    return (f"**Scale** (every table below): {s['dataset'].upper().replace('CIFAR', 'CIFAR-')}, {s['model']}, "
+            f"{s['train_subset']:,} training images (a class-balanced subset), {s['epochs']} epochs, "
+            f"symmetric noise {', '.join(f'{float(n.split(chr(58))[1]) * 100:g}' for n in s['noise'])}%, seeds "
+            f"{', '.join(map(str, s['seeds']))}; {s['runs']} runs. Scoring (evaluation `{ev['eval_id']}`, every "
+            f"run): attacks {'; '.join(f'`{a}`' for a in e['attacks'])} on a class-balanced subset of "
+            f"{e['attack_examples']} test images (seed {e['attack_seed']}), calibration in {e['n_bins']} bins, "
+            "clean error and CIFAR-10H on the whole test set. The paper trains ResNets for 300 epochs on the whole "
+            "training set: compare orderings, not values.")
+
+
+def cost_text(prov: dict) -> str:
+    cost = _read("cost.csv")
+    rows = [[r.method_label, f"{r.mean_s:.0f}", f"{r.min_s:.0f}–{r.max_s:.0f}"] for r in cost.itertuples()]
+    dev = "; ".join(f"{k} ({v} runs)" for k, v in prov["device"].items())
+    torch = "; ".join(f"{k} ({v} runs)" for k, v in prov["torch"].items())
+    code = ", ".join(f"`{k}` ({v})" for k, v in sorted(prov["git"].items(), key=lambda kv: -kv[1]))
+    st = prov["stretches"]
+    return "\n".join([
+        f"**Machine**: {dev}{', no GPU' if all('(cpu)' in k for k in prov['device']) else ''}; torch {torch}. **Code**: the runs were made at commits {code} (runs per "
+        "commit; `+dirty`: the checkout had uncommitted changes when the run started; the matrix process keeps "
+        "the code it loaded at its start). Every run records its own commit, device and versions.",
+        "",
+        f"**Time**: {prov['runs']} runs, one at a time: {_duration(prov['wall_seconds'])} of wall "
+        f"time in {len(st)} stretch{'es' * (len(st) != 1)} of work (sessions end, the matrix resumes), "
+        f"{prov['mean_cell_seconds']:.0f} s per cell on average (training + scoring):",
+        "",
+        _table(["method", "s / cell (mean)", "range"], rows)])
+
+
+def table7_text() -> str:
+    t = _read("table7.csv")
+    t = t[t["which"] == "last"]
+    cols = list(dict.fromkeys(t["noise_col"]))
+    rows = []
+    for m in _methods(t):
+        g = t[t["method_label"] == m].set_index("noise_col")
+        rows.append([m] + [_ms(g.loc[c, "mean"], g.loc[c, "std"], int(g.loc[c, "n"])) if c in g.index else "—"
+                           for c in cols])
+    return ("Top-1 test error (%) at the last epoch, mean ± std over the seeds (ddof=1); the best-epoch table, "
+            "the number of runs per cell and the paper's numbers are in the "
+            f"[report]({QUICK}/report.md).\n\n" + _table(["method", *cols], rows))
+
+
+def scores_text(rate: float) -> str:
+    t8, t11, t12 = _read("table8.csv"), _read("table11.csv"), _read("table12.csv")
+    pick = [x[x["noise_rate"].round(6) == round(rate, 6)].set_index("method_label") for x in (t8, t11, t12)]
+    rows = []
+    for m in _methods(pick[0].reset_index()):
+        a, b, c = (p.loc[m] for p in pick)
+        rows.append([m, _ms(a.clean_err_mean, a.clean_err_std, a.clean_err_n),
+                     _ms(a.fgsm_err_mean, a.fgsm_err_std, a.fgsm_err_n),
+                     _ms(a.pgd20_err_mean, a.pgd20_err_std, a.pgd20_err_n),
+                     _ms(b.ece_mean, b.ece_std, b.ece_n),
+                     _ms(c.c10h_kl_correct_mean, c.c10h_kl_correct_std, c.c10h_kl_correct_n, 1, 3),
+                     _ms(c.c10h_agree_mean, c.c10h_agree_std, c.c10h_agree_n)])
+    return _table(["method", "clean err (%)", "FGSM err (%)", "PGD-20 err (%)", "ECE (%)", "CIFAR-10H KL",
+                   "agrees with humans (%)"], rows)
+
+
+def _signed(v: float, digits: int) -> str:
+    """+1.2, −0.4 (a true minus sign), 0.0 without a sign when it rounds to zero."""
+    s = f"{v:.{digits}f}"
+    if float(s) == 0:
+        return f"{0:.{digits}f}"
+    return s.replace("-", "−") if v < 0 else "+" + s
+
+
+def claim_text(claim, pooled: pd.DataFrame, per_rate: pd.DataFrame) -> str:
+    text, metric, scope, scale, unit, what = claim
+    rows = pooled[(pooled.metric == metric) & (pooled.scope == scope)]
+    if len(rows):
+        what += ", noise rates " + ", ".join(f"{float(r) * 100:g}%" for r in str(rows["rates"].iloc[0]).split())
+    parts = []
+    digits = 1 if scale == 100 else 3
+    for base, name in (("hard", "hard labels"), ("ls", "LS")):
+        r = pooled[(pooled.metric == metric) & (pooled.scope == scope) & (pooled.baseline == base)]
+        if r.empty:
+            parts.append(f"against {name}: no paired runs")
+            continue
+        r = r.iloc[0]
+        spread = per_rate[(per_rate.metric == metric) & (per_rate.baseline == base)]["std_diff"].dropna()
+        outcome = str(r.outcome).replace(" (no spread)", "")
+        parts.append(
+            f"against {name} {VERDICT.get(outcome, outcome)} (OLS − {base}: mean {_signed(r.mean_diff * scale, digits)}"
+            f"{unit} over {r.n} (rate, seed) pairs, std {abs(r.std_diff) * scale:.{digits}f}, range "
+            f"{_signed(r.min_diff * scale, digits)} to {_signed(r.max_diff * scale, digits)}; OLS lower in {r.lower} "
+            f"of {r.n}; p = {r.p:.2g}"
+            + (f"; seed-to-seed std of the difference within a rate: median {spread.median() * scale:.{digits}f}"
+               if len(spread) else "") + ")")
+    return f"- *{text}* ({what}): " + "; ".join(parts) + "."
+
+
+def reading_text(per_rate: pd.DataFrame, prov: dict) -> str:
+    """What the scale means for the claims, from the same files."""
+    (s,) = prov["scale"]
+    k = {"cifar10": 10, "cifar100": 100}[s["dataset"]]
+    t8 = _read("table8.csv")
+    clean = t8[t8["noise_rate"] == 0]
+    wf = per_rate[(per_rate.metric == "wrong_fit") & (per_rate.baseline == "hard")].sort_values("noise_rate")
+    lines = [f"At this scale the networks are far from fitting even clean labels (clean test error "
+             f"{clean.clean_err_mean.min() * 100:.1f}–{clean.clean_err_mean.max() * 100:.1f}% at 0% noise across "
+             "the methods)"]
+    if len(wf):
+        lines[0] += (", and with hard labels only " + ", ".join(
+            f"{r.base_mean * 100:.1f}%" for r in wf.itertuples()) + " of the wrong-label training images (at "
+            + ", ".join(f"{r.noise_rate * 100:g}%" for r in wf.itertuples()) + " noise) are predicted as their "
+            f"wrong label at the last epoch, about what a random guess among {k} classes gives "
+            f"({100 / k:g}%): in {s['epochs']} epochs the noise is not memorised, and memorisation is where the "
+            "paper's Fig. 5 separates OLS from hard labels and LS")
+    lines[0] += "."
+    h = t8[(t8["noise_rate"] == 0) & (t8["method_label"] == "hard")]
+    c = t8[(t8["noise_rate"] == 0) & (t8["method_label"] == "coteaching")]
+    if len(h) and len(c) and h.clean_err_mean.iloc[0] == c.clean_err_mean.iloc[0]:
+        lines.append("Co-teaching equals hard labels at 0% noise: with no noise its forget rate is 0, so it "
+                     "trains the same network on the same batches.")
+    return " ".join(lines)
+
+
+def section() -> str:
+    prov = json.loads((ROOT / QUICK / "provenance.json").read_text())
+    pooled = pd.read_csv(ROOT / CLAIMS / "audit_pooled.csv")
+    per_rate = pd.read_csv(ROOT / CLAIMS / "audit.csv")
+    rates = sorted(set(_read("table8.csv")["noise_rate"]))
+    mid = min((r for r in rates if r > 0), key=lambda r: abs(r - 0.4))
+    n_seeds = len(prov["scale"][0]["seeds"])
+    lines = [
+        BEGIN, "",
+        "The `quick` preset of `rbols matrix` on the real CIFAR-10, reported with `rbols report --paper` "
+        f"([report]({QUICK}/report.md), with every table as Markdown and CSV, the reliability diagrams and "
+        f"the cost of each cell), and the claims tested with `rbols audit` ([claims]({CLAIMS}/audit.md)):", "",
+        COMMANDS, "", scale_text(prov), "", cost_text(prov), "",
+        "### Test error under label noise (Table VII style)", "", table7_text(), "",
+        "### Fig. 4 and Fig. 5", "",
+        f"![Fig. 4: training error against the noisy labels and test error per epoch]({QUICK}/fig4.png)", "",
+        f"![Fig. 5: error on the wrong-label training images, against the wrong labels]({QUICK}/fig5.png)", "",
+        "### Robustness, calibration and agreement with humans", "",
+        f"Final model (last epoch), mean ± std over the seeds. Trained on clean labels (the paper's setting for "
+        f"these tables):\n\n{scores_text(0.0)}\n\nTrained with {mid * 100:g}% symmetric noise:\n\n"
+        f"{scores_text(mid)}\n\nEvery noise rate: [table8]({QUICK}/table8.md), [table11]({QUICK}/table11.md), "
+        f"[table12]({QUICK}/table12.md).", "",
+        "### The paper's claims at this scale", "",
+        "Each claim is tested by pairing OLS with each baseline at the same noise rate and seed, pooling the "
+        "pairs over the noise rates the claim is about, and a two-sided t-test of the mean difference "
+        f"(p < {ALPHA}; no correction for the {2 * len(CLAIMS_LIST)} tests). With {n_seeds} seeds, a test within "
+        f"one noise rate has {n_seeds - 1} degree{'s' * (n_seeds != 2)} of freedom and decides little; the per-rate "
+        f"comparisons are in the [claims audit]({CLAIMS}/audit.md). Negative differences favour OLS. The "
+        f"reliability diagrams behind the ECE: [ols]({QUICK}/reliability_ols.png), [ls]({QUICK}/reliability_ls.png), "
+        f"[hard]({QUICK}/reliability_hard.png).", "",
+        *[claim_text(c, pooled, per_rate) for c in CLAIMS_LIST], "", reading_text(per_rate, prov), "",
+        END]
+    return "\n".join(lines)
+
+
+def render(readme: str) -> str:
+    if BEGIN not in readme or END not in readme:
+        raise SystemExit(f"README.md has no results markers: put the lines\n{BEGIN}\n{END}\nwhere the section goes")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + section() + tail
+
+
+def main(argv: list[str]) -> int:
+    path = ROOT / "README.md"
+    old = path.read_text()
+    new = render(old)
+    if "--check" in argv:
+        if new != old:
+            print("README.md's results section differs from docs/results/: run python docs/results/build_readme.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
