@@ -101,7 +101,8 @@ def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
                     if not pairs:
                         continue
                     d = np.array([new[p] - old[p] for p in pairs])
-                    row = dict(metric=metric, label=label, dataset=key[0], model=key[1], baseline=base, scope=scope,
+                    row = dict(metric=metric, label=label, dataset=key[0], model=key[1], method=method, baseline=base,
+                               scope=scope,
                                rates=" ".join(f"{r:g}" for r in sorted({p[0] for p in pairs})), n=len(pairs),
                                new_mean=float(np.mean([new[p] for p in pairs])),
                                base_mean=float(np.mean([old[p] for p in pairs])), mean_diff=float(d.mean()),
@@ -182,8 +183,8 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all", al
             word = {"win": "better than", "loss": "worse than"}.get(outcome, "cannot be told apart from")
             p = "" if math.isnan(r.p) else f", p = {r.p:.2g}"
             parts.append(f"{word} {r.baseline} (lower in {r.lower} of {r.n} pairs{p})")
-        lines.append(f"**{label}**, pooled over {'all noise rates' if scope == 'all' else 'noise rates > 0'}: "
-                     f"{method} is " + "; ".join(parts) + f" (t-test of the mean difference, p < {alpha}).")
+        lines.append(f"**{label}**, pooled over {'all noise rates' if scope == 'all' else 'noise rates > 0'}, "
+                     f"{method}: " + "; ".join(parts) + f" (t-test of the mean difference, p < {alpha}).")
     return lines
 
 

@@ -147,8 +147,8 @@ def test_pooled_verdicts_name_each_baseline():
         dict(metric="ece", scope="all", baseline="ols", n=10, lower=4, p=0.6, outcome="tie"),
         dict(metric="ece", scope="noisy", baseline="ls", n=8, lower=0, p=0.001, outcome="loss")])
     (line,) = pooled_verdicts(pooled, "new")
-    assert line == ("**ECE**, pooled over all noise rates: new is better than ls (lower in 9 of 10 pairs, "
+    assert line == ("**ECE**, pooled over all noise rates, new: better than ls (lower in 9 of 10 pairs, "
                     "p = 0.004); cannot be told apart from ols (lower in 4 of 10 pairs, p = 0.6) "
                     "(t-test of the mean difference, p < 0.05).")
     (line,) = pooled_verdicts(pooled, "new", scope="noisy")
-    assert "noise rates > 0: new is worse than ls (lower in 0 of 8 pairs, p = 0.001)" in line
+    assert "noise rates > 0, new: worse than ls (lower in 0 of 8 pairs, p = 0.001)" in line

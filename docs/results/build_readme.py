@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_ols.audit import ALPHA
+from robustbench_ols.audit import ALPHA, pooled_verdicts
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = Path("docs/results/quick")
+EXAMPLE = Path("docs/results/audit-example")
 CLAIMS = QUICK / "claims"
 BEGIN = "<!-- results:begin (written by docs/results/build_readme.py from docs/results/; do not edit) -->"
 END = "<!-- results:end -->"
@@ -202,6 +203,18 @@ def reading_text(per_rate: pd.DataFrame, prov: dict) -> str:
     return " ".join(lines)
 
 
+def example_text() -> str:
+    """The example plugin's pooled verdicts, from its audit."""
+    pooled = pd.read_csv(ROOT / EXAMPLE / "audit_pooled.csv")
+    (method,) = set(pooled["method"])
+    return "\n".join([
+        f"### A new method audited: `{method}`", "",
+        "[`examples/prior_smoothing.py`](examples/prior_smoothing.py) smooths towards a fixed class-similarity "
+        f"prior (CIFAR-10's vehicles and animals). Its audit against LS and OLS on the same grid "
+        f"([audit.md]({EXAMPLE}/audit.md), per noise rate and pooled):", "",
+        *[f"- {v}" for v in pooled_verdicts(pooled, method.split(":")[1] if ":" in method else method)]])
+
+
 def section() -> str:
     prov = json.loads((ROOT / QUICK / "provenance.json").read_text())
     pooled = pd.read_csv(ROOT / CLAIMS / "audit_pooled.csv")
@@ -233,6 +246,7 @@ def section() -> str:
         f"reliability diagrams behind the ECE: [ols]({QUICK}/reliability_ols.png), [ls]({QUICK}/reliability_ls.png), "
         f"[hard]({QUICK}/reliability_hard.png).", "",
         *[claim_text(c, pooled, per_rate) for c in CLAIMS_LIST], "", reading_text(per_rate, prov), "",
+        example_text(), "",
         END]
     return "\n".join(lines)
 
