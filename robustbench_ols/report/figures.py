@@ -23,8 +23,14 @@ def _figure(n_rows: int, n_cols: int, width=4.0, height=3.2):
 def _colors(labels) -> dict:
     import matplotlib
     methods = sorted(set(labels), key=_method_key)
-    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]  # a colour of its own per method
-    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+    if len(methods) <= 10:
+        cmap = matplotlib.colormaps["tab10"]
+        return {m: cmap(i) for i, m in enumerate(methods)}
+    # tab20's ten dark colours first, then its light ones: a colour of its own for up to 20 methods, and
+    # the first ten as distinct as tab10's
+    cmap = matplotlib.colormaps["tab20"]
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return {m: cmap(order[i % 20]) for i, m in enumerate(methods)}
 
 
 def _legend(fig, axes) -> None:
