@@ -113,7 +113,7 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
     skipped: `temperature`, `ece_ts` and `nll_ts` are None and `notes` says why). `human`: the
     CIFAR-10H array, or None for no human-agreement figures (they are then absent).
     """
-    from .attacks import robust_error
+    from .attacks import fold_batchnorm, robust_error
     from .calibration import apply_temperature, calibration_metrics, fit_temperature, reliability_table
     from .training import Timer
     timer = Timer()
@@ -143,12 +143,21 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
     sub = torch.as_tensor(attack_subset(test_y.cpu().numpy(), ev), device=test_x.device)
     ax, ay = test_x[sub], test_y.to(test_x.device)[sub]
     m["attack_examples"] = int(len(sub))
-    for spec in ev.parsed_attacks():
-        m.update(robust_error(model, ax, ay, spec, seed=ev.attack_seed, batch_size=ev.attack_batch_size,
-                              channels_last=channels_last, topk=5 if num_classes > 10 else 1))
+    attacks = ev.parsed_attacks()
+    # one eval-mode copy with the batch norms folded into the convolutions for every attack: the same
+    # function up to float rounding, about 1.2x faster to attack (attacks.fold_batchnorm)
+    folded = fold_batchnorm(model, channels_last=channels_last) if attacks else None
+    for spec in attacks:
+        m.update(robust_error(folded if folded is not None else model, ax, ay, spec, seed=ev.attack_seed,
+                              batch_size=ev.attack_batch_size, channels_last=channels_last,
+                              topk=5 if num_classes > 10 else 1, fold_bn=False))
     m["eval_seconds"] = timer.seconds()
     notes["attacks"] = (f"{', '.join(ev.attacks) or 'none'} on "
                         + (f"a class-balanced subset of {len(sub)} test images (seed {ev.attack_seed})"
                            if ev.attack_examples else f"the whole test set ({len(sub)} images)"))
     notes["precision"] = "float32, eval mode (batch-norm running statistics), no augmentation"
+    if attacks:
+        notes["attack_model"] = ("the model with its batch norms folded into the convolutions before them (the "
+                                 "same function up to float rounding)" if folded is not None else
+                                 "the model as trained (torch.fx could not trace it to fold its batch norms)")
     return m, rel, notes

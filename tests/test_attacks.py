@@ -1,11 +1,11 @@
 """FGSM and PGD through torchattacks: budget and range invariants, mode restored, the closed form on a
-linear model, the error ordering on a trained model, seeding, and the spec syntax."""
+linear model, the error ordering on a trained model, seeding, batch norm folding, and the spec syntax."""
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from robustbench_ols.attacks import AttackSpec, adversarial, robust_error
+from robustbench_ols.attacks import AttackSpec, adversarial, fold_batchnorm, robust_error
 from robustbench_ols.errors import SpecError
 from robustbench_ols.models import create_model
 
@@ -90,6 +90,66 @@ def test_channels_last_gives_the_same_robust_error(trained):
     a = robust_error(model, images, labels, spec)
     b = robust_error(model.to(memory_format=torch.channels_last), images, labels, spec, channels_last=True)
     assert abs(a["pgd5_err"] - b["pgd5_err"]) <= 2 / len(images)  # float rounding may flip a sample
+
+
+def _batchnorms(model) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_folded_batchnorm_is_the_same_function(trained, mode):
+    """The folded copy has no batch norm left, gives the same logits and input gradients as the eval-mode
+    model, and leaves the model itself (weights, statistics, mode) as it was."""
+    model, images, labels = trained
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train(mode == "train")
+    folded = fold_batchnorm(model)
+    assert model.training is (mode == "train") and _batchnorms(model) == 7
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    model.eval()
+    assert _batchnorms(folded) == 0 and not folded.training
+    x = (images[:64].float() / 255).requires_grad_(True)
+    a, b = model(x), folded(x)
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    ga, = torch.autograd.grad(F.cross_entropy(a, labels[:64]), x)
+    gb, = torch.autograd.grad(F.cross_entropy(b, labels[:64]), x)
+    assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-7)
+
+
+def test_folding_keeps_the_robust_error(trained):
+    model, images, labels = trained
+    for text in ("fgsm", "pgd:steps=5"):
+        spec = AttackSpec.parse(text)
+        a = robust_error(model, images, labels, spec, seed=2, fold_bn=False)[spec.key]
+        b = robust_error(model, images, labels, spec, seed=2)[spec.key]
+        print(f"\n{text}: {a:.4f} as trained, {b:.4f} folded")
+        assert abs(a - b) <= 2 / len(images)  # float rounding may flip a sample
+
+
+def test_preactivation_batchnorms_stay_and_untraceable_models_are_attacked_as_they_are():
+    torch.manual_seed(0)
+    pre = create_model("preact_resnet18", 10).eval()
+    folded = fold_batchnorm(pre)
+    assert 0 < _batchnorms(folded) < _batchnorms(pre)  # only the BNs right after a convolution go
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(pre(x), folded(x), rtol=1e-5, atol=1e-5)
+
+    class Branchy(nn.Module):  # data-dependent control flow: torch.fx can't trace it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.fc = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 10)
+
+        def forward(self, x):
+            h = self.bn(self.conv(x))
+            if h.mean() > 100:
+                h = -h
+            return self.fc(h.mean((2, 3)))
+    model = Branchy().eval()
+    assert fold_batchnorm(model) is None
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    out = robust_error(model, images, torch.randint(0, 10, (8,)), AttackSpec.parse("pgd:steps=2"))
+    assert 0 <= out["pgd2_err"] <= 1
 
 
 def test_top5_and_keys():

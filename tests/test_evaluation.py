@@ -215,6 +215,7 @@ def test_top5_figures_for_more_than_ten_classes():
     assert {"clean_err_top5", "fgsm_err_top5"} <= set(m)
     assert m["clean_err_top5"] <= m["clean_err"] and m["fgsm_err_top5"] <= m["fgsm_err"]
     assert len(rel) == 15 and "whole test set (40 images)" in notes["attacks"]
+    assert "batch norms folded" in notes["attack_model"]
 
 
 @pytest.mark.parametrize("ev_kw, fragment", [
