@@ -293,6 +293,21 @@ def test_cost_and_provenance_from_the_records(grid):
     assert re.search(r"Wall time: \d+ min in 1 stretch of work", text)
 
 
+def test_images_per_run_are_stated(grid):
+    """report.md and provenance.json say how many images each method trained on; a method that holds
+    clean meta images out of the subset (MW-Net) is named with its counts."""
+    root, out, path = grid
+    assert "  - images per run: 300 training images (every method)" in path.read_text()
+    (scale,) = json.loads((out / "provenance.json").read_text())["scale"]
+    assert scale["images"] == [{"train": 300, "meta": 0, "val": 0, "methods": ["hard", ls_label(root)]}]
+    d = pd.DataFrame({"method_label": ["hard", "mwnet", "hard", "ls"], "num_train": [4000, 3000, 4000, 3900],
+                      "num_meta": [0, 1000, 0, 0], "num_val": [0, 0, 0, 100]})
+    assert report.images_text(report.images_per_run(d), 3) == (
+        "3,000 training + 1,000 clean meta images (mwnet); 3,900 training + 100 validation images (ls); "
+        "4,000 training images (hard)")
+    assert report.images_per_run(d.drop(columns=["num_train", "num_meta", "num_val"])) == []
+
+
 def test_stretches_split_at_long_pauses():
     from datetime import datetime, timedelta, timezone
 

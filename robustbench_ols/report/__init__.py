@@ -32,8 +32,9 @@ import pandas as pd
 from .cost import cost_markdown
 from .figures import (_noise_panels, _reliability_rows, _save, error_vs_noise, fig4, fig5,  # noqa: F401
                       pool_reliability, reliability_figure)
-from .tables import (SETTING, TABLE_NAMES, markdown_table, _method_key, _metric_md, _select, _slug,  # noqa: F401
-                     _title, attack_columns, noise_column, prepare, summarise, table7, table7_markdown)
+from .tables import (SETTING, TABLE_NAMES, images_per_run, images_text, markdown_table, _method_key,  # noqa: F401
+                     _metric_md, _select, _slug, _title, attack_columns, noise_column, prepare, summarise, table7,
+                     table7_markdown)
 
 __all__ = ["write_report", "table7", "table7_markdown", "summarise", "prepare", "noise_column", "attack_columns",
            "fig4", "fig5", "error_vs_noise", "pool_reliability", "reliability_figure"]
@@ -187,6 +188,9 @@ def _overview(d: pd.DataFrame, eval_id) -> str:
     for _, g in d.groupby(list(SETTING), sort=True, dropna=False):
         lines.append(f"- **{_title(g.iloc[0])}**: {len(g)} run{'s' * (len(g) != 1)}; best-epoch rule: "
                      + "; ".join(sorted(g["best_rule"].unique())))
+        images = images_per_run(g)
+        if images:
+            lines.append("  - images per run: " + images_text(images, g["method_label"].nunique()))
     if eval_id is None and "eval_id" in d and d["eval_id"].nunique(dropna=False) > 1:
         lines.append(f"\n**Warning**: the runs were scored under {d['eval_id'].nunique(dropna=False)} evaluation "
                      "settings (eval ids listed per table); pass `eval_id` to compare them under one.")

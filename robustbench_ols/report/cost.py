@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tables import SETTING, _method_key, _title, markdown_table
+from .tables import SETTING, _method_key, _title, images_per_run, markdown_table
 
 GAP = timedelta(minutes=10)  # a pause longer than this between two runs starts a new stretch
 
@@ -133,6 +133,7 @@ def cost_markdown(d: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
         r = g.iloc[0]
         scale.append({"setting": _title(r), "dataset": r["dataset"], "model": r["model"], "epochs": int(r["epochs"]),
                       "train_subset": int(r["train_subset"]), "val_split": int(r["val_split"]),
+                      "images": images_per_run(g),
                       "attack_examples": sorted({int(a) for a in g.get("attack_examples", pd.Series(dtype=float))
                                                  .dropna()}),
                       "evaluations": _evaluations(g),

@@ -188,6 +188,32 @@ def _title(r, with_model: bool = True) -> str:
     return ", ".join(parts) + (f", {r['variant']}" if r.get("variant") else "")
 
 
+def images_per_run(g: pd.DataFrame) -> list[dict]:
+    """The images the runs of one setting trained on, grouped: {train, meta, val, methods}. `train` is
+    what the method fits (noisy labels); `meta` the clean images a method such as MW-Net holds out of
+    the training subset for itself; `val` the validation split. Empty for records without the counts."""
+    if "num_train" not in g or g["num_train"].isna().all():
+        return []
+    keys = g[["num_train", "num_meta", "num_val"]].reindex(columns=["num_train", "num_meta", "num_val"])
+    keys = keys.fillna(0).astype(int)
+    out = []
+    for (t, m, v), idx in keys.groupby(["num_train", "num_meta", "num_val"]).groups.items():
+        methods = sorted(g.loc[idx, "method_label"].unique(), key=_method_key)
+        out.append({"train": int(t), "meta": int(m), "val": int(v), "methods": methods})
+    return out
+
+
+def images_text(groups: list[dict], n_methods: int) -> str:
+    """`4,000 training images (every method)`; `3,000 training + 1,000 clean meta images (mwnet)`."""
+    parts = []
+    for x in groups:
+        text = f"{x['train']:,} training" + (f" + {x['meta']:,} clean meta" if x["meta"] else "") + \
+            (f" + {x['val']:,} validation" if x["val"] else "") + " images"
+        who = "every method" if len(groups) == 1 and len(x["methods"]) == n_methods else ", ".join(x["methods"])
+        parts.append(f"{text} ({who})")
+    return "; ".join(parts)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "x"
 
