@@ -30,6 +30,7 @@ COMMANDS = """\
 ```bash
 rbols matrix --preset quick --seeds 0,1 --out results/quick --data-root ../shared/data
 rbols matrix --preset quick --methods ols-single --seeds 0,1 --out results/quick --data-root ../shared/data
+rbols matrix --preset quick --methods mwnet --seeds 0,1 --out results/quick --data-root ../shared/data
 rbols report results/quick --to docs/results/quick --paper --format png
 rbols audit --method ols --against hard,ls --preset quick --seeds 0,1 --out results/quick --no-run \\
   --to docs/results/quick/claims
@@ -85,8 +86,11 @@ def scale_text(prov: dict) -> str:
     (s,) = prov["scale"]  # one setting: the quick preset
     (ev,) = s["evaluations"]  # one scoring setting for every run
     e = ev["setting"]
+    held = "".join(f"; {', '.join(x['methods'])} hold{'s' * (len(x['methods']) == 1)} {x['meta']:,} of them out as a "
+                   f"clean-labelled meta set, the method's default, and train{'s' * (len(x['methods']) == 1)} on the "
+                   f"other {x['train']:,}" for x in s.get("images", []) if x["meta"])
     return (f"**Scale** (every table below): {s['dataset'].upper().replace('CIFAR', 'CIFAR-')}, {s['model']}, "
-            f"{s['train_subset']:,} training images (a class-balanced subset), {s['epochs']} epochs, "
+            f"{s['train_subset']:,} training images (a class-balanced subset{held}), {s['epochs']} epochs, "
             f"symmetric noise {', '.join(f'{float(n.split(chr(58))[1]) * 100:g}' for n in s['noise'])}%, seeds "
             f"{', '.join(map(str, s['seeds']))}; {s['runs']} runs. Scoring (evaluation `{ev['eval_id']}`, every "
             f"run): attacks {'; '.join(f'`{a}`' for a in e['attacks'])} on a class-balanced subset of "
