@@ -55,7 +55,7 @@ def reference(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------ grids
 def test_presets_build_valid_cells():
-    sizes = {"smoke": 6, "quick": 9 * 5, "paper-table7": 10 * 5 * 3, "paper-table8": 9, "paper-table11": 27,
+    sizes = {"smoke": 6, "quick": 10 * 5, "paper-table7": 10 * 5 * 3, "paper-table8": 9, "paper-table11": 27,
              "paper-table12": 9}
     for name, n in sizes.items():
         cells = Grid.build(name).cells()

@@ -30,7 +30,6 @@ COMMANDS = """\
 ```bash
 rbols matrix --preset quick --seeds 0,1 --out results/quick --data-root ../shared/data
 rbols matrix --preset quick --methods ols-single --seeds 0,1 --out results/quick --data-root ../shared/data
-rbols matrix --preset quick --methods mwnet --seeds 0,1 --out results/quick --data-root ../shared/data
 rbols report results/quick --to docs/results/quick --paper --format png
 rbols audit --method ols --against hard,ls --preset quick --seeds 0,1 --out results/quick --no-run \\
   --to docs/results/quick/claims
