@@ -387,8 +387,11 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _worker_main(cells, out, ev, ex, retry_failed, threads):
+def _worker_main(cells, out, ev, ex, retry_failed, threads, lock=None):
     _set_threads(threads)
+    if lock is not None:  # the parent's tqdm lock: the processes' bars don't write over each other
+        from tqdm.auto import tqdm
+        tqdm.set_lock(lock)
     work_loop(cells, Path(out), ev, ex, retry_failed=retry_failed)
 
 
@@ -415,10 +418,15 @@ def run_local(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, workers: int |
             import multiprocessing as mp
             ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
             per = threads or max(1, (os.cpu_count() or 1) // len(devices))
-            procs = [ctx.Process(target=_worker_main, args=(cells, str(out), ev,
-                                                           dataclasses.replace(ex, device=d, progress=False),
-                                                           retry_failed, per))
-                     for d in devices]
+            lock = None
+            if bar is not None:  # worker i draws its cell's bar on line i + 1, under the grid bar
+                from tqdm.auto import tqdm
+                lock = ctx.RLock()
+                tqdm.set_lock(lock)
+            procs = [ctx.Process(target=_worker_main, args=(
+                cells, str(out), ev, dataclasses.replace(ex, device=d, progress=bar is not None,
+                                                         progress_position=i + 1),
+                retry_failed, per, lock)) for i, d in enumerate(devices)]
             for p in procs:
                 p.start()
             while any(p.is_alive() for p in procs):

@@ -179,7 +179,7 @@ def _log_execution(run_dir: Path, ex, device, first_epoch: int) -> None:
 
 
 def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_noisy, clean, test, val):
-    bar = _progress_bar(spec, len(loader), state, ex.progress)
+    bar = _progress_bar(spec, len(loader), state, ex.progress, ex.progress_position)
     try:
         _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, val, bar)
     except ContractError as e:
@@ -224,13 +224,14 @@ def _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_
             bar.set_description(f"epoch {epoch + 1}/{spec.epochs} test_err {row['test_err']:.4f}")
 
 
-def _progress_bar(spec, steps_per_epoch, state, enabled):
+def _progress_bar(spec, steps_per_epoch, state, enabled, position=None):
     if not enabled:
         return None
     from tqdm.auto import tqdm
     done = (state["epoch"] + 1) * steps_per_epoch
     return tqdm(total=spec.epochs * steps_per_epoch, initial=done, unit="step", dynamic_ncols=True,
-                desc=f"{spec.method} {spec.noise} seed {spec.seed}")
+                desc=f"{spec.method} {spec.noise} seed {spec.seed}", position=position,
+                leave=position is None)  # a worker's line is reused by its next cell
 
 
 def _final_metrics(state, noisy, num_train: int, num_meta: int, num_val: int) -> dict:

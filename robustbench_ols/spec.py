@@ -144,6 +144,9 @@ class ExecOptions:
     download: bool = True
     progress: bool = True
     eval_batch_size: int = 1000
+    # The terminal line of the run's progress bar: None puts it below this process's other bars; a
+    # matrix worker process gets its own line (1 + its number) under the grid bar.
+    progress_position: int | None = None
 
     def __post_init__(self):
         _check(self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")

@@ -167,6 +167,27 @@ def test_two_processes_share_the_grid_and_run_each_cell_once(reference, tmp_path
     assert results(out) == results(reference)
 
 
+def test_workers_share_the_grid_each_with_its_own_cell_bar(reference, tmp_path):
+    """`--workers 2`: two spawned processes run the grid, each cell once, with the reference's results;
+    with progress on, the grid bar and each worker's cell bars are drawn (cell bars on their own lines)."""
+    out = tmp_path / "workers"
+    p = rbols(["matrix", "--preset", "smoke", "--device", "cpu", "--workers", "2", "--threads", "1",
+               "--out", str(out)])
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0, stderr
+    assert "6 of 6 cells done" in stdout
+    pids = set()
+    for d in out.glob("*/DONE"):
+        sessions = json.loads((d.parent / "executions.json").read_text())
+        assert len(sessions) == 1, d.parent.name
+        pids.add(sessions[0]["pid"])
+    assert len(pids) == 2 and p.pid not in pids  # both workers trained, the parent did not
+    assert results(out) == results(reference)
+    assert "grid" in stderr and "cell" in stderr  # the grid bar
+    for method in ("hard", "ls", "ols"):  # the workers' cell bars
+        assert re.search(rf"{method} symmetric:0\.\d seed 0", stderr), method
+
+
 NAN_PLUGIN = '''
 import torch.nn.functional as F
 from robustbench_ols.methods import Method
