@@ -42,6 +42,16 @@ def files(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def training_pids(out: Path) -> set:
+    """The pids that trained the DONE runs under `out`; each run must have been trained in one session."""
+    pids = set()
+    for d in out.glob("*/DONE"):
+        sessions = json.loads((d.parent / "executions.json").read_text())
+        assert len(sessions) == 1, d.parent.name  # trained once, by one process
+        pids.add(sessions[0]["pid"])
+    return pids
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The smoke grid run once, uninterrupted, in a subprocess with one thread."""
@@ -157,13 +167,8 @@ def test_two_processes_share_the_grid_and_run_each_cell_once(reference, tmp_path
         stdout, stderr = p.communicate(timeout=300)
         assert p.returncode == 0, stderr
         assert "6 of 6 cells done" in stdout
-    pids = set()
-    for d in out.glob("*/DONE"):
-        sessions = json.loads((d.parent / "executions.json").read_text())
-        assert len(sessions) == 1, d.parent.name  # trained once, by one process
-        pids.add(sessions[0]["pid"])
     assert len(list(out.glob("*/DONE"))) == 6
-    assert pids == {a.pid, b.pid}  # both did work
+    assert training_pids(out) == {a.pid, b.pid}  # both did work
     assert results(out) == results(reference)
 
 
@@ -176,11 +181,7 @@ def test_workers_share_the_grid_each_with_its_own_cell_bar(reference, tmp_path):
     stdout, stderr = p.communicate(timeout=300)
     assert p.returncode == 0, stderr
     assert "6 of 6 cells done" in stdout
-    pids = set()
-    for d in out.glob("*/DONE"):
-        sessions = json.loads((d.parent / "executions.json").read_text())
-        assert len(sessions) == 1, d.parent.name
-        pids.add(sessions[0]["pid"])
+    pids = training_pids(out)
     assert len(pids) == 2 and p.pid not in pids  # both workers trained, the parent did not
     assert results(out) == results(reference)
     assert "grid" in stderr and "cell" in stderr  # the grid bar
