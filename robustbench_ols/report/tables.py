@@ -194,8 +194,7 @@ def images_per_run(g: pd.DataFrame) -> list[dict]:
     the training subset for itself; `val` the validation split. Empty for records without the counts."""
     if "num_train" not in g or g["num_train"].isna().all():
         return []
-    keys = g[["num_train", "num_meta", "num_val"]].reindex(columns=["num_train", "num_meta", "num_val"])
-    keys = keys.fillna(0).astype(int)
+    keys = g.reindex(columns=["num_train", "num_meta", "num_val"]).fillna(0).astype(int)  # older records: no meta
     out = []
     for (t, m, v), idx in keys.groupby(["num_train", "num_meta", "num_val"]).groups.items():
         methods = sorted(g.loc[idx, "method_label"].unique(), key=_method_key)
