@@ -306,6 +306,8 @@ def test_images_per_run_are_stated(grid):
         "3,000 training + 1,000 clean meta images (mwnet); 3,900 training + 100 validation images (ls); "
         "4,000 training images (hard)")
     assert report.images_per_run(d.drop(columns=["num_train", "num_meta", "num_val"])) == []
+    old = report.images_per_run(d.drop(columns=["num_meta", "num_val"]))  # an older record: no counts of those
+    assert [(x["train"], x["meta"], x["val"]) for x in old] == [(3000, 0, 0), (3900, 0, 0), (4000, 0, 0)]
 
 
 def test_stretches_split_at_long_pauses():
