@@ -37,6 +37,19 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _decide(d: np.ndarray, alpha: float, test) -> dict:
+    """The outcome for the differences `d` (new - baseline; lower is better): `missing` (no pair),
+    `untested` (one pair), `win`/`loss`/`tie` ... ` (no spread)` when every difference is the same (the
+    test is then 0/0), else `test()` (a scipy result) decides at `alpha`, with its t and p."""
+    if len(d) < 2:
+        return {"outcome": "untested" if len(d) == 1 else "missing"}
+    if np.all(d == d[0]):
+        return {"outcome": "tie" if d[0] == 0 else ("win" if d[0] < 0 else "loss") + " (no spread)"}
+    res = test()
+    p = float(res.pvalue)
+    return {"t": float(res.statistic), "p": p, "outcome": "tie" if not p < alpha else "win" if d.mean() < 0 else "loss"}
+
+
 def paired_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: float = ALPHA) -> pd.DataFrame:
     """One row per (metric, dataset, model, noise_rate, baseline): n paired seeds, the mean and std of
     new - baseline, the t statistic and p-value of the paired t-test, and the outcome."""
@@ -61,16 +74,7 @@ def paired_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
                            base_mean=float(old[seeds].mean()) if seeds else math.nan,
                            mean_diff=float(d.mean()) if len(d) else math.nan,
                            std_diff=float(d.std(ddof=1)) if len(d) > 1 else math.nan, t=math.nan, p=math.nan)
-                if len(d) >= 2:
-                    if np.all(d == d[0]):  # no spread: the test is undefined (0/0), say so
-                        row["outcome"] = "tie" if d[0] == 0 else ("win" if d[0] < 0 else "loss") + " (no spread)"
-                    else:
-                        res = stats.ttest_rel(new[seeds].to_numpy(), old[seeds].to_numpy())
-                        row.update(t=float(res.statistic), p=float(res.pvalue))
-                        row["outcome"] = ("tie" if not row["p"] < alpha else
-                                          "win" if row["mean_diff"] < 0 else "loss")
-                else:
-                    row["outcome"] = "untested" if len(d) == 1 else "missing"
+                row.update(_decide(d, alpha, lambda: stats.ttest_rel(new[seeds].to_numpy(), old[seeds].to_numpy())))
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -109,14 +113,7 @@ def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
                                std_diff=float(d.std(ddof=1)) if len(d) > 1 else math.nan,
                                min_diff=float(d.min()), max_diff=float(d.max()), lower=int((d < 0).sum()),
                                t=math.nan, p=math.nan)
-                    if len(d) < 2:
-                        row["outcome"] = "untested"
-                    elif np.all(d == d[0]):
-                        row["outcome"] = "tie" if d[0] == 0 else ("win" if d[0] < 0 else "loss") + " (no spread)"
-                    else:
-                        res = stats.ttest_1samp(d, 0.0)
-                        row.update(t=float(res.statistic), p=float(res.pvalue))
-                        row["outcome"] = "tie" if not row["p"] < alpha else "win" if row["mean_diff"] < 0 else "loss"
+                    row.update(_decide(d, alpha, lambda: stats.ttest_1samp(d, 0.0)))
                     rows.append(row)
     return pd.DataFrame(rows)
 
@@ -183,7 +180,7 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all", al
             word = {"win": "better than", "loss": "worse than"}.get(outcome, "cannot be told apart from")
             p = "" if math.isnan(r.p) else f", p = {r.p:.2g}"
             parts.append(f"{word} {r.baseline} (lower in {r.lower} of {r.n} pairs{p})")
-        lines.append(f"**{label}**, pooled over {'all noise rates' if scope == 'all' else 'noise rates > 0'}, "
+        lines.append(f"**{label}**, pooled over {dict(SCOPES)[scope]}, "
                      f"{method}: " + "; ".join(parts) + f" (t-test of the mean difference, p < {alpha}).")
     return lines
 
