@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_ols.audit import ALPHA, pooled_verdicts
+from robustbench_ols.report import markdown_table
+from robustbench_ols.report.cost import duration
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = Path("docs/results/quick")
@@ -67,18 +69,12 @@ def _ms(mean, std, n, scale=100.0, digits=1) -> str:
     return _pct(mean, scale, digits) + (f" ± {_pct(std, scale, digits)}" if n and n > 1 else f" (n={n})")
 
 
-def _duration(seconds: float) -> str:
-    m = round(seconds / 60)
-    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
-
-
 def _methods(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(df["method_label"]))  # the report's order (the paper's rows)
 
 
 def _table(header, rows) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *["| " + " | ".join(map(str, r)) + " |" for r in rows]])
+    return markdown_table(header, rows).rstrip("\n")  # the report's tables, without their closing newline
 
 
 def scale_text(prov: dict) -> str:
@@ -110,7 +106,7 @@ def cost_text(prov: dict) -> str:
         "commit; `+dirty`: the checkout had uncommitted changes when the run started; the matrix process keeps "
         "the code it loaded at its start). Every run records its own commit, device and versions.",
         "",
-        f"**Time**: {prov['runs']} runs, one at a time: {_duration(prov['wall_seconds'])} of wall "
+        f"**Time**: {prov['runs']} runs, one at a time: {duration(prov['wall_seconds'])} of wall "
         f"time in {len(st)} stretch{'es' * (len(st) != 1)} of work (sessions end, the matrix resumes), "
         f"{prov['mean_cell_seconds']:.0f} s per cell on average (training + scoring):",
         "",

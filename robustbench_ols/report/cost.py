@@ -115,7 +115,8 @@ def _clock(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%d %H:%M UTC%z").replace("UTC+0000", "UTC")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """`2 h 03 min`, `7 min`."""
     m = round(seconds / 60)
     return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
 
@@ -143,20 +144,20 @@ def cost_markdown(d: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
         table = per_method(times[times["run_id"].isin(set(g["run_id"]))])
         title = _title(g.iloc[0])
         frames.append(table.assign(setting=title))
-        rows = [[m, c, f"{a:.0f}", "—" if pd.isna(s) else f"{s:.0f}", f"{lo:.0f}–{hi:.0f}", _duration(t)]
+        rows = [[m, c, f"{a:.0f}", "—" if pd.isna(s) else f"{s:.0f}", f"{lo:.0f}–{hi:.0f}", duration(t)]
                 for m, c, a, s, lo, hi, t in table[["method_label", "cells", "mean_s", "std_s", "min_s", "max_s",
                                                     "total_s"]].itertuples(index=False)]
         lines += [f"### {title}\n", markdown_table(["method", "cells", "mean s / cell", "std", "range", "total"], rows)]
-    lines.append(f"All {len(times)} runs: {_duration(times['seconds'].sum())} of cell time, "
+    lines.append(f"All {len(times)} runs: {duration(times['seconds'].sum())} of cell time, "
                  f"{times['seconds'].mean():.0f} s per cell on average.\n")
     st = stretches(times)
     if st:
-        lines.append(f"Wall time: {_duration(sum(s['wall_s'] for s in st))} in {len(st)} stretch"
+        lines.append(f"Wall time: {duration(sum(s['wall_s'] for s in st))} in {len(st)} stretch"
                      f"{'es' * (len(st) != 1)} of work (a pause over {GAP.seconds // 60} min between runs starts "
                      "a new one; the end of a run is its last execution's start + its epochs' and scoring's "
                      "seconds):\n")
         lines += [f"- {_clock(s['start'])} to {_clock(s['end'])}: {s['runs']} run{'s' * (s['runs'] != 1)}, "
-                  f"{_duration(s['wall_s'])}" for s in st]
+                  f"{duration(s['wall_s'])}" for s in st]
         lines.append("")
     prov = provenance(d)
     for kind, title in (("device", "Devices"), ("torch", "torch"), ("git", "Code (git commit)")):
