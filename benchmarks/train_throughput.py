@@ -1,6 +1,6 @@
 """Training throughput of the suite's loop against a bare loop and the OLS authors' script style.
 
-Side by side in one process, on the same model (resnet20), batch 128 and real CIFAR-10 images:
+Side by side in one process, on the same model (resnet20, or --model), batch 128 and real CIFAR-10 images:
   (a) the suite: `training.train_epoch` with the on-device batch augmentation, the per-epoch
       statistics and the method's hooks, for `hard`, `ls` and `ols`;
   (b) the limit: a bare forward/backward/step loop over tensors already in memory (no augmentation,
@@ -12,6 +12,7 @@ Prints images/s and the ratios. Each measurement is repeated and the best repeat
 machines are shared and noisy. Nothing here is asserted: targets are read off the printed ratios.
 
     python benchmarks/train_throughput.py --data-root ../shared/data [--methods core|all|both]
+        [--model resnet8 --threads 1 --no-augment]   (the cpu-regime tier's loop at one thread)
 """
 from __future__ import annotations
 
@@ -33,12 +34,14 @@ from robustbench_ols.spec import RunSpec
 from robustbench_ols.training import make_optimizer, train_epoch
 
 BATCH = 128
+MODEL = "resnet20"  # --model
+AUGMENT = True  # --no-augment: the suite's loop without its batch augmentation (the bare loop has none)
 AUTHORS = "authors' style (ols)"
 
 
 def fresh(channels_last: bool, seed: int = 0):
     torch.manual_seed(seed)
-    model = create_model("resnet20", 10)
+    model = create_model(MODEL, 10)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, make_optimizer(RunSpec(), [model])
@@ -51,10 +54,10 @@ def suite(images, labels, method_name: str, steps: int, amp: bool = False, meta:
     x, y = images[:n], torch.as_tensor(labels[:n])
     method, _ = build_method(method_name)
     torch.manual_seed(0)
-    models = [create_model("resnet20", 10).to(memory_format=torch.channels_last)
+    models = [create_model(MODEL, 10).to(memory_format=torch.channels_last)
               for _ in range(method.num_models)]
     opt = make_optimizer(RunSpec(), models)
-    loader = TrainLoader(x, y, BATCH, seed=0, augment=True, channels_last=True)
+    loader = TrainLoader(x, y, BATCH, seed=0, augment=AUGMENT, channels_last=True)
     m = method.clean_meta_size()
     spec = RunSpec(epochs=2)  # epoch 1 is past every method's warm-up (Arazo: 105/300 of the run)
     method.setup(FitInfo(10, n, y, 2, len(loader), torch.device("cpu"), "cifar10", 0, train_images=x,
@@ -83,8 +86,8 @@ class _Short:
             yield b
 
 
-def bare(images, labels, steps: int, channels_last: bool) -> float:
-    """images/s of forward/backward/step over float tensors already in memory."""
+def bare(images, labels, steps: int, channels_last: bool, amp: bool = False) -> float:
+    """images/s of forward/backward/step over float tensors already in memory (bf16 autocast with amp)."""
     model, opt = fresh(channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     xs = [images[i * BATCH:(i + 1) * BATCH].float().div(255).contiguous(memory_format=fmt)
@@ -92,7 +95,8 @@ def bare(images, labels, steps: int, channels_last: bool) -> float:
     ys = [torch.as_tensor(labels[i * BATCH:(i + 1) * BATCH]) for i in range(steps)]
 
     def step(x, y):
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -182,7 +186,7 @@ def every_method(images, labels, steps: int, repeats: int) -> None:
         for m in names:
             best[m] = max(best[m], suite(images, labels, m, steps))
             print(f"  repeat {r + 1}: {m:14s} {best[m]:8.1f} img/s (best so far)", flush=True)
-    print(f"\nevery method (resnet20, batch {BATCH}, {steps} steps, best of {repeats}): images/s and "
+    print(f"\nevery method ({MODEL}, batch {BATCH}, {steps} steps, best of {repeats}): images/s and "
           "step time relative to hard")
     for m in names:
         ratio = best["hard"] / best[m]
@@ -197,7 +201,14 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", choices=("core", "all", "both"), default="both",
                    help="core: hard/ls/ols against bare and the authors' style; all: every method vs hard")
+    p.add_argument("--model", default=MODEL)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--no-augment", action="store_true", help="the suite's loop without augmentation")
     args = p.parse_args(argv)
+    global MODEL, AUGMENT
+    MODEL, AUGMENT = args.model, not args.no_augment
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = load_dataset("cifar10", args.data_root, download=False)
     images, labels = data.train_x, data.train_y
     if args.methods in ("all", "both"):
@@ -205,12 +216,15 @@ def main(argv=None) -> int:
         if args.methods == "all":
             return 0
     print(f"robustbench_ols {__version__} git {git_info()['commit']}; torch {torch.__version__}; "
-          f"{device_name(torch.device('cpu'))}, {torch.get_num_threads()} threads; resnet20, "
-          f"batch {BATCH}, {args.steps} steps x {args.repeats} repeats (best kept), CIFAR-10")
+          f"{device_name(torch.device('cpu'))}, {torch.get_num_threads()} threads; {MODEL}, "
+          f"batch {BATCH}, {args.steps} steps x {args.repeats} repeats (best kept), CIFAR-10, suite augmentation "
+          f"{'on' if AUGMENT else 'off'}")
     runs = {"bare NCHW": lambda: bare(images, labels, args.steps, False),
             "bare channels_last": lambda: bare(images, labels, args.steps, True),
             **{f"suite {m}": (lambda m=m: suite(images, labels, m, args.steps)) for m in ("hard", "ls", "ols")},
             AUTHORS: lambda: authors_style(images, labels, args.steps),
+            "bare channels_last bf16": lambda: bare(images, labels, args.steps, True, amp=True),
+            "suite hard --amp (bf16)": lambda: suite(images, labels, "hard", args.steps, amp=True),
             "suite ols --amp (bf16)": lambda: suite(images, labels, "ols", args.steps, amp=True)}
     best = {name: 0.0 for name in runs}
     for r in range(args.repeats):  # interleaved, so a slow spell of the machine hits every variant
@@ -224,7 +238,9 @@ def main(argv=None) -> int:
     print("\nratios:")
     print(f"  bare channels_last / bare NCHW      {best['bare channels_last'] / best['bare NCHW']:.3f}")
     for m in ("hard", "ls", "ols"):
-        print(f"  suite {m:4s} / bare (faster format)  {best[f'suite {m}'] / limit:.3f}   (target >= 0.90)")
+        print(f"  suite {m:4s} / bare (faster format)  {best[f'suite {m}'] / limit:.3f}   (target >= 0.95)")
+    print(f"  suite hard bf16 / bare bf16         {best['suite hard --amp (bf16)'] / best['bare channels_last bf16']:.3f}"
+          "   (target >= 0.95, same precision)")
     print(f"  suite ols / suite hard              {best['suite ols'] / best['suite hard']:.3f}   (target >= 0.95)")
     print(f"  suite ols / authors' style          {best['suite ols'] / best[AUTHORS]:.3f}   (target >= 2.0)")
     print(f"  bare NCHW / authors' style          {best['bare NCHW'] / best[AUTHORS]:.3f}")

@@ -7,6 +7,11 @@ paired seeds it is "untested" (no test is possible). Every metric here is lower-
 of the wrong labels is `wrong_fit = 1 - noisy_err_last` (the fraction of wrong-label images the model
 predicts as their wrong label: Fig. 5 read the other way round). No correction for multiple
 comparisons is made, and the verdict lines say so.
+
+Every comparison also carries the preconditions of its claim (`regime`): one whose experiment cannot
+show the claim (hard labels never memorised at that noise rate, a run that stopped early) is
+"inconclusive: outside the regime (...)" whatever its test gives; the test's own outcome stays in
+`test_outcome`.
 """
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from . import regime
+from .regime import OUTSIDE
 
 ALPHA = 0.05
 # (column, label); all lower is better.
@@ -33,8 +41,18 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         df["pgd_err"] = df["pgd20_err"]
     elif len(pgd) == 1:
         df["pgd_err"] = df[pgd[0]]
-    df["wrong_fit"] = 1 - df["noisy_err_last"].astype(float) if "noisy_err_last" in df else np.nan
+    df["wrong_fit"] = regime.wrong_fit(df)
     return df
+
+
+def _guard(row: dict, reason: str | None) -> dict:
+    """The row with its test's outcome kept as `test_outcome` and, outside the regime, the outcome
+    replaced by the reason."""
+    row["test_outcome"] = row["outcome"]
+    row["regime"] = "ok" if reason is None else "outside"
+    if reason is not None and row["outcome"] != "missing":
+        row["outcome"] = reason
+    return row
 
 
 def _decide(d: np.ndarray, alpha: float, test) -> dict:
@@ -50,11 +68,15 @@ def _decide(d: np.ndarray, alpha: float, test) -> dict:
     return {"t": float(res.statistic), "p": p, "outcome": "tie" if not p < alpha else "win" if d.mean() < 0 else "loss"}
 
 
-def paired_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: float = ALPHA) -> pd.DataFrame:
+def paired_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: float = ALPHA,
+                 records: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (metric, dataset, model, noise_rate, baseline): n paired seeds, the mean and std of
-    new - baseline, the t statistic and p-value of the paired t-test, and the outcome."""
+    new - baseline, the t statistic and p-value of the paired t-test, and the outcome (the test's, or
+    outside the regime read from `records`: every run of the grid, the hard-label ones included;
+    default `df`)."""
     from scipy import stats
     df = prepare(df)
+    records = df if records is None else records
     rows = []
     for metric, label in METRICS:
         if metric not in df or df[metric].isna().all():
@@ -75,22 +97,26 @@ def paired_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
                            mean_diff=float(d.mean()) if len(d) else math.nan,
                            std_diff=float(d.std(ddof=1)) if len(d) > 1 else math.nan, t=math.nan, p=math.nan)
                 row.update(_decide(d, alpha, lambda: stats.ttest_rel(new[seeds].to_numpy(), old[seeds].to_numpy())))
-                rows.append(row)
+                compared = g[g.method_label.isin([method, base]) & g.seed.isin(seeds)]
+                rows.append(_guard(row, regime.outside(records, metric, *key, compared)))
     return pd.DataFrame(rows)
 
 
 SCOPES = (("noisy", "noise rates > 0"), ("all", "all noise rates"))
 
 
-def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: float = ALPHA) -> pd.DataFrame:
+def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: float = ALPHA,
+                 records: pd.DataFrame | None = None) -> pd.DataFrame:
     """The per-rate comparisons pooled over noise rates: one row per (metric, dataset, model, baseline,
     scope), scope `noisy` (rates > 0) or `all`. Every (noise rate, seed) the two methods share is one
     pair; `lower` counts the pairs where the new method is lower. The paired t-test over all pairs asks
     whether the mean difference over the rates is zero (pairs at different rates differ in spread, so
     read it as approximate); with 2 seeds per rate it has far more power than a test within one rate,
-    which has one degree of freedom."""
+    which has one degree of freedom. Only the noise rates inside the regime (read from `records`, as in
+    `paired_table`) are pooled; `outside_rates` names the others."""
     from scipy import stats
     df = prepare(df)
+    records = df if records is None else records
     rows = []
     for metric, label in METRICS:
         if metric not in df or df[metric].isna().all():
@@ -104,30 +130,59 @@ def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
                     pairs = sorted(set(new.index) & set(old.index))
                     if not pairs:
                         continue
+                    # only the noise rates whose experiment can show the claim are pooled
+                    reasons = {r: regime.outside(records, metric, *key, r, s[(s.noise_rate == r) & s.method_label.isin(
+                        [method, base]) & s.seed.isin([p[1] for p in pairs if p[0] == r])])
+                        for r in sorted({p[0] for p in pairs})}
+                    kept = [p for p in pairs if reasons[p[0]] is None]
+                    left_out = " ".join(f"{r:g}" for r, why in reasons.items() if why is not None)
+                    if not kept:
+                        rows.append(dict(metric=metric, label=label, dataset=key[0], model=key[1], method=method,
+                                         baseline=base, scope=scope, rates="", outside_rates=left_out, n=0,
+                                         regime="outside", test_outcome="none",
+                                         outcome=_pooled_reason([w for w in reasons.values() if w])))
+                        continue
+                    pairs = kept
                     d = np.array([new[p] - old[p] for p in pairs])
                     row = dict(metric=metric, label=label, dataset=key[0], model=key[1], method=method, baseline=base,
                                scope=scope,
-                               rates=" ".join(f"{r:g}" for r in sorted({p[0] for p in pairs})), n=len(pairs),
+                               rates=" ".join(f"{r:g}" for r in sorted({p[0] for p in pairs})),
+                               outside_rates=left_out, n=len(pairs),
                                new_mean=float(np.mean([new[p] for p in pairs])),
                                base_mean=float(np.mean([old[p] for p in pairs])), mean_diff=float(d.mean()),
                                std_diff=float(d.std(ddof=1)) if len(d) > 1 else math.nan,
                                min_diff=float(d.min()), max_diff=float(d.max()), lower=int((d < 0).sum()),
                                t=math.nan, p=math.nan)
                     row.update(_decide(d, alpha, lambda: stats.ttest_1samp(d, 0.0)))
+                    row.update(regime="ok", test_outcome=row["outcome"])
                     rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _pooled_reason(reasons: list[str]) -> str:
+    """One 'outside the regime' text for a pooled comparison with no rate left: the rates' reasons,
+    each once, the fits given as a range."""
+    import re
+    fits = [int(m) for r in reasons for m in re.findall(r"hard labels fit (\d+)%", r)]
+    if fits and len(fits) == len(reasons):
+        span = f"{min(fits)}%" if min(fits) == max(fits) else f"{min(fits)}-{max(fits)}%"
+        return (f"{OUTSIDE} (hard labels fit {span} of the wrong labels at these noise rates; the claim needs "
+                f">= {regime.MIN_WRONG_FIT:.0%})")
+    return f"{OUTSIDE} (" + "; ".join(dict.fromkeys(r[len(OUTSIDE) + 2:-1] for r in reasons)) + ")"
 
 
 def tally(table: pd.DataFrame) -> pd.DataFrame:
     """Wins / ties / losses / untested / missing per metric and baseline."""
     if table.empty:
         return pd.DataFrame()
-    t = table.assign(outcome=table.outcome.str.replace(" (no spread)", "", regex=False))
+    outcome = table.outcome.str.replace(" (no spread)", "", regex=False)
+    t = table.assign(outcome=outcome.where(~outcome.str.startswith(OUTSIDE), "outside the regime"))
     out = t.pivot_table(index=["label", "baseline"], columns="outcome", values="n", aggfunc="count", fill_value=0)
-    for c in ("win", "tie", "loss", "untested", "missing"):
+    cols = ("win", "tie", "loss", "outside the regime", "untested", "missing")
+    for c in cols:
         if c not in out:
             out[c] = 0
-    return out[["win", "tie", "loss", "untested", "missing"]].reset_index()
+    return out[list(cols)].reset_index()
 
 
 def verdicts(table: pd.DataFrame, method: str, *, alpha: float = ALPHA) -> list[str]:
@@ -138,6 +193,11 @@ def verdicts(table: pd.DataFrame, method: str, *, alpha: float = ALPHA) -> list[
         if t.empty:
             continue
         tested = t[~t.outcome.isin(["untested", "missing"])]
+        out = tested[tested.outcome.str.startswith(OUTSIDE)]
+        tested = tested[~tested.outcome.str.startswith(OUTSIDE)]
+        if len(out) and tested.empty:
+            lines.append(f"**{label}**: {_outside_summary(out)}.")
+            continue
         if tested.empty:
             n = int(t.n.max()) if len(t) else 0
             lines.append(f"**{label}**: {'one seed' if n == 1 else 'no paired seeds'} per cell, so no test is "
@@ -162,8 +222,18 @@ def verdicts(table: pd.DataFrame, method: str, *, alpha: float = ALPHA) -> list[
                        f"{ties} cannot be told apart from seed noise")
         else:
             verdict = f"in none of {n} comparisons can a difference be told apart from seed noise"
-        lines.append(f"**{label}**: {verdict} {what}.")
+        rest = f" The other {len(out)}: {_outside_summary(out)}." if len(out) else ""
+        lines.append(f"**{label}**: {verdict} {what}.{rest}")
     return lines
+
+
+def _outside_summary(out: pd.DataFrame) -> str:
+    """'inconclusive: outside the regime (...)' for the comparisons of `out`, per noise rate."""
+    by_rate = out.groupby("noise_rate").outcome.first()
+    reasons = list(dict.fromkeys(by_rate))
+    if len(reasons) == 1:
+        return f"{reasons[0]} at noise {', '.join(f'{r:g}' for r in by_rate.index)}"
+    return "; ".join(f"noise {r:g}: {why}" for r, why in by_rate.items())
 
 
 def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all", alpha: float = ALPHA) -> list[str]:
@@ -177,9 +247,16 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all", al
         parts = []
         for r in t.itertuples():
             outcome = str(r.outcome).replace(" (no spread)", "")
+            if outcome.startswith(OUTSIDE):
+                parts.append(f"against {r.baseline}, {outcome}")
+                continue
+            if getattr(r, "outside_rates", "") and isinstance(r.outside_rates, str):
+                outcome_note = f" (noise {r.outside_rates} left out: outside the regime)"
+            else:
+                outcome_note = ""
             word = {"win": "better than", "loss": "worse than"}.get(outcome, "cannot be told apart from")
             p = "" if math.isnan(r.p) else f", p = {r.p:.2g}"
-            parts.append(f"{word} {r.baseline} (lower in {r.lower} of {r.n} pairs{p})")
+            parts.append(f"{word} {r.baseline} (lower in {r.lower} of {r.n} pairs{p}){outcome_note}")
         lines.append(f"**{label}**, pooled over {dict(SCOPES)[scope]}, "
                      f"{method}: " + "; ".join(parts) + f" (t-test of the mean difference, p < {alpha}).")
     return lines
@@ -214,6 +291,17 @@ def figures(table: pd.DataFrame, to: Path) -> list[str]:
     return names
 
 
+def _regime_section(records: pd.DataFrame) -> list[str]:
+    """audit.md's account of the preconditions and of the hard-label fit they were read from."""
+    return ["## Regime", "",
+            f"A claim about test error or the wrong-label fit under noise is checked only where the experiment "
+            f"can show it: every `{regime.REFERENCE}` run at that noise rate fits at least "
+            f"{regime.MIN_WRONG_FIT:.0%} of its wrong-label training images by the last epoch (predicted as "
+            "their wrong label). Every compared run must also have finished its schedule. Elsewhere the verdict "
+            "is \"inconclusive: outside the regime\" whatever the test gives (`test_outcome` in audit.csv).", "",
+            regime.fit_markdown(records), ""]
+
+
 def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """`df` as a Markdown table: floats with `floatfmt`, NaN as a dash."""
     from .report.tables import markdown_table
@@ -231,10 +319,10 @@ def write_audit(results_dir, to, method: str, against: list[str], *, about: str 
     from .results import collect
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
-    df = collect(results_dir, eval_id=eval_id)
-    df = df[df.method_label.isin([method, *against])] if len(df) else df
-    table = paired_table(df, method, against, alpha=alpha) if len(df) else pd.DataFrame()
-    pooled = pooled_table(df, method, against, alpha=alpha) if len(df) else pd.DataFrame()
+    records = collect(results_dir, eval_id=eval_id)
+    df = records[records.method_label.isin([method, *against])] if len(records) else records
+    table = paired_table(df, method, against, alpha=alpha, records=records) if len(df) else pd.DataFrame()
+    pooled = pooled_table(df, method, against, alpha=alpha, records=records) if len(df) else pd.DataFrame()
     if not table.empty:
         table.to_csv(to / "audit.csv", index=False)
     if not pooled.empty:
@@ -258,6 +346,7 @@ def write_audit(results_dir, to, method: str, against: list[str], *, about: str 
     if pooled_lines:
         lines += ["Pooled over the noise rates (every (rate, seed) pair; more power with few seeds):", "",
                   *pooled_lines, ""]
+    lines += _regime_section(records)
     lines += ["## Wins, ties and losses", "",
               f"A win or loss needs p < {alpha} in a two-sided paired t-test over seeds (lower is better for every "
               "metric); \"untested\": one paired seed; \"missing\": no paired run.", ""]

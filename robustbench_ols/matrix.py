@@ -41,6 +41,9 @@ PAPER_METHODS = ["hard", "bootsoft", "boothard", "sce", "mwnet", "arazo", "penci
 # The comparison `quick` runs: the paper's methods, MW-Net last (its step costs 8x a hard-label step on a
 # CPU; a quick cell about 3x: ~190 s against ~60 s; one seed of the ten methods takes about 67 min on 2 cores).
 QUICK_METHODS = ["hard", "ls", "ols", "sce", "bootsoft", "boothard", "coteaching", "pencil", "arazo", "mwnet"]
+# The cpu-regime tier: the core comparison, OLS's single-matrix variant and the four noisy-label baselines the
+# project's mission names (bootstrapping and MW-Net stay in `quick`: the budget of 6 hours on 2 cores).
+CPU_REGIME_METHODS = ["hard", "ls", "ols", "ols-single", "sce", "coteaching", "pencil", "arazo"]
 PAPER_RUN = {"epochs": 300}  # batch 128, SGD 0.9 Nesterov, wd 5e-4, lr 0.1, x0.1 at 150/225: the defaults
 
 PRESETS = {
@@ -56,6 +59,15 @@ PRESETS = {
               "arazo and mwnet at five symmetric noise rates; seed 0 unless --seeds says otherwise",
         datasets=["cifar10"], models=["resnet8"], methods=QUICK_METHODS, noise=SYMMETRIC_0_80, seeds=[0],
         run=dict(epochs=10, train_subset=4000),
+        eval=dict(attack_examples=500)),
+    "cpu-regime": dict(
+        about="CIFAR-10 in the memorisation regime on a 2-core CPU: resnet8, 4,000 training images without "
+              "augmentation, 28 epochs (lr 0.1, x0.1 at 20 and 25), a test pass every 4 epochs, FGSM and PGD-20 on "
+              "500 test images; hard, ls, ols, ols-single, sce, coteaching, pencil and arazo at five symmetric "
+              "noise rates, seeds 0 and 1 (hard, ls and ols first)",
+        datasets=["cifar10"], models=["resnet8"], methods=CPU_REGIME_METHODS, core=["hard", "ls", "ols"],
+        noise=SYMMETRIC_0_80, seeds=[0, 1],
+        run=dict(epochs=28, milestones=[20, 25], train_subset=4000, augment=False, test_every=4),
         eval=dict(attack_examples=500)),
     "paper-table7": dict(
         about="OLS paper Table VII: CIFAR-100, ResNet-56 (bottleneck), 300 epochs, symmetric noise 0-80%, 3 seeds",
@@ -107,6 +119,9 @@ class Grid:
     eval: dict = field(default_factory=dict)  # EvalSpec fields
     name: str = "custom"
     about: str = ""
+    # Methods whose cells run first, over every seed and noise rate, before the other methods' cells: a
+    # partial grid then already holds the core comparison (empty: seed by seed, as below).
+    core: list = field(default_factory=list)
 
     @classmethod
     def build(cls, preset: str | None = None, config: dict | None = None, **overrides) -> "Grid":
@@ -129,7 +144,7 @@ class Grid:
                     continue
                 if k in ("run", "eval"):
                     g[k] = {**g[k], **v}
-                elif k in GRID_KEYS or k in ("about", "name"):
+                elif k in GRID_KEYS or k in ("about", "name", "core"):
                     g[k] = v
                 else:
                     raise SpecError(f"unknown grid key {k!r}; valid: {', '.join(GRID_KEYS)}, run, eval, preset")
@@ -151,7 +166,7 @@ class Grid:
 
     def cells(self) -> list[RunSpec]:
         """Every cell's RunSpec, validated, in the order they run: dataset, model, seed, noise, method
-        (so a whole seed is finished before the next begins)."""
+        (so a whole seed is finished before the next begins), the `core` methods' cells before the others."""
         from .methods import parse_method
         out, seen = [], set()
         run = dict(self.run)
@@ -171,8 +186,8 @@ class Grid:
                                 raise type(e)(f"grid cell {dataset}/{model}/{text}/{noise}/seed {seed}: {e}") from None
                             if spec.run_id not in seen:
                                 seen.add(spec.run_id)
-                                out.append(spec)
-        return out
+                                out.append((text not in self.core, spec))
+        return [spec for _, spec in sorted(out, key=lambda c: c[0])]  # stable: the order above within each part
 
 
 def load_config(path) -> dict:
@@ -381,14 +396,31 @@ def work_loop(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, retry_failed: 
             _update_bar(bar, cells, out, ev)
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
+def set_threads(threads: int | None) -> None:
+    """torch's intra-op threads for this process (None: torch's choice). Every run and evaluation
+    record says how many it ran with (executions.json, evals/<eval_id>.json: torch_threads)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise SpecError(f"--threads must be >= 1, got {threads}; leave it out for torch's choice")
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGKILL when the `rbols matrix` process that spawned it dies (even by
+    SIGKILL), so no orphan keeps training and holding claims; its cell resumes from the checkpoint."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: Ctrl-C still reaches the whole process group
+        pass
 
 
 def _worker_main(cells, out, ev, ex, retry_failed, threads, lock=None):
-    _set_threads(threads)
+    _die_with_parent()
+    set_threads(threads)
     if lock is not None:  # the parent's tqdm lock: the processes' bars don't write over each other
         from tqdm.auto import tqdm
         tqdm.set_lock(lock)
@@ -404,14 +436,30 @@ def _devices(ex: ExecOptions, workers: int | None) -> list[str]:
     return [ex.device] * (workers or 1)
 
 
+def cpu_layout(workers: int | None, threads: int | None, pending: int, cores: int | None = None) -> tuple[int, int]:
+    """(worker processes, torch threads each) for a grid on the CPU. Unless told otherwise, one single-threaded
+    worker per core (at most one per pending cell): small CIFAR models use two threads poorly, and on
+    the 2-core machine two one-thread workers trained 1.11x the images per second of one two-thread
+    process (benchmarks/epoch_cost.py, docs/results/epoch_cost.json)."""
+    cores = cores or os.cpu_count() or 1
+    if workers is None and threads is None:
+        workers = max(1, min(cores, pending))
+        return workers, max(1, cores // workers)
+    if workers is None:  # threads given: one process with them, as asked
+        return 1, threads
+    return workers, threads or max(1, cores // workers)
+
+
 def run_local(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, workers: int | None = None,
               retry_failed: bool = False, threads: int | None = None, progress: bool = True) -> Summary:
     t0 = time.perf_counter()
+    if _devices(ex, None)[0] in ("cpu", "auto"):  # no GPU: processes x threads for this machine's cores
+        workers, threads = cpu_layout(workers, threads, len(_todo(cells, out, ev, retry_failed)[0]))
     devices = _devices(ex, workers)
     bar = _bar(len(cells), progress)
     try:
         if len(devices) == 1:
-            _set_threads(threads)
+            set_threads(threads)
             ran = work_loop(cells, out, ev, dataclasses.replace(ex, device=devices[0], progress=progress),
                             retry_failed=retry_failed, bar=bar)
         else:
@@ -444,7 +492,7 @@ def run_local(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, workers: int |
 
 
 def _ray_task(spec_dict, ev_dict, ex_dict, out, threads):
-    _set_threads(threads)
+    set_threads(threads)
     spec = RunSpec.from_dict(spec_dict)
     return run_cell(spec, EvalSpec.from_dict(ev_dict), ExecOptions(**ex_dict), Path(out))
 

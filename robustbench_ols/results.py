@@ -68,8 +68,8 @@ def _identity(d: Path) -> dict:
             "method": s["method"], "method_label": method_label(s["method"], s.get("method_options", {})),
             "noise": s["noise"], "noise_kind": ns.kind,
             "noise_rate": ns.rate if ns.kind != "human" else float("nan"),
-            "seed": s["seed"], "epochs": s["epochs"], "train_subset": s["train_subset"],
-            "val_split": s.get("val_split", 0)}
+            "seed": s["seed"], "epochs": s["epochs"], "epochs_planned": s["epochs"],
+            "train_subset": s["train_subset"], "val_split": s.get("val_split", 0)}
 
 
 def collect(root, *, eval_id: str | None = None) -> pd.DataFrame:

@@ -67,6 +67,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     # The synthetic set has a fixed data seed: its labels must not change with --seed.
     data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=0)
     attack_subset(data.test_y, ev)  # rejects a bad --attack-examples now, not after training
+    test_positions = epoch_test_subset(data.test_y, spec.test_subset)
     human = load_human(spec.dataset, ev, ex.data_root, ex.download, data.test_y)
     idx = (class_balanced_subset(data.train_y, spec.train_subset, spec.subset_seed)
            if spec.train_subset else np.arange(len(data.train_y)))
@@ -105,15 +106,29 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     val = ((data.train_x[idx[val_pos]].to(device), torch.as_tensor(val_labels, device=device))
            if len(val_pos) else None)
     test = (data.test_x.to(device), torch.as_tensor(data.test_y, device=device))
+    test_pos = torch.as_tensor(test_positions, device=device)
     fit_args = dict(models=models, method=method, optimizer=optimizer, loader=loader, state=state,
                     is_noisy=torch.as_tensor(noisy.is_noisy[train_pos], device=device),
-                    clean=torch.as_tensor(clean[train_pos], device=device), test=test, val=val)
+                    clean=torch.as_tensor(clean[train_pos], device=device), test=test, val=val,
+                    epoch_test=(test[0][test_pos], test[1][test_pos]) if spec.test_subset else test)
     _fit(spec, ex, run_dir, **fit_args)
     metrics = _final_metrics(state, noisy, len(train_pos), len(meta_pos), len(val_pos))
     scores, rel, notes = score(models[0], test_x=test[0], test_y=test[1], ev=ev, val=val, human=human,
                                eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last)
     _finish(run_dir, models, method, metrics, ev, scores, rel, notes, ex, device)
     return RunResult(run_dir, "done", {**metrics, **scores, "eval_id": ev.eval_id})
+
+
+def epoch_test_subset(test_y: np.ndarray, n: int) -> np.ndarray:
+    """The fixed test images of the per-epoch test pass: all (n = 0) or n class-balanced ones drawn with
+    seed 0, the same for every run, so that curves of different runs are measured on the same images."""
+    if not n:
+        return np.arange(len(test_y))
+    k = len(np.unique(test_y))
+    if n > len(test_y) or n % k:
+        raise SpecError(f"--test-subset {n} must be a multiple of the number of classes ({k}) and at most the "
+                        f"test set size ({len(test_y)}); use 0 for the whole test set")
+    return class_balanced_subset(test_y, n, seed=0)
 
 
 def _already_done(run_dir: Path, ev: EvalSpec, ex: ExecOptions, status: str = "already done") -> RunResult:
@@ -173,15 +188,17 @@ def _log_execution(run_dir: Path, ex, device, first_epoch: int) -> None:
     path = run_dir / "executions.json"
     log = json.loads(path.read_text()) if path.exists() else []
     log.append({"first_epoch": first_epoch + 1, "device": str(device), "device_name": device_name(device),
-                "channels_last": ex.channels_last, "host": socket.gethostname(), "pid": os.getpid(),
+                "channels_last": ex.channels_last, "torch_threads": torch.get_num_threads(),
+                "host": socket.gethostname(), "pid": os.getpid(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_info()})
     write_json(path, log)
 
 
-def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_noisy, clean, test, val):
+def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_noisy, clean, test, val, epoch_test):
     bar = _progress_bar(spec, len(loader), state, ex.progress, ex.progress_position)
     try:
-        _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, val, bar)
+        _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, val,
+                    epoch_test, bar)
     except ContractError as e:
         write_json(run_dir / "status.json", {"status": "failed", "epoch": state["epoch"] + 2, "reason": str(e)})
         raise
@@ -190,7 +207,8 @@ def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_nois
             bar.close()
 
 
-def _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, val, bar):
+def _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, val,
+                epoch_test, bar):
     for epoch in range(state["epoch"] + 1, spec.epochs):
         timer = Timer()
         lr = spec.lr_at(epoch)
@@ -199,16 +217,17 @@ def _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_
         row = {"epoch": epoch + 1, "lr": lr}
         row.update(train_epoch(models, method, optimizer, loader, epoch, is_noisy=is_noisy,
                                clean=clean, amp=spec.amp, progress=bar))
-        row.update(evaluate(models[0], *test, batch_size=ex.eval_batch_size,
-                            channels_last=ex.channels_last, amp=spec.amp))
-        row["val_loss"] = row["val_err"] = None
-        if val is not None:
-            v = evaluate(models[0], *val, batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
-                         amp=spec.amp)
-            row.update(val_loss=v["test_loss"], val_err=v["test_err"])
+        row["test_loss"] = row["test_err"] = row["val_loss"] = row["val_err"] = None
+        if spec.tests_at(epoch):  # the last epoch on the whole test set, the others on epoch_test
+            row.update(evaluate(models[0], *(test if epoch + 1 == spec.epochs else epoch_test),
+                                batch_size=ex.eval_batch_size, channels_last=ex.channels_last, amp=spec.amp))
+            if val is not None:
+                v = evaluate(models[0], *val, batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
+                             amp=spec.amp)
+                row.update(val_loss=v["test_loss"], val_err=v["test_err"])
         # The training loss is computed before each step; a last step that breaks the weights
         # only shows in the test loss. Either one non-finite: the epoch is not kept.
-        bad = [k for k in ("train_loss", "test_loss") if not math.isfinite(row[k])]
+        bad = [k for k in ("train_loss", "test_loss") if row[k] is not None and not math.isfinite(row[k])]
         if bad:
             reason = f"non-finite {' and '.join(bad)} in epoch {epoch + 1}"
             write_json(run_dir / "status.json", {"status": "failed", "epoch": epoch + 1, "reason": reason})
@@ -220,7 +239,7 @@ def _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_
         state["train_seconds"] += row["seconds"]
         _save_checkpoint(run_dir / "checkpoint.pt", models, optimizer, method, state)
         write_epochs_csv(run_dir / "epochs.csv", state["history"])
-        if bar is not None:
+        if bar is not None and row["test_err"] is not None:
             bar.set_description(f"epoch {epoch + 1}/{spec.epochs} test_err {row['test_err']:.4f}")
 
 
@@ -239,7 +258,9 @@ def _final_metrics(state, noisy, num_train: int, num_meta: int, num_val: int) ->
     last = hist[-1]
     # With a validation split the best epoch is chosen on it (the earliest of equals), never on the
     # test set; without one, the OLS code's reporting: the lowest test error. spec.json says which.
-    best = min(hist, key=lambda r: r["val_err"] if num_val else r["test_err"])
+    # With --test-every K only the tested epochs compete (the last one always is).
+    best = min((r for r in hist if r["test_err"] is not None),
+               key=lambda r: r["val_err"] if num_val else r["test_err"])
     m = {"test_err_last": last["test_err"], "test_err_best": best["test_err"],
          "best_epoch": best["epoch"], "test_loss_last": last["test_loss"],
          "train_err_last": last["train_err"], "train_loss_last": last["train_loss"],
@@ -273,7 +294,8 @@ def write_eval_record(run_dir: Path, ev: EvalSpec, scores: dict, rel: list, note
     path = folder / f"{ev.eval_id}.json"
     write_json(path, {"eval_id": ev.eval_id, "run_id": run_dir.name, "eval": ev.to_dict(), "metrics": scores,
                       "notes": notes, "device": str(device), "device_name": device_name(device),
-                      "channels_last": ex.channels_last, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      "channels_last": ex.channels_last, "torch_threads": torch.get_num_threads(),
+                      "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       "git": git_info(), "versions": {"robustbench_ols": __version__, "torch": torch.__version__}})
     return path
 
@@ -369,7 +391,8 @@ def _spec_record(spec, ex, device, source, method, num_meta: int) -> dict:
                               "labels; the earliest of equals)" if spec.val_split else
                               "lowest test_err over the epochs (the OLS code's reporting; no validation "
                               "split: pass --val-split N to choose the epoch without the test set)"),
-                          "test_err_last": "test_err of the last epoch",
+                          "test_err_last": "test_err of the last epoch (always on the whole test set)",
+                          "epoch_test": _epoch_test_rule(spec),
                           "scores": "clean_err, attacks, calibration and CIFAR-10H figures score the "
                                     "final model (last epoch); see evals/<eval_id>.json"},
             "execution": {"device": str(device), "device_name": device_name(device),
@@ -379,6 +402,14 @@ def _spec_record(spec, ex, device, source, method, num_meta: int) -> dict:
             "versions": {"robustbench_ols": __version__, "torch": torch.__version__,
                          "numpy": np.__version__, "python": platform.python_version()},
             "git": git_info()}
+
+
+def _epoch_test_rule(spec: RunSpec) -> str:
+    """What epochs.csv's test_loss and test_err measure (also said in the report's figures)."""
+    when = "every epoch" if spec.test_every == 1 else f"every {spec.test_every}th epoch and the last (empty otherwise)"
+    on = ("the whole test set" if not spec.test_subset else
+          f"a fixed class-balanced subset of {spec.test_subset} test images (seed 0), the last epoch on the whole test set")
+    return f"{when}, on {on}"
 
 
 def device_name(device) -> str:

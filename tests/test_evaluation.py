@@ -146,6 +146,31 @@ def test_runs_made_before_the_validation_split_existed_keep_their_run_id():
     assert "val_split" not in s.identity() and RunSpec(val_split=10).identity()["val_split"] == 10
 
 
+def test_test_every_and_subset_keep_the_run_ids_made_before_them():
+    s = RunSpec(dataset="cifar10", model="resnet20", method="ols", noise="symmetric:0.4", epochs=10,
+                train_subset=5000)
+    assert s.run_id == "44acd636059d" and "test_every" not in s.identity() and "test_subset" not in s.identity()
+    assert RunSpec(test_every=5).identity()["test_every"] == 5 and RunSpec(test_subset=100).run_id != RunSpec().run_id
+
+
+def test_attack_amp_is_a_scoring_setting_of_its_own(val_run, tmp_path):
+    """--attack-amp: the attacks under bf16 autocast. Settings made before it keep their eval_id; with it
+    the record says so, and the robust errors stay close to float32's (bf16 rounds the gradients)."""
+    from robustbench_ols.matrix import Grid
+    assert Grid.build("quick").eval_spec().eval_id == "8b34dde76a61"  # the committed quick results' setting
+    assert "attack_amp" not in EV.to_dict()
+    amp = EvalSpec(attacks=EV.attacks, attack_examples=EV.attack_examples, attack_seed=EV.attack_seed, attack_amp=True)
+    assert amp.eval_id != EV.eval_id and amp.to_dict()["attack_amp"] is True
+    run = tmp_path / val_run.run_dir.name
+    shutil.copytree(val_run.run_dir, run)
+    rec = evaluate_run(run, amp, EX)
+    assert "bf16 autocast" in rec["notes"]["precision"]
+    m, m0 = rec["metrics"], val_run.metrics
+    assert m["clean_err"] == m0["clean_err"] and m["ece"] == m0["ece"]  # clean and calibration stay float32
+    for k in ("fgsm_err", "pgd3_err"):
+        assert abs(m[k] - m0[k]) <= 0.1, (k, m[k], m0[k])
+
+
 def test_rbols_eval_adds_a_record_and_never_touches_the_old_ones(val_run, tmp_path, capsys):
     d = tmp_path / val_run.run_dir.name
     shutil.copytree(val_run.run_dir, d)

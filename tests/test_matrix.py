@@ -14,7 +14,7 @@ import pytest
 
 from robustbench_ols.cli import main
 from robustbench_ols.errors import SpecError
-from robustbench_ols.matrix import PRESETS, Claim, Grid, cell_state, split_methods
+from robustbench_ols.matrix import PRESETS, Claim, Grid, cell_state, cpu_layout, split_methods
 
 SMOKE = ["matrix", "--preset", "smoke", "--device", "cpu", "--no-progress"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -65,8 +65,8 @@ def reference(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------ grids
 def test_presets_build_valid_cells():
-    sizes = {"smoke": 6, "quick": 10 * 5, "paper-table7": 10 * 5 * 3, "paper-table8": 9, "paper-table11": 27,
-             "paper-table12": 9}
+    sizes = {"smoke": 6, "quick": 10 * 5, "cpu-regime": 8 * 5 * 2, "paper-table7": 10 * 5 * 3, "paper-table8": 9,
+             "paper-table11": 27, "paper-table12": 9}
     for name, n in sizes.items():
         cells = Grid.build(name).cells()
         assert len(cells) == n, name
@@ -76,6 +76,13 @@ def test_presets_build_valid_cells():
     assert sorted({c.noise for c in t7}) == ["symmetric:0.0", "symmetric:0.2", "symmetric:0.4", "symmetric:0.6",
                                             "symmetric:0.8"]
     assert Grid.build("paper-table8").cells() == Grid.build("paper-table12").cells()  # the same runs
+    # cpu-regime: hard, ls and ols over both seeds and every rate first, then the others seed by seed
+    tier = Grid.build("cpu-regime").cells()
+    assert [c.method for c in tier[:30]] == ["hard", "ls", "ols"] * 10
+    assert [(c.seed, c.noise) for c in tier[:3]] == [(0, "symmetric:0.0")] * 3 and tier[29].seed == 1
+    assert {c.method for c in tier[30:]} == {"ols-single", "sce", "coteaching", "pencil", "arazo"}
+    assert {(c.augment, c.train_subset, c.epochs, c.milestones, c.test_every) for c in tier} == {
+        (False, 4000, 28, (20, 25), 4)}
     assert set(PRESETS) == set(sizes)
 
 
@@ -170,6 +177,14 @@ def test_two_processes_share_the_grid_and_run_each_cell_once(reference, tmp_path
     assert len(list(out.glob("*/DONE"))) == 6
     assert training_pids(out) == {a.pid, b.pid}  # both did work
     assert results(out) == results(reference)
+
+
+def test_cpu_layout_picks_one_single_thread_worker_per_core():
+    assert cpu_layout(None, None, pending=80, cores=2) == (2, 1)
+    assert cpu_layout(None, None, pending=1, cores=2) == (1, 2)  # one cell left: one process, both cores
+    assert cpu_layout(None, 1, pending=80, cores=2) == (1, 1)  # --threads alone: one process, as asked
+    assert cpu_layout(3, None, pending=80, cores=6) == (3, 2)
+    assert cpu_layout(2, 4, pending=80, cores=2) == (2, 4)
 
 
 def test_workers_share_the_grid_each_with_its_own_cell_bar(reference, tmp_path):

@@ -262,6 +262,12 @@ BAD = [
     (["--seed", "-1"], "--seed must be >= 0"),
     (["--noise-seed", "-3"], "--noise-seed must be >= 0"),
     (["--eval-batch-size", "0"], "--eval-batch-size must be >= 1"),
+    (["--test-every", "0"], "--test-every must be >= 1"),
+    (["--test-every", "-2"], "--test-every must be >= 1"),
+    (["--test-subset", "-10"], "--test-subset must be >= 0"),
+    (["--test-subset", "25"], "--test-subset 25 must be a multiple of the number of classes (10)"),
+    (["--test-subset", "1000000"], "and at most the test set size"),
+    (["--threads", "0"], "--threads must be >= 1"),
     (["--dataset", "cifar10", "--no-download", "--data-root", None], "RBOLS_DATA"),
 ]
 
@@ -319,3 +325,50 @@ def test_run_id_ignores_execution_details_but_not_the_spec():
     assert a.run_id == RunSpec.from_dict(a.to_dict()).run_id
     assert a.run_id != spec(seed=1).run_id != spec(noise="symmetric:0.2").run_id
     assert a.run_id != spec(method_options=(("alpha", 0.4), ("init", "uniform"), ("period", 0))).run_id
+
+
+@pytest.mark.parametrize("every, subset", [(2, 0), (1, 100), (3, 50)])
+def test_test_every_and_test_subset_leave_training_and_final_scores_alone(finished, tmp_path, every, subset):
+    """The per-epoch test pass every K epochs or on a class-balanced subset: the same training (every
+    training column of epochs.csv), the same final scores, the last epoch tested on the whole test set;
+    only the untested epochs are empty and the run_id and spec.json's reporting say which."""
+    s = spec(test_every=every, test_subset=subset)
+    r = execute(s, EX, tmp_path, EV)
+    assert s.run_id != spec().run_id and r.run_dir.name == s.run_id
+    full, sparse = rows(finished.run_dir), rows(r.run_dir)
+    train_cols = ("epoch", "lr", "train_loss", "train_err", "noisy_err", "noisy_true_acc", "clean_subset_err")
+    assert [[x[c] for c in train_cols] for x in sparse] == [[x[c] for c in train_cols] for x in full]
+    for i, (a, b) in enumerate(zip(full, sparse)):
+        tested = (i + 1) % every == 0 or i + 1 == len(full)
+        if not tested:
+            assert b["test_err"] == b["test_loss"] == ""
+        elif subset and i + 1 < len(full):
+            assert float(b["test_err"]) * subset == pytest.approx(round(float(b["test_err"]) * subset))
+        else:  # tested on the whole test set: what the run without the option recorded
+            assert (b["test_err"], b["test_loss"]) == (a["test_err"], a["test_loss"])
+    m, m0 = r.metrics, finished.metrics
+    for k in ("test_err_last", "clean_err", "fgsm_err", "pgd2_err", "ece", "nll", "noisy_err_last", "train_loss_last"):
+        assert m[k] == m0[k], k
+    rule = json.loads((r.run_dir / "spec.json").read_text())["reporting"]["epoch_test"]
+    assert (f"every {every}th epoch" in rule) == (every > 1) and (f"subset of {subset} test images" in rule) == bool(subset)
+
+
+def test_test_subset_is_fixed_and_class_balanced():
+    y = np.repeat(np.arange(10), 100)
+    a, b = run_mod.epoch_test_subset(y, 200), run_mod.epoch_test_subset(y, 200)
+    assert np.array_equal(a, b) and np.bincount(y[a]).tolist() == [20] * 10
+    assert np.array_equal(run_mod.epoch_test_subset(y, 0), np.arange(1000))
+
+
+def test_threads_are_set_and_recorded(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        args = ["run", "--dataset", "synthetic", "--model", "resnet8", "--epochs", "1", "--train-subset", "200",
+                "--device", "cpu", "--no-progress", "--attack", "none", "--threads", "1", "--out", str(tmp_path)]
+        assert main(args) == 0
+        (d,) = [p.parent for p in tmp_path.glob("*/DONE")]
+        assert json.loads((d / "executions.json").read_text())[0]["torch_threads"] == 1
+        (rec,) = [json.loads(p.read_text()) for p in (d / "evals").glob("*.json")]
+        assert rec["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)

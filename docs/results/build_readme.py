@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_ols.audit import ALPHA, pooled_verdicts
+from robustbench_ols.regime import MEMORISATION_METRICS, MIN_WRONG_FIT, OUTSIDE
 from robustbench_ols.report import markdown_table
 from robustbench_ols.report.cost import duration
 
@@ -151,8 +152,25 @@ def _signed(v: float, digits: int) -> str:
     return s.replace("-", "−") if v < 0 else "+" + s
 
 
+def regime_text(metric: str, per_rate: pd.DataFrame) -> str | None:
+    """The regime guard (robustbench_ols.regime) for a claim about noisy labels, read from audit.csv: the
+    hard-label runs' mean wrong-label fit per noise rate (its lowest seed is at most the mean, so a mean
+    below MIN_WRONG_FIT puts that rate outside the regime). None: inside, or not a memorisation claim."""
+    if metric not in MEMORISATION_METRICS:
+        return None
+    wf = per_rate[(per_rate.metric == "wrong_fit") & (per_rate.baseline == "hard") & (per_rate.noise_rate > 0)]
+    low = wf[wf.base_mean < MIN_WRONG_FIT].sort_values("noise_rate")
+    if low.empty:
+        return None
+    return (f"{OUTSIDE} (hard labels fit {low.base_mean.min() * 100:.1f}–{low.base_mean.max() * 100:.1f}% of the "
+            f"wrong labels on average over the seeds at noise "
+            f"{', '.join(f'{r * 100:g}%' for r in low.noise_rate)}; the claim needs >= {MIN_WRONG_FIT:.0%} on every "
+            "seed)")
+
+
 def claim_text(claim, pooled: pd.DataFrame, per_rate: pd.DataFrame) -> str:
     text, metric, scope, scale, unit, what = claim
+    guard = regime_text(metric, per_rate)
     rows = pooled[(pooled.metric == metric) & (pooled.scope == scope)]
     if len(rows):
         what += ", noise rates " + ", ".join(f"{float(r) * 100:g}%" for r in str(rows["rates"].iloc[0]).split())
@@ -166,14 +184,17 @@ def claim_text(claim, pooled: pd.DataFrame, per_rate: pd.DataFrame) -> str:
         r = r.iloc[0]
         spread = per_rate[(per_rate.metric == metric) & (per_rate.baseline == base)]["std_diff"].dropna()
         outcome = str(r.outcome).replace(" (no spread)", "")
+        said = (VERDICT.get(outcome, outcome) if guard is None else
+                f"the t-test alone: {dict(win='OLS better', tie='cannot be told apart', loss='OLS worse').get(outcome, outcome)}")
         parts.append(
-            f"against {name} {VERDICT.get(outcome, outcome)} (OLS − {base}: mean {_signed(r.mean_diff * scale, digits)}"
+            f"against {name} {said} (OLS − {base}: mean {_signed(r.mean_diff * scale, digits)}"
             f"{unit} over {r.n} (rate, seed) pairs, std {abs(r.std_diff) * scale:.{digits}f}, range "
             f"{_signed(r.min_diff * scale, digits)} to {_signed(r.max_diff * scale, digits)}; OLS lower in {r.lower} "
             f"of {r.n}; p = {r.p:.2g}"
             + (f"; seed-to-seed std of the difference within a rate: median {spread.median() * scale:.{digits}f}"
                if len(spread) else "") + ")")
-    return f"- *{text}* ({what}): " + "; ".join(parts) + "."
+    head = f"- *{text}* ({what}): " + ("" if guard is None else f"**{guard}**, whatever the test gives; ")
+    return head + "; ".join(parts) + "."
 
 
 def reading_text(per_rate: pd.DataFrame, prov: dict) -> str:

@@ -121,7 +121,9 @@ def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id, formats) -> 
 _FIGURE_NOTES = """\
 - `fig4`: per epoch (the whole curve from epochs.csv, neither a last- nor a best-epoch figure): top row
   the training error against the **noisy** labels (the paper's Fig. 4 training error), bottom row the test
-  error; one column per noise rate, one line per method = mean over seeds, shaded band ± one std.
+  error; one column per noise rate, one line per method = mean over seeds, shaded band ± one std. Runs
+  with a test pass every K epochs (`--test-every`) have test points on those epochs and the last only
+  (drawn with markers); spec.json's `reporting.epoch_test` says which images each pass used.
 - `fig5`: per epoch, the error on the training images whose label is wrong, measured against the wrong
   label (`noisy_err`; high = the wrong labels were not memorised); one panel per noise rate > 0.
 - `error_vs_noise`: test error against the symmetric noise rate, one line per method (mean ± std over
@@ -167,6 +169,7 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
         return out / "report.md"
     d = prepare(runs)
     md.append(_overview(d, eval_id))
+    md.append(_regime_md(d))
     for stem, title, body, csv in _tables(d, paper):
         (out / f"{stem}.md").write_text(f"# {title}\n\nFrom `{results_dir}`.\n\n{body}")
         csv.to_csv(out / f"{stem}.csv", index=False)
@@ -194,6 +197,23 @@ def _overview(d: pd.DataFrame, eval_id) -> str:
     if eval_id is None and "eval_id" in d and d["eval_id"].nunique(dropna=False) > 1:
         lines.append(f"\n**Warning**: the runs were scored under {d['eval_id'].nunique(dropna=False)} evaluation "
                      "settings (eval ids listed per table); pass `eval_id` to compare them under one.")
+    return "\n".join(lines) + "\n"
+
+
+def _regime_md(d: pd.DataFrame) -> str:
+    """Per setting and noise rate, how much of the wrong labels hard labels fit: a claim about noisy labels
+    says something only where they memorise (regime.py)."""
+    from ..regime import MIN_WRONG_FIT, fit_markdown
+    lines = ["## Regime: do hard labels memorise the wrong labels?\n",
+             "The share of wrong-label training images that the hard-label runs predict as their wrong label at "
+             f"the last epoch (1 - `noisy_err_last`). The OLS paper's claims about noisy labels are about networks "
+             f"that memorise them; `rbols audit` calls a claim at a noise rate where some hard-label seed fits less "
+             f"than {MIN_WRONG_FIT:.0%} \"inconclusive: outside the regime\".\n"]
+    groups = list(d.groupby(list(SETTING), sort=True, dropna=False))
+    for _, g in groups:
+        if len(groups) > 1:
+            lines.append(f"**{_title(g.iloc[0])}**\n")
+        lines.append(fit_markdown(g))
     return "\n".join(lines) + "\n"
 
 

@@ -62,7 +62,9 @@ def _curves(ax, d: pd.DataFrame, metric: str, colors: dict) -> None:
         g = d[d["method_label"] == m].groupby("epoch")[metric]
         mean, std, n = g.mean() * 100, g.std(ddof=1) * 100, g.count()
         seeds[m] = int(n.max())
-        ax.plot(mean.index, mean.values, color=colors[m], label=f"{m} (n={seeds[m]})")
+        sparse = mean.isna().any()  # --test-every K: only the tested epochs, drawn with markers
+        mean, std = mean[mean.notna()], std[mean.notna()]
+        ax.plot(mean.index, mean.values, color=colors[m], label=f"{m} (n={seeds[m]})", marker="." if sparse else None)
         ok = std.notna()
         if ok.any():
             ax.fill_between(mean.index[ok], (mean - std)[ok], (mean + std)[ok], color=colors[m], alpha=0.2, lw=0)
@@ -82,8 +84,9 @@ def fig4(ep: pd.DataFrame, *, title: str = ""):
     fig, axes = _figure(2, max(len(panels), 1))
     colors = _colors(d["method_label"])
     for j, nc in enumerate(panels):
+        sparse = d.loc[d["noise_col"] == nc, "test_err"].isna().any()
         for i, (metric, what) in enumerate((("train_err", "training error vs noisy labels (%)"),
-                                            ("test_err", "test error (%)"))):
+                                            ("test_err", "test error (%), tested epochs" if sparse else "test error (%)"))):
             ax = axes[i, j]
             _curves(ax, d[d["noise_col"] == nc], metric, colors)
             ax.set(title=f"{'training' if i == 0 else 'test'} error, noise {nc}", xlabel="epoch", ylabel=what)

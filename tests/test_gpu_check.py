@@ -1,0 +1,33 @@
+"""benchmarks/gpu_check.sh, the script a GPU session runs, on its CPU path with tiny sizes: both runs
+(fp32 and --amp) finish, their records are complete, and the throughput lines are printed."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_check_cpu_path(tmp_path):
+    data = os.environ.get("RBOLS_DATA")
+    if not data or not (Path(data) / "cifar-10-batches-bin").is_dir():
+        pytest.skip("real CIFAR-10 not found: set RBOLS_DATA (e.g. ../shared/data)")
+    env = {**os.environ, "RBOLS_DATA": str(Path(data).resolve()), "DEVICE": "cpu", "MODEL": "resnet8",
+           "SUBSET": "300", "ATTACK_EXAMPLES": "20", "BARE_STEPS": "2", "OUT": str(tmp_path / "runs"),
+           "PYTHON": sys.executable}
+    p = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "gpu_check: records complete" in p.stdout
+    lines = [ln for ln in p.stdout.splitlines() if "training images/s" in ln]
+    assert len(lines) == 2 and any("bf16 autocast" in ln for ln in lines) and any("fp32" in ln for ln in lines)
+    assert all("x a bare loop" in ln and "PGD-20 error" in ln for ln in lines)
+    # a record taken away is reported, exit 1
+    (run,) = [d for d in (tmp_path / "runs").iterdir() if (d / "DONE").exists()][:1]
+    (run / "metrics.json").unlink()
+    q = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "runs"),
+                        "--device", "cpu", "--model", "resnet8", "--bare-steps", "2"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert q.returncode == 1 and "INCOMPLETE" in q.stderr
