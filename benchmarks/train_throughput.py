@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", choices=("core", "all", "both"), default="both",
                    help="core: hard/ls/ols against bare and the authors' style; all: every method vs hard")
-    p.add_argument("--model", default=MODEL)
+    p.add_argument("--model", default="resnet20")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-augment", action="store_true", help="the suite's loop without augmentation")
     args = p.parse_args(argv)
@@ -239,7 +239,8 @@ def main(argv=None) -> int:
     print(f"  bare channels_last / bare NCHW      {best['bare channels_last'] / best['bare NCHW']:.3f}")
     for m in ("hard", "ls", "ols"):
         print(f"  suite {m:4s} / bare (faster format)  {best[f'suite {m}'] / limit:.3f}   (target >= 0.95)")
-    print(f"  suite hard bf16 / bare bf16         {best['suite hard --amp (bf16)'] / best['bare channels_last bf16']:.3f}"
+    same = best["suite hard --amp (bf16)"] / best["bare channels_last bf16"]
+    print(f"  suite hard bf16 / bare bf16         {same:.3f}"
           "   (target >= 0.95, same precision)")
     print(f"  suite ols / suite hard              {best['suite ols'] / best['suite hard']:.3f}   (target >= 0.95)")
     print(f"  suite ols / authors' style          {best['suite ols'] / best[AUTHORS]:.3f}   (target >= 2.0)")

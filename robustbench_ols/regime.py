@@ -57,7 +57,8 @@ def fit_table(df: pd.DataFrame) -> pd.DataFrame:
 def outside(df: pd.DataFrame, metric: str, dataset, model, noise_rate, runs: pd.DataFrame) -> str | None:
     """Why the comparison of `runs` (the compared runs of this dataset, model and noise rate) on
     `metric` is outside the regime, as the verdict text; None when every precondition holds."""
-    unfinished = runs[runs.epochs.astype(int) != runs.epochs_planned.astype(int)] if "epochs_planned" in runs else runs[:0]
+    unfinished = (runs[runs.epochs.astype(int) != runs.epochs_planned.astype(int)] if "epochs_planned" in runs
+                  else runs[:0])
     if len(unfinished):
         return (f"{OUTSIDE} ({len(unfinished)} run(s) stopped before the end of their schedule: "
                 f"{', '.join(unfinished.run_id)})")

@@ -179,6 +179,40 @@ def test_two_processes_share_the_grid_and_run_each_cell_once(reference, tmp_path
     assert results(out) == results(reference)
 
 
+def test_workers_die_with_their_matrix_process(tmp_path):
+    """kill -9 of `rbols matrix --workers 2` takes its workers with it (no orphan keeps training and holding
+    claims), and the same command again finishes the grid."""
+    out = tmp_path / "orphans"
+    p = rbols(["matrix", "--preset", "smoke", "--device", "cpu", "--workers", "2", "--threads", "1",
+               "--no-progress", "--out", str(out)])
+    deadline, workers = time.time() + 240, set()
+    while time.time() < deadline and p.poll() is None and not workers:
+        for f in out.glob("*/executions.json"):
+            try:
+                workers |= {s["pid"] for s in json.loads(f.read_text())}
+            except ValueError:  # being written
+                pass
+        time.sleep(0.05)
+    assert workers, "no worker started a cell"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    deadline = time.time() + 3  # an orphan would go on with the grid's cells for ~20 s
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers)
+    again = rbols([*SMOKE, "--threads", "1", "--out", str(out)])
+    stdout, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0 and "6 of 6 cells done" in stdout, stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().split()[2] == "Z"  # a zombie has died
+
+
 def test_cpu_layout_picks_one_single_thread_worker_per_core():
     assert cpu_layout(None, None, pending=80, cores=2) == (2, 1)
     assert cpu_layout(None, None, pending=1, cores=2) == (1, 2)  # one cell left: one process, both cores

@@ -58,3 +58,42 @@ def test_missing_markers_are_named(tmp_path):
     b = _builder(ROOT)
     with pytest.raises(SystemExit, match="results:begin"):
         b.render("# a README without the markers\n")
+
+
+def test_tier_section_follows_the_search_records_and_the_benchmark(tmp_path):
+    """The tier search table is read from the committed run records, the epoch costs from the benchmark's
+    JSON: change them in a copy and the section changes, and --check fails until it is rewritten."""
+    import json
+    for p in ("README.md", "docs/results"):
+        src = ROOT / p
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / p)
+    b = _builder(tmp_path)
+    run = sorted((tmp_path / b.SEARCH).iterdir())[0]
+    e = pd.read_csv(run / "epochs.csv")
+    before = f"{(1 - e['noisy_err'].iloc[-1]) * 100:.1f}%"
+    assert before in b.tier_section()
+    e.loc[e.index[-1], "noisy_err"] = 0.4321  # 56.8% fitted
+    e.to_csv(run / "epochs.csv", index=False)
+    assert "56.8%" in b.tier_section()
+    cost = json.loads((tmp_path / b.EPOCH_COST).read_text())
+    cost["seconds"]["train fp32"] = 1.23
+    (tmp_path / b.EPOCH_COST).write_text(json.dumps(cost))
+    assert "one training epoch takes 1.23 s" in b.tier_section()
+    assert b.main(["--check"]) == 1 and b.main([]) == 0 and b.main(["--check"]) == 0
+
+
+def test_memorisation_claims_outside_the_regime_say_so():
+    """A claim about noisy labels where the hard-label runs fit few wrong labels is inconclusive, whatever
+    the t-test gives; inside the regime the test's verdict stands."""
+    b = _builder(ROOT)
+    row = dict(metric="test_err_last", scope="noisy", baseline="hard", rates="0.2 0.4", n=4, mean_diff=-0.05,
+               std_diff=0.01, min_diff=-0.06, max_diff=-0.04, lower=4, p=0.001, outcome="win")
+    pooled = pd.DataFrame([row, {**row, "baseline": "ls"}])
+    claim = next(c for c in b.CLAIMS_LIST if c[1] == "test_err_last")
+    low = pd.DataFrame([{"metric": "wrong_fit", "baseline": "hard", "noise_rate": r, "base_mean": f, "std_diff": 0.01}
+                        for r, f in ((0.2, 0.09), (0.4, 0.11))])
+    text = b.claim_text(claim, pooled, low)
+    assert "**inconclusive: outside the regime (hard labels fit 9.0–11.0% of the wrong labels" in text
+    assert "**holds**" not in text and "the t-test alone: OLS better" in text
+    high = low.assign(base_mean=[0.9, 0.8])
+    assert "against hard labels **holds**" in b.claim_text(claim, pooled, high)

@@ -85,8 +85,9 @@ def fig4(ep: pd.DataFrame, *, title: str = ""):
     colors = _colors(d["method_label"])
     for j, nc in enumerate(panels):
         sparse = d.loc[d["noise_col"] == nc, "test_err"].isna().any()
+        test_label = "test error (%), tested epochs" if sparse else "test error (%)"
         for i, (metric, what) in enumerate((("train_err", "training error vs noisy labels (%)"),
-                                            ("test_err", "test error (%), tested epochs" if sparse else "test error (%)"))):
+                                            ("test_err", test_label))):
             ax = axes[i, j]
             _curves(ax, d[d["noise_col"] == nc], metric, colors)
             ax.set(title=f"{'training' if i == 0 else 'test'} error, noise {nc}", xlabel="epoch", ylabel=what)
