@@ -406,7 +406,8 @@ def _spec_record(spec, ex, device, source, method, num_meta: int) -> dict:
 
 def _epoch_test_rule(spec: RunSpec) -> str:
     """What epochs.csv's test_loss and test_err measure (also said in the report's figures)."""
-    when = "every epoch" if spec.test_every == 1 else f"every {spec.test_every}th epoch and the last (empty otherwise)"
+    k = spec.test_every
+    when = "every epoch" if k == 1 else f"every {k} epochs (epochs {k}, {2 * k}, ...) and the last (empty otherwise)"
     on = ("the whole test set" if not spec.test_subset else
           f"a fixed class-balanced subset of {spec.test_subset} test images (seed 0), the last epoch on the whole "
           "test set")

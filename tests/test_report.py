@@ -150,6 +150,18 @@ def test_fig4_panels_lines_and_values(grid):
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["hard", ls_label(root)]
 
 
+def test_fig4_test_curve_with_a_test_pass_every_k_epochs(tmp_path):
+    """--test-every 2 over 5 epochs: the test line has the tested epochs (2, 4 and the last) only, with
+    markers, and the panel says so; the training line has every epoch."""
+    execute(RunSpec(dataset="synthetic", model="resnet8", method="hard", noise="symmetric:0.4", epochs=5,
+                    batch_size=100, train_subset=300, milestones=(), test_every=2), EX, tmp_path, EV)
+    fig = report.fig4(epochs(tmp_path))
+    train, test = fig.axes[0].get_lines()[0], fig.axes[1].get_lines()[0]
+    assert list(train.get_xdata()) == [1, 2, 3, 4, 5] and train.get_marker() in ("None", None, "")
+    assert list(test.get_xdata()) == [2, 4, 5] and test.get_marker() == "." and np.isfinite(test.get_ydata()).all()
+    assert fig.axes[1].get_ylabel() == "test error (%), tested epochs"
+
+
 def test_fig5_only_noisy_panels(grid):
     root, _, _ = grid
     ep = epochs(root)
@@ -330,3 +342,18 @@ def test_figure_formats(grid, tmp_path):
     assert "pdf" not in path.read_text().split("## Figures", 1)[1]
     with pytest.raises(ValueError, match="png, pdf, svg"):
         report.write_report(root, tmp_path, formats=["jpg"])
+
+
+def test_report_shows_and_prints_the_regime(grid, tmp_path, capsys):
+    """report.md's Regime table and the lines `rbols report` prints: the hard-label wrong-label fit per noise
+    rate, lowest to highest seed, read from the runs' metrics.json; two smoke epochs never memorise."""
+    from robustbench_ols.cli import main
+    root, out, path = grid
+    fits = 1 - records(root).query("method == 'hard' and noise == 'symmetric:0.4'")["noisy_err_last"]
+    text = path.read_text()
+    assert "## Regime: do hard labels memorise the wrong labels?" in text
+    assert f"| synthetic | resnet8 | 0.4 | 2 | {fits.min():.1%} | {fits.mean():.1%} | {fits.max():.1%} | no |" in text
+    assert main(["report", str(root), "--to", str(tmp_path), "--format", "png"]) == 0
+    printed = capsys.readouterr().out
+    assert (f"synthetic resnet8 noise 0.4: hard labels fit {fits.min():.1%}-{fits.max():.1%} of the wrong labels "
+            "(2 seeds): outside the regime (< 60% on some seed)") in printed

@@ -350,7 +350,7 @@ def test_test_every_and_test_subset_leave_training_and_final_scores_alone(finish
     for k in ("test_err_last", "clean_err", "fgsm_err", "pgd2_err", "ece", "nll", "noisy_err_last", "train_loss_last"):
         assert m[k] == m0[k], k
     rule = json.loads((r.run_dir / "spec.json").read_text())["reporting"]["epoch_test"]
-    assert (f"every {every}th epoch" in rule) == (every > 1) and (f"subset of {subset} test images" in rule) == bool(subset)
+    assert (f"every {every} epochs (epochs {every}, {2 * every}, ...)" in rule) == (every > 1) and (f"subset of {subset} test images" in rule) == bool(subset)
 
 
 def test_test_subset_is_fixed_and_class_balanced():
