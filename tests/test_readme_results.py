@@ -97,3 +97,21 @@ def test_memorisation_claims_outside_the_regime_say_so():
     assert "**holds**" not in text and "the t-test alone: OLS better" in text
     high = low.assign(base_mean=[0.9, 0.8])
     assert "against hard labels **holds**" in b.claim_text(claim, pooled, high)
+
+
+def test_claim_lines_read_the_guard_of_a_guarded_audit():
+    """An audit made with the regime guard: a pooled row outside the regime is said so, a row that left a
+    rate out says which."""
+    b = _builder(ROOT)
+    base = dict(metric="test_err_last", scope="noisy", regime="ok", n=6, mean_diff=-0.02, std_diff=0.01,
+                min_diff=-0.03, max_diff=-0.01, lower=6, p=0.01, outcome="win")
+    pooled = pd.DataFrame([
+        {**base, "baseline": "hard", "rates": "0.2 0.4 0.6", "outside_rates": "0.8"},
+        {**base, "baseline": "ls", "rates": "", "outside_rates": "0.2 0.4 0.6 0.8", "n": 0, "regime": "outside",
+         "outcome": "inconclusive: outside the regime (hard labels fit 12-30% of the wrong labels at these noise "
+                    "rates; the claim needs >= 60%)"}])
+    claim = next(c for c in b.CLAIMS_LIST if c[1] == "test_err_last")
+    text = b.claim_text(claim, pooled, pd.DataFrame(columns=["metric", "baseline", "std_diff", "noise_rate", "base_mean"]))
+    assert "noise rates 20%, 40%, 60%):" in text
+    assert "against hard labels **holds** (OLS − hard: mean −2.0 points" in text and "noise 80% left out" in text
+    assert "against LS **inconclusive: outside the regime (hard labels fit 12-30%" in text

@@ -21,6 +21,24 @@ def _executions(run_dir) -> list[dict]:
         return []
 
 
+# Training settings a reader needs beside the setting's name (which has the dataset, model, epochs, subset).
+TRAINING = ("batch_size", "lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "lr_decay",
+            "augment", "amp", "test_every", "test_subset")
+
+
+def _training(g: pd.DataFrame) -> dict:
+    """The TRAINING fields of the runs' spec.json that every run of `g` shares (a field they differ in is
+    already in the setting's `variant`)."""
+    specs = []
+    for rd in g["run_dir"]:
+        try:
+            specs.append(json.loads((Path(rd) / "spec.json").read_text())["spec"])
+        except (OSError, ValueError, KeyError):
+            return {}
+    return {k: specs[0].get(k) for k in TRAINING
+            if specs and k in specs[0] and all(s.get(k) == specs[0][k] for s in specs)}
+
+
 def _evaluations(g: pd.DataFrame) -> list[dict]:
     """The scoring settings of the runs' figures: each eval_id with its setting (attacks, subset,
     bins) and how many runs it scored."""
@@ -134,7 +152,7 @@ def cost_markdown(d: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
         r = g.iloc[0]
         scale.append({"setting": _title(r), "dataset": r["dataset"], "model": r["model"], "epochs": int(r["epochs"]),
                       "train_subset": int(r["train_subset"]), "val_split": int(r["val_split"]),
-                      "images": images_per_run(g),
+                      "images": images_per_run(g), "training": _training(g),
                       "attack_examples": sorted({int(a) for a in g.get("attack_examples", pd.Series(dtype=float))
                                                  .dropna()}),
                       "evaluations": _evaluations(g),
