@@ -91,7 +91,9 @@ def fit_markdown(df: pd.DataFrame) -> str:
 
 def fit_lines(df: pd.DataFrame) -> list[str]:
     """One plain line per (dataset, model, noise rate) for a terminal."""
-    return [f"{r.dataset} {r.model} noise {r.noise_rate:g}: hard labels fit {r.fit_min:.1%}-{r.fit_max:.1%} of the "
+    def span(r) -> str:
+        return f"{r.fit_min:.1%}" if r.seeds == 1 else f"{r.fit_min:.1%}-{r.fit_max:.1%}"
+    return [f"{r.dataset} {r.model} noise {r.noise_rate:g}: hard labels fit {span(r)} of the "
             f"wrong labels ({r.seeds} seed{'s' * (r.seeds != 1)}): "
             + ("memorising" if r.memorises else f"outside the regime (< {MIN_WRONG_FIT:.0%} on some seed)")
             for r in fit_table(df).itertuples()]

@@ -343,3 +343,8 @@ def test_rbols_report_on_the_grid(reference, tmp_path, capsys):
     assert "6 finished runs" in text and (tmp_path / "rep" / "fig4.png").exists()
     assert main(["report", str(tmp_path / "nothing"), "--to", str(tmp_path / "rep2")]) == 2
     assert "no finished run directory" in capsys.readouterr().err
+
+
+def test_cpu_regime_scoring_setting_is_the_one_the_readme_names():
+    """README and build_readme report the tier with `--eval-id e2907d948677`: the preset's scoring setting."""
+    assert Grid.build("cpu-regime").eval_spec().eval_id == "e2907d948677"
