@@ -139,6 +139,8 @@ def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
                     if not kept:
                         rows.append(dict(metric=metric, label=label, dataset=key[0], model=key[1], method=method,
                                          baseline=base, scope=scope, rates="", outside_rates=left_out, n=0,
+                                         **dict.fromkeys(("new_mean", "base_mean", "mean_diff", "std_diff",
+                                                          "min_diff", "max_diff", "lower", "t", "p"), math.nan),
                                          regime="outside", test_outcome="none",
                                          outcome=_pooled_reason([w for w in reasons.values() if w])))
                         continue
@@ -163,9 +165,9 @@ def _pooled_reason(reasons: list[str]) -> str:
     """One 'outside the regime' text for a pooled comparison with no rate left: the rates' reasons,
     each once, the fits given as a range."""
     import re
-    fits = [int(m) for r in reasons for m in re.findall(r"hard labels fit (\d+)%", r)]
+    fits = [float(m) for r in reasons for m in re.findall(r"hard labels fit (\d+(?:\.\d+)?)%", r)]
     if fits and len(fits) == len(reasons):
-        span = f"{min(fits)}%" if min(fits) == max(fits) else f"{min(fits)}-{max(fits)}%"
+        span = f"{min(fits):.1f}%" if min(fits) == max(fits) else f"{min(fits):.1f}-{max(fits):.1f}%"
         return (f"{OUTSIDE} (hard labels fit {span} of the wrong labels at these noise rates; the claim needs "
                 f">= {regime.MIN_WRONG_FIT:.0%})")
     return f"{OUTSIDE} (" + "; ".join(dict.fromkeys(r[len(OUTSIDE) + 2:-1] for r in reasons)) + ")"
@@ -256,7 +258,7 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all", al
                 outcome_note = ""
             word = {"win": "better than", "loss": "worse than"}.get(outcome, "cannot be told apart from")
             p = "" if math.isnan(r.p) else f", p = {r.p:.2g}"
-            parts.append(f"{word} {r.baseline} (lower in {r.lower} of {r.n} pairs{p}){outcome_note}")
+            parts.append(f"{word} {r.baseline} (lower in {int(r.lower)} of {int(r.n)} pairs{p}){outcome_note}")
         lines.append(f"**{label}**, pooled over {dict(SCOPES)[scope]}, "
                      f"{method}: " + "; ".join(parts) + f" (t-test of the mean difference, p < {alpha}).")
     return lines
@@ -298,7 +300,10 @@ def _regime_section(records: pd.DataFrame) -> list[str]:
             f"can show it: every `{regime.REFERENCE}` run at that noise rate fits at least "
             f"{regime.MIN_WRONG_FIT:.0%} of its wrong-label training images by the last epoch (predicted as "
             "their wrong label). Every compared run must also have finished its schedule. Elsewhere the verdict "
-            "is \"inconclusive: outside the regime\" whatever the test gives (`test_outcome` in audit.csv).", "",
+            "is \"inconclusive: outside the regime\" whatever the test gives (`test_outcome` in audit.csv). The "
+            "wrong-label fit compared with hard labels is judged on the same hard-label runs that decide the "
+            "regime: the rates kept are those where hard labels fitted much, which can favour the new method "
+            "there (regression to the mean); read that comparison with this in mind.", "",
             regime.fit_markdown(records), ""]
 
 

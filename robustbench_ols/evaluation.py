@@ -154,7 +154,7 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
     folded = fold_batchnorm(model, channels_last=channels_last) if attacks else None
     attacked = folded if folded is not None else model
     if ev.attack_amp:
-        attacked = Bf16(attacked)
+        attacked = Bf16(attacked).eval()
     for spec in attacks:
         m.update(robust_error(attacked, ax, ay, spec, seed=ev.attack_seed,
                               batch_size=ev.attack_batch_size, channels_last=channels_last,

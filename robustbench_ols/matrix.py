@@ -150,6 +150,8 @@ class Grid:
                     g[k] = v
                 else:
                     raise SpecError(f"unknown grid key {k!r}; valid: {', '.join(GRID_KEYS)}, run, eval, preset")
+        if not isinstance(g.get("core", []), list):
+            raise SpecError(f"grid key core must be a list of method texts, got {g['core']!r}")
         missing = [k for k in GRID_KEYS if not g.get(k)]
         if missing:
             raise SpecError(f"the grid has no {', '.join(missing)}: give --{missing[0]} (or a --preset, or "
@@ -417,7 +419,9 @@ def _die_with_parent() -> None:
         import signal
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):  # not Linux: Ctrl-C still reaches the whole process group
-        pass
+        return
+    if os.getppid() == 1:  # the parent died before the call: adopted by init already
+        os._exit(1)
 
 
 def _worker_main(cells, out, ev, ex, retry_failed, threads, lock=None):
@@ -443,7 +447,8 @@ def cpu_layout(workers: int | None, threads: int | None, pending: int, cores: in
     worker per core (at most one per pending cell): small CIFAR models use two threads poorly, and on
     the 2-core machine two one-thread workers trained 1.11x the images per second of one two-thread
     process (benchmarks/epoch_cost.py, docs/results/epoch_cost.json)."""
-    cores = cores or os.cpu_count() or 1
+    if cores is None:  # the CPUs this process may run on (a container's or taskset's share, not the host's)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if workers is None and threads is None:
         workers = max(1, min(cores, pending))
         return workers, max(1, cores // workers)

@@ -36,27 +36,40 @@ def wrong_fit(df: pd.DataFrame) -> pd.Series:
     return 1 - df["noisy_err_last"].astype(float)
 
 
+# What a hard-label reference must share with the runs it vouches for (those of the columns a table has).
+KEY = ("dataset", "model", "noise_kind", "noise_rate", "epochs", "train_subset")
+
+
+def _key(df: pd.DataFrame) -> list[str]:
+    return [k for k in KEY if k in df]
+
+
 def fit_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The hard-label wrong-label fit per (dataset, model, noise rate > 0): seeds, lowest, mean and
-    highest fit over the seeds, and whether the memorisation precondition holds there."""
-    cols = ["dataset", "model", "noise_rate", "seeds", "fit_min", "fit_mean", "fit_max", "memorises"]
+    """The hard-label wrong-label fit per setting and noise rate > 0 (the `KEY` columns): seeds, lowest,
+    mean and highest fit over the seeds, and whether the memorisation precondition holds there."""
+    stats = ["seeds", "fit_min", "fit_mean", "fit_max", "memorises"]
     if df.empty or "method_label" not in df:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=[*KEY, *stats])
+    key = _key(df)
     h = df[(df.method_label == REFERENCE) & (df.noise_rate.astype(float) > 0)].assign(fit=wrong_fit(df))
     rows = []
-    for (dataset, model, rate), g in h.groupby(["dataset", "model", "noise_rate"]):
+    for values, g in h.groupby(key):
         f = g.fit.dropna()
-        rows.append(dict(dataset=dataset, model=model, noise_rate=float(rate), seeds=len(f),
+        rows.append(dict(zip(key, values), seeds=len(f), seed_list=sorted(g.seed[g.fit.notna()]) if "seed" in g else [],
                          fit_min=float(f.min()) if len(f) else math.nan,
                          fit_mean=float(f.mean()) if len(f) else math.nan,
                          fit_max=float(f.max()) if len(f) else math.nan,
                          memorises=bool(len(f)) and bool(f.min() >= MIN_WRONG_FIT)))
-    return pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows, columns=[*key, *stats, "seed_list"])
+    out["noise_rate"] = out["noise_rate"].astype(float)
+    return out
 
 
 def outside(df: pd.DataFrame, metric: str, dataset, model, noise_rate, runs: pd.DataFrame) -> str | None:
-    """Why the comparison of `runs` (the compared runs of this dataset, model and noise rate) on
-    `metric` is outside the regime, as the verdict text; None when every precondition holds."""
+    """Why the comparison of `runs` (the compared runs of this dataset, model and noise rate) on `metric`
+    is outside the regime, as the verdict text; None when every precondition holds. `df`: every record,
+    the hard-label references among them; a reference must share the runs' setting (`KEY`) and cover
+    each of their seeds. Only finished runs (DONE) are records at all; failed ones never enter."""
     unfinished = (runs[runs.epochs.astype(int) != runs.epochs_planned.astype(int)] if "epochs_planned" in runs
                   else runs[:0])
     if len(unfinished):
@@ -65,14 +78,22 @@ def outside(df: pd.DataFrame, metric: str, dataset, model, noise_rate, runs: pd.
     if metric not in MEMORISATION_METRICS or not float(noise_rate) > 0:
         return None
     fits = fit_table(df)
-    row = fits[(fits.dataset == dataset) & (fits.model == model) & (fits.noise_rate == float(noise_rate))]
-    if row.empty or not row.seeds.iloc[0]:
+    fits = fits[(fits.dataset == dataset) & (fits.model == model) & (fits.noise_rate == float(noise_rate))]
+    for k in _key(fits):
+        if k in runs and k not in ("dataset", "model", "noise_rate"):
+            fits = fits[fits[k].isin(set(runs[k]))]
+    seeds = set(runs.seed) if "seed" in runs else set()
+    covered = set().union(*fits.seed_list) if len(fits) else set()
+    if fits.empty or not fits.seeds.sum():
         return f"{OUTSIDE} (no hard-label run at noise {float(noise_rate):g} shows whether anything memorises)"
-    r = row.iloc[0]
-    if r.memorises:
+    if seeds - covered:
+        return (f"{OUTSIDE} (no hard-label run of seed(s) {', '.join(map(str, sorted(seeds - covered)))} at noise "
+                f"{float(noise_rate):g} shows whether anything memorises)")
+    if fits.memorises.all():
         return None
-    which = "" if r.seeds == 1 else f" on its lowest of {r.seeds} seeds"
-    return (f"{OUTSIDE} (hard labels fit {r.fit_min:.0%} of the wrong labels{which}; the claim needs "
+    low, n = float(fits.fit_min.min()), int(fits.seeds.sum())
+    which = "" if n == 1 else f" on its lowest of {n} seeds"
+    return (f"{OUTSIDE} (hard labels fit {low:.1%} of the wrong labels{which}; the claim needs "
             f">= {MIN_WRONG_FIT:.0%})")
 
 
@@ -83,17 +104,25 @@ def fit_markdown(df: pd.DataFrame) -> str:
     if fits.empty:
         return (f"No `{REFERENCE}` run with label noise here: whether anything memorises the wrong labels, and so "
                 "any claim about noisy labels, cannot be read off these runs.\n")
-    rows = [[r.dataset, r.model, f"{r.noise_rate:g}", str(r.seeds), f"{r.fit_min:.1%}", f"{r.fit_mean:.1%}",
-             f"{r.fit_max:.1%}", "yes" if r.memorises else "no"] for r in fits.itertuples()]
-    return markdown_table(["dataset", "model", "noise rate", "seeds", "fit (lowest seed)", "fit (mean)",
+    key = [k for k in KEY if k in fits]
+    rows = [[*(f"{getattr(r, k):g}" if k == "noise_rate" else str(getattr(r, k)) for k in key), str(r.seeds),
+             f"{r.fit_min:.1%}", f"{r.fit_mean:.1%}", f"{r.fit_max:.1%}", "yes" if r.memorises else "no"]
+            for r in fits.itertuples()]
+    names = {"noise_kind": "noise", "noise_rate": "noise rate", "train_subset": "train subset"}
+    return markdown_table([*(names.get(k, k) for k in key), "seeds", "fit (lowest seed)", "fit (mean)",
                            "fit (highest seed)", f"memorises (all >= {MIN_WRONG_FIT:.0%})"], rows)
 
 
 def fit_lines(df: pd.DataFrame) -> list[str]:
-    """One plain line per (dataset, model, noise rate) for a terminal."""
+    """One plain line per setting and noise rate for a terminal."""
     def span(r) -> str:
         return f"{r.fit_min:.1%}" if r.seeds == 1 else f"{r.fit_min:.1%}-{r.fit_max:.1%}"
-    return [f"{r.dataset} {r.model} noise {r.noise_rate:g}: hard labels fit {span(r)} of the "
+
+    def where(r) -> str:
+        extra = [f"{getattr(r, 'epochs')} epochs" if hasattr(r, "epochs") else "",
+                 f"subset {getattr(r, 'train_subset')}" if hasattr(r, "train_subset") else ""]
+        return " ".join([r.dataset, r.model, *[e for e in extra if e], getattr(r, "noise_kind", "noise")])
+    return [f"{where(r)} {r.noise_rate:g}: hard labels fit {span(r)} of the "
             f"wrong labels ({r.seeds} seed{'s' * (r.seeds != 1)}): "
             + ("memorising" if r.memorises else f"outside the regime (< {MIN_WRONG_FIT:.0%} on some seed)")
             for r in fit_table(df).itertuples()]

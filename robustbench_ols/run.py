@@ -390,7 +390,10 @@ def _spec_record(spec, ex, device, source, method, num_meta: int) -> dict:
                               f"({spec.val_split} images held out of the training set, {spec.val_labels} "
                               "labels; the earliest of equals)" if spec.val_split else
                               "lowest test_err over the epochs (the OLS code's reporting; no validation "
-                              "split: pass --val-split N to choose the epoch without the test set)"),
+                              "split: pass --val-split N to choose the epoch without the test set)")
+                          + (f"; with --test-subset the epochs before the last are measured on {spec.test_subset} "
+                             "test images only, so this minimum is not comparable with test_err_last"
+                             if spec.test_subset else ""),
                           "test_err_last": "test_err of the last epoch (always on the whole test set)",
                           "epoch_test": _epoch_test_rule(spec),
                           "scores": "clean_err, attacks, calibration and CIFAR-10H figures score the "

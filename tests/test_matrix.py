@@ -338,7 +338,13 @@ print("done", s.done, "failed", len(s.failed), "driver", os.getpid())
 
 def test_rbols_report_on_the_grid(reference, tmp_path, capsys):
     assert main(["report", str(reference), "--to", str(tmp_path / "rep")]) == 0
-    assert Path(capsys.readouterr().out.strip()) == tmp_path / "rep" / "report.md"
+    *fits, last = capsys.readouterr().out.strip().splitlines()
+    assert Path(last) == tmp_path / "rep" / "report.md"  # the path last, after the regime lines
+    from robustbench_ols.results import collect
+    runs = collect(reference)
+    hard = runs[(runs.method_label == "hard") & (runs.noise_rate == 0.4)].noisy_err_last.iloc[0]
+    assert fits == [f"synthetic resnet8 2 epochs subset 300 symmetric 0.4: hard labels fit {1 - hard:.1%} of the "
+                    "wrong labels (1 seed): outside the regime (< 60% on some seed)"]
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "6 finished runs" in text and (tmp_path / "rep" / "fig4.png").exists()
     assert main(["report", str(tmp_path / "nothing"), "--to", str(tmp_path / "rep2")]) == 2

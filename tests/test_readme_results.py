@@ -95,8 +95,11 @@ def test_memorisation_claims_outside_the_regime_say_so():
     text = b.claim_text(claim, pooled, low)
     assert "**inconclusive: outside the regime (hard labels fit 9.0–11.0% of the wrong labels" in text
     assert "**holds**" not in text and "the t-test alone: OLS better" in text
+    # means above the line: an unguarded audit cannot show every seed is, so it is not checkable either
     high = low.assign(base_mean=[0.9, 0.8])
-    assert "against hard labels **holds**" in b.claim_text(claim, pooled, high)
+    assert "whether every seed fits >= 60% of the wrong labels cannot be read" in b.claim_text(claim, pooled, high)
+    # an audit made with the guard carries its own verdict: inside the regime, the test's verdict stands
+    assert "against hard labels **holds**" in b.claim_text(claim, pooled.assign(regime="ok"), high)
 
 
 def test_claim_lines_read_the_guard_of_a_guarded_audit():

@@ -31,9 +31,9 @@ def test_baseline_that_never_memorised_makes_the_noise_claims_inconclusive():
     assert at.loc[("test_err_last", 0.4), "test_outcome"] == "win"
     # ... but the experiment cannot show a claim about memorising noisy labels
     assert at.loc[("test_err_last", 0.4), "outcome"] == (
-        "inconclusive: outside the regime (hard labels fit 9% of the wrong labels on its lowest of 4 seeds; "
+        "inconclusive: outside the regime (hard labels fit 9.0% of the wrong labels on its lowest of 4 seeds; "
         "the claim needs >= 60%)")
-    assert at.loc[("wrong_fit", 0.4), "outcome"].startswith("inconclusive: outside the regime (hard labels fit 9%")
+    assert at.loc[("wrong_fit", 0.4), "outcome"].startswith("inconclusive: outside the regime (hard labels fit 9.0%")
     # without noise nothing needs memorising: the test's verdict stands
     assert at.loc[("test_err_last", 0.0), "outcome"] == "win"
     line = next(v for v in verdicts(t, "new") if v.startswith("**test error"))
@@ -43,7 +43,7 @@ def test_baseline_that_never_memorised_makes_the_noise_claims_inconclusive():
     # pooled: the rate outside the regime is left out; with no rate left the line says inconclusive
     pooled = pooled_table(df[df.method_label.isin(["new", "ls"])], "new", ["ls"], records=df)
     noisy = pooled[(pooled.metric == "test_err_last") & (pooled.scope == "noisy")].iloc[0]
-    assert noisy.n == 0 and noisy.outcome.startswith("inconclusive: outside the regime (hard labels fit 9%")
+    assert noisy.n == 0 and noisy.outcome.startswith("inconclusive: outside the regime (hard labels fit 9.0%")
     every = pooled[(pooled.metric == "test_err_last") & (pooled.scope == "all")].iloc[0]
     assert every.n == 4 and every.rates == "0" and every.outside_rates == "0.4"
     (line,) = [v for v in pooled_verdicts(pooled, "new", scope="noisy") if v.startswith("**test error")]
@@ -76,3 +76,25 @@ def test_no_hard_label_runs_and_unfinished_runs_are_outside():
     t = paired_table(short[short.method_label.isin(["new", "ls"])], "new", ["ls"], records=short)
     assert t.set_index(["metric", "noise_rate"]).loc[("test_err_last", 0.0), "outcome"] == (
         "inconclusive: outside the regime (1 run(s) stopped before the end of their schedule: new-0.0-2)")
+
+
+def test_the_reference_must_cover_every_seed_and_share_the_setting():
+    """A hard-label run vouches only for runs of its own setting (epochs, subset, noise kind) and seed: a
+    missing hard seed, or hard runs of another setting in the same folder, leave the claim outside."""
+    df = grid({s: 0.2 for s in range(4)})
+    no_seed_1 = df[~((df.method_label == "hard") & (df.seed == 1))]
+    t = paired_table(no_seed_1[no_seed_1.method_label.isin(["new", "ls"])], "new", ["ls"], records=no_seed_1)
+    assert t.set_index(["metric", "noise_rate"]).loc[("test_err_last", 0.4), "outcome"] == (
+        "inconclusive: outside the regime (no hard-label run of seed(s) 1 at noise 0.4 shows whether anything "
+        "memorises)")
+    other = df.copy()
+    other.loc[other.method_label == "hard", "epochs"] = 10  # the hard runs are of a 10-epoch grid
+    t = paired_table(other[other.method_label.isin(["new", "ls"])], "new", ["ls"], records=other)
+    assert t.set_index(["metric", "noise_rate"]).loc[("test_err_last", 0.4), "regime"] == "outside"
+
+
+def test_a_fit_just_below_the_line_is_not_rounded_up_to_it():
+    df = grid({0: 0.2, 1: 0.2, 2: 0.2, 3: 0.404})  # seed 3 fits 59.6%
+    t = paired_table(df[df.method_label.isin(["new", "ls"])], "new", ["ls"], records=df)
+    assert "hard labels fit 59.6% of the wrong labels" in t.set_index(["metric", "noise_rate"]).loc[
+        ("test_err_last", 0.4), "outcome"]

@@ -352,8 +352,10 @@ def test_report_shows_and_prints_the_regime(grid, tmp_path, capsys):
     fits = 1 - records(root).query("method == 'hard' and noise == 'symmetric:0.4'")["noisy_err_last"]
     text = path.read_text()
     assert "## Regime: do hard labels memorise the wrong labels?" in text
-    assert f"| synthetic | resnet8 | 0.4 | 2 | {fits.min():.1%} | {fits.mean():.1%} | {fits.max():.1%} | no |" in text
+    assert (f"| synthetic | resnet8 | symmetric | 0.4 | 2 | 300 | 2 | {fits.min():.1%} | {fits.mean():.1%} | "
+            f"{fits.max():.1%} | no |") in text
     assert main(["report", str(root), "--to", str(tmp_path), "--format", "png"]) == 0
     printed = capsys.readouterr().out
-    assert (f"synthetic resnet8 noise 0.4: hard labels fit {fits.min():.1%}-{fits.max():.1%} of the wrong labels "
+    assert (f"synthetic resnet8 2 epochs subset 300 symmetric 0.4: hard labels fit {fits.min():.1%}-{fits.max():.1%} "
+            "of the wrong labels "
             "(2 seeds): outside the regime (< 60% on some seed)") in printed
