@@ -303,7 +303,9 @@ def _regime_section(records: pd.DataFrame) -> list[str]:
             "is \"inconclusive: outside the regime\" whatever the test gives (`test_outcome` in audit.csv). The "
             "wrong-label fit compared with hard labels is judged on the same hard-label runs that decide the "
             "regime: the rates kept are those where hard labels fitted much, which can favour the new method "
-            "there (regression to the mean); read that comparison with this in mind.", "",
+            "there (regression to the mean); read that comparison with this in mind. A robustness comparison "
+            f"in which every compared model errs on >= {regime.FLOOR:.0%} of the attacked images is at the floor "
+            "and inconclusive too.", "",
             regime.fit_markdown(records), ""]
 
 

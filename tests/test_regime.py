@@ -98,3 +98,16 @@ def test_a_fit_just_below_the_line_is_not_rounded_up_to_it():
     t = paired_table(df[df.method_label.isin(["new", "ls"])], "new", ["ls"], records=df)
     assert "hard labels fit 59.6% of the wrong labels" in t.set_index(["metric", "noise_rate"]).loc[
         ("test_err_last", 0.4), "outcome"]
+
+
+def test_robust_error_at_the_floor_is_inconclusive():
+    """FGSM error >= 99% for every compared model: no difference in robustness can show, whatever the
+    t-test says; below the floor the test's verdict stands."""
+    df = grid({s: 0.2 for s in range(4)})
+    df["fgsm_err"] = [0.995 + 0.001 * (m == "new") * (s % 2) for m, s in zip(df.method_label, df.seed)]
+    t = paired_table(df[df.method_label.isin(["new", "ls"])], "new", ["ls"], records=df).set_index(["metric", "noise_rate"])
+    assert t.loc[("fgsm_err", 0.0), "outcome"].startswith(
+        "inconclusive: outside the regime (every compared model errs on >= 99% of the attacked images")
+    df["fgsm_err"] = [0.5 + 0.1 * (m == "new") + 0.01 * s for m, s in zip(df.method_label, df.seed)]
+    t = paired_table(df[df.method_label.isin(["new", "ls"])], "new", ["ls"], records=df).set_index(["metric", "noise_rate"])
+    assert t.loc[("fgsm_err", 0.0), "outcome"].startswith("loss") and t.loc[("fgsm_err", 0.0), "regime"] == "ok"
