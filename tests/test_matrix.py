@@ -351,6 +351,7 @@ def test_rbols_report_on_the_grid(reference, tmp_path, capsys):
     assert "no finished run directory" in capsys.readouterr().err
 
 
-def test_cpu_regime_scoring_setting_is_the_one_the_readme_names():
-    """README and build_readme report the tier with `--eval-id e2907d948677`: the preset's scoring setting."""
-    assert Grid.build("cpu-regime").eval_spec().eval_id == "e2907d948677"
+def test_cpu_regime_scoring_setting_is_the_one_publish_tier_reports():
+    """docs/results/publish_tier.sh reports the tier with the preset's scoring setting."""
+    script = (Path(__file__).resolve().parents[1] / "docs/results/publish_tier.sh").read_text()
+    assert f"EVAL_ID={Grid.build('cpu-regime').eval_spec().eval_id}" in script

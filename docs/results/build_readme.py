@@ -48,10 +48,7 @@ python docs/results/build_readme.py   # this section
 TIER_COMMANDS = """\
 ```bash
 rbols matrix --preset cpu-regime --out results/cpu-regime --data-root ../shared/data
-rbols report results/cpu-regime --to docs/results/cpu-regime --paper --format png --eval-id e2907d948677
-rbols audit --method ols --against hard,ls --preset cpu-regime --out results/cpu-regime --no-run \\
-  --to docs/results/cpu-regime/claims
-python docs/results/build_readme.py   # this section
+bash docs/results/publish_tier.sh results/cpu-regime   # the archive, this report and audit, this section
 ```"""
 
 # The paper's claims: (text, metric of audit_pooled.csv, scope, unit scale, unit, what the metric is).

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Publish the cpu-regime grid from its run directories: the archive of the finished runs (weights
+# included), the report, the claims audit of OLS against hard labels and LS, and the README's sections.
+# Run it whenever more cells are done; while the grid is unfinished the README marks the results interim.
+#
+#   bash docs/results/publish_tier.sh [RESULTS_DIR]     # default results/cpu-regime
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:-results/cpu-regime}
+DOCS=docs/results/cpu-regime
+EVAL_ID=e2907d948677  # the preset's scoring setting (tests/test_matrix.py checks it)
+mkdir -p "$DOCS"
+done_runs=$(cd "$OUT" && for d in */; do [ -f "$d/DONE" ] && echo "${d%/}"; done)
+# the finished run directories only (an unfinished one resumes from scratch of its cell), in a stable order
+(cd "$OUT" && tar --sort=name --owner=0 --group=0 --numeric-owner -cf - $done_runs) | xz -9 > "$DOCS/runs.tar.xz.tmp"
+mv "$DOCS/runs.tar.xz.tmp" "$DOCS/runs.tar.xz"
+rbols report "$OUT" --to "$DOCS" --paper --format png --eval-id "$EVAL_ID"
+rbols audit --method ols --against hard,ls --preset cpu-regime --out "$OUT" --no-run --to "$DOCS/claims"
+python docs/results/build_readme.py
+echo "published $(echo "$done_runs" | wc -w) finished runs from $OUT"
