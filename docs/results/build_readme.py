@@ -247,7 +247,7 @@ def reading_text(per_rate: pd.DataFrame, prov: dict, folder: Path) -> str:
     t8 = _read(folder, "table8.csv")
     clean = t8[t8["noise_rate"] == 0]
     wf = per_rate[(per_rate.metric == "wrong_fit") & (per_rate.baseline == "hard")].sort_values("noise_rate")
-    wf = wf.drop_duplicates("noise_rate")
+    wf = wf.dropna(subset=["base_mean"]).drop_duplicates("noise_rate")
     fits = ", ".join(f"{r.base_mean * 100:.1f}%" for r in wf.itertuples())
     at = ", ".join(f"{r.noise_rate * 100:g}%" for r in wf.itertuples())
     clean_text = (f"clean test error {clean.clean_err_mean.min() * 100:.1f}–{clean.clean_err_mean.max() * 100:.1f}% "
@@ -259,7 +259,7 @@ def reading_text(per_rate: pd.DataFrame, prov: dict, folder: Path) -> str:
                  f"in {s['epochs']} epochs the noise is not memorised, and memorisation is where the paper's Fig. 5 "
                  "separates OLS from hard labels and LS."]
     else:
-        lines = [f"In this tier the {clean_text}, and hard labels predict {fits} of the wrong-label training images "
+        lines = [f"In this tier the {clean_text.replace('error ', 'error is ', 1)}, and hard labels predict {fits} of the wrong-label training images "
                  f"(at {at} noise) as their wrong label at the last epoch (mean over the seeds; each seed's figure "
                  f"is in the audit's Regime table): the noise is memorised wherever that is {MIN_WRONG_FIT:.0%} or "
                  "more on every seed, and only there are the claims about noisy labels checked."]
@@ -317,9 +317,10 @@ def results_body(folder: Path, commands: str, intro: str, claims_note: str = "")
         "### The paper's claims at this scale", "",
         "Each claim is tested by pairing OLS with each baseline at the same noise rate and seed, pooling the "
         "pairs over the noise rates the claim is about, and a two-sided t-test of the mean difference "
-        f"(p < {ALPHA}; no correction for the {2 * len(CLAIMS_LIST)} tests). With {n_seeds} seeds, a test within "
-        f"one noise rate has {n_seeds - 1} degree{'s' * (n_seeds != 2)} of freedom and decides little; the per-rate "
-        f"comparisons are in the [claims audit]({claims}/audit.md). Negative differences favour OLS. The "
+        f"(p < {ALPHA}; no correction for the {2 * len(CLAIMS_LIST)} tests). "
+        + (f"With {n_seeds} seeds, a test within one noise rate has {n_seeds - 1} degree{'s' * (n_seeds != 2)} of "
+           "freedom and decides little" if n_seeds > 1 else "With one seed, no test within a noise rate is possible")
+        + f"; the per-rate comparisons are in the [claims audit]({claims}/audit.md). Negative differences favour OLS. The "
         f"reliability diagrams behind the ECE: [ols]({folder}/reliability_ols.png), "
         f"[ls]({folder}/reliability_ls.png), [hard]({folder}/reliability_hard.png).{claims_note}", "",
         *[claim_text(c, pooled, per_rate) for c in CLAIMS_LIST], "", reading_text(per_rate, prov, folder)]
