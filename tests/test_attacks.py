@@ -113,7 +113,9 @@ def test_folded_batchnorm_is_the_same_function(trained, mode):
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
     ga, = torch.autograd.grad(F.cross_entropy(a, labels[:64]), x)
     gb, = torch.autograd.grad(F.cross_entropy(b, labels[:64]), x)
-    assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-7)
+    # float rounding, relative to the gradient's own scale: on an AVX2-only CPU with two threads the largest
+    # difference was 4e-4 of the largest entry (9.7e-7 of 2.6e-3), more than an absolute 1e-7
+    assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-3 * ga.abs().max().item()), (ga - gb).abs().max()
 
 
 def test_folding_keeps_the_robust_error(trained):
