@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from robustbench_ols.attacks import AttackSpec, fold_batchnorm, robust_error
 from robustbench_ols.data import load_dataset
 from robustbench_ols.models import create_model
-from robustbench_ols.run import device_name, git_info
+from robustbench_ols.provenance import device_name, git_info
 
 SEED = 0
 

@@ -36,9 +36,10 @@ from robustbench_ols.data import TrainLoader, class_balanced_subset, load_datase
 from robustbench_ols.matrix import PRESETS
 from robustbench_ols.methods import FitInfo, build_method
 from robustbench_ols.models import create_model
-from robustbench_ols.run import device_name, git_info
+from robustbench_ols.provenance import device_name, git_info
 from robustbench_ols.spec import RunSpec
-from robustbench_ols.training import evaluate, make_optimizer, train_epoch
+from robustbench_ols.inference import evaluate
+from robustbench_ols.training import make_optimizer, train_epoch
 
 
 def tier_spec(preset: str) -> RunSpec:

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_ols.models import create_model
-from robustbench_ols.results import run_dirs
-from robustbench_ols.run import EPOCH_COLUMNS
+from robustbench_ols.store import EPOCH_COLUMNS, run_dirs
 
 FILES = ("spec.json", "noise.json", "noise.npz", "epochs.csv", "metrics.json", "model.pt", "status.json",
          "executions.json", "reliability.csv", "DONE")

@@ -29,7 +29,7 @@ from robustbench_ols import __version__
 from robustbench_ols.data import TrainLoader, load_dataset
 from robustbench_ols.methods import FitInfo, build_method, list_methods
 from robustbench_ols.models import create_model
-from robustbench_ols.run import device_name, git_info
+from robustbench_ols.provenance import device_name, git_info
 from robustbench_ols.spec import RunSpec
 from robustbench_ols.training import make_optimizer, train_epoch
 

@@ -336,7 +336,7 @@ def cmd_report(args) -> int:
 
     from .errors import SpecError
     from .report import write_report
-    from .results import run_dirs
+    from .store import run_dirs
     if not run_dirs(args.results_dir):
         raise SpecError(f"{args.results_dir} holds no finished run directory (<run_id>/DONE); give the --out "
                         "folder of `rbols run` or `rbols matrix`")

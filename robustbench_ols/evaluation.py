@@ -23,7 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import SpecError
+from .attacks import AttackSpec, fold_batchnorm, robust_error
+from .calibration import apply_temperature, calibration_metrics, fit_temperature, reliability_table
+from .cifar10h import cifar10h_metrics, load_cifar10h
+from .data import class_balanced_subset
+from .errors import DataError, SpecError
+from .inference import predict_logits
+from .provenance import Timer
 
 DEFAULT_ATTACKS = ("fgsm", "pgd")
 
@@ -39,7 +45,6 @@ class EvalSpec:
     attack_amp: bool = False  # attacks under bf16 autocast (a later field: in the eval_id only when True)
 
     def __post_init__(self):
-        from .attacks import AttackSpec
         attacks = tuple(self.attacks) if not isinstance(self.attacks, str) else (self.attacks,)
         parsed = [AttackSpec.parse(a) for a in attacks]
         keys = [p.key for p in parsed]
@@ -75,7 +80,6 @@ class EvalSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def parsed_attacks(self):
-        from .attacks import AttackSpec
         return [AttackSpec.parse(a) for a in self.attacks]
 
 
@@ -87,7 +91,6 @@ def attack_subset(test_y: np.ndarray, ev: EvalSpec) -> np.ndarray:
     if not k <= ev.attack_examples <= n:
         raise SpecError(f"--attack-examples {ev.attack_examples} must lie between the number of classes "
                         f"({k}) and the test set size ({n}); use 0 for the whole test set")
-    from .data import class_balanced_subset
     return class_balanced_subset(test_y, ev.attack_examples, ev.attack_seed)
 
 
@@ -96,8 +99,6 @@ def load_human(dataset: str, ev: EvalSpec, data_root, download: bool, test_y):
     Loaded before training so that a missing file fails the run before anything is written."""
     if dataset != "cifar10" or not ev.cifar10h:
         return None
-    from .cifar10h import load_cifar10h
-    from .errors import DataError
     try:
         return load_cifar10h(data_root, test_labels=test_y, download=download)
     except DataError as e:
@@ -105,7 +106,6 @@ def load_human(dataset: str, ev: EvalSpec, data_root, download: bool, test_y):
 
 
 def _logits(model, images, *, batch_size, channels_last) -> torch.Tensor:
-    from .training import predict_logits
     return torch.cat(list(predict_logits(model, images, batch_size=batch_size, channels_last=channels_last,
                                          amp=False)))
 
@@ -118,9 +118,6 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
     skipped: `temperature`, `ece_ts` and `nll_ts` are None and `notes` says why). `human`: the
     CIFAR-10H array, or None for no human-agreement figures (they are then absent).
     """
-    from .attacks import fold_batchnorm, robust_error
-    from .calibration import apply_temperature, calibration_metrics, fit_temperature, reliability_table
-    from .training import Timer
     timer = Timer()
     logits = _logits(model, test_x, batch_size=eval_batch_size, channels_last=channels_last)
     num_classes = logits.shape[1]
@@ -143,7 +140,6 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
         m.update(temperature=None, ece_ts=None, nll_ts=None)
         notes["temperature_scaling"] = "skipped: the run has no validation split (--val-split 0)"
     if human is not None:
-        from .cifar10h import cifar10h_metrics
         m.update(cifar10h_metrics(probs.cpu().numpy(), y.cpu().numpy(), human))
     sub = torch.as_tensor(attack_subset(test_y.cpu().numpy(), ev), device=test_x.device)
     ax, ay = test_x[sub], test_y.to(test_x.device)[sub]

@@ -31,6 +31,7 @@ from pathlib import Path
 from .errors import RbolsError, SpecError
 from .evaluation import EvalSpec
 from .spec import ExecOptions, RunSpec
+from .store import write_json
 
 # --------------------------------------------------------------------------------------------------
 # grids and presets
@@ -286,7 +287,6 @@ def cell_state(out: Path, spec: RunSpec, ev: EvalSpec) -> str:
 
 
 def _record_failure(out: Path, spec: RunSpec, error: BaseException | str, tb: str = "") -> None:
-    from .run import write_json
     path = _failure_path(out, spec.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {"run_id": spec.run_id, "spec": spec.to_dict(), "error": str(error),

@@ -4,14 +4,16 @@
 flattened, `method_label` (the method name, plus the options that differ from its defaults), the
 noise kind and rate, and every figure of `metrics.json`. `epochs(root)` gives every run's
 `epochs.csv`, long format, with the same identifying columns. Unfinished or failed directories are
-never counted; `incomplete(root)` lists them so a report can say what is missing.
+never counted; `store.incomplete(root)` lists them so a report can say what is missing.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
+
+from .noise import NoiseSpec
+from .store import metrics_for, read_record, run_dirs
 
 ID_COLUMNS = ("run_id", "dataset", "model", "method", "method_label", "noise", "noise_kind", "noise_rate",
               "seed", "epochs", "train_subset", "val_split")
@@ -36,33 +38,8 @@ def label_of(text: str) -> str:
     return method_label(name, options)
 
 
-def run_dirs(root) -> list[Path]:
-    """Finished run directories directly under `root`, sorted by name."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p.parent for p in root.glob("*/DONE"))
-
-
-def incomplete(root) -> list[dict]:
-    """Directories under `root` with a spec.json but no DONE: their status (running, failed, ...)."""
-    out = []
-    for spec_file in sorted(Path(root).glob("*/spec.json")):
-        d = spec_file.parent
-        if (d / "DONE").exists():
-            continue
-        try:
-            status = json.loads((d / "status.json").read_text())
-        except (OSError, ValueError):
-            status = {"status": "unknown"}
-        out.append({"run_id": d.name, **status})
-    return out
-
-
 def _identity(d: Path) -> dict:
-    from .noise import NoiseSpec
-    rec = json.loads((d / "spec.json").read_text())
-    s = rec["spec"]
+    s = read_record(d)["spec"]
     ns = NoiseSpec.parse(s["noise"])
     return {"run_id": d.name, "run_dir": str(d), "dataset": s["dataset"], "model": s["model"],
             "method": s["method"], "method_label": method_label(s["method"], s.get("method_options", {})),
@@ -76,17 +53,7 @@ def collect(root, *, eval_id: str | None = None) -> pd.DataFrame:
     """One row per finished run under `root`. With `eval_id`, the scores come from that evaluation
     record (`evals/<eval_id>.json`) when the run's own scoring was another setting; runs without such a
     record have NaN scores for it."""
-    rows = []
-    for d in run_dirs(root):
-        m = json.loads((d / "metrics.json").read_text())
-        if eval_id is not None and m.get("eval_id") != eval_id:
-            from .run import without_scores
-            m = without_scores(d, m)  # drop the other setting's figures
-            rec = d / "evals" / f"{eval_id}.json"
-            if rec.exists():
-                m = {**m, **json.loads(rec.read_text())["metrics"]}
-            m["eval_id"] = eval_id if rec.exists() else None
-        rows.append({**_identity(d), **m})
+    rows = [{**_identity(d), **metrics_for(d, eval_id)} for d in run_dirs(root)]
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=[*ID_COLUMNS, "run_dir"])

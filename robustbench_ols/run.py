@@ -1,40 +1,29 @@
-"""One run, end to end, in a write-once directory `<out>/<run_id>/`.
+"""One run, end to end, in a write-once directory `<out>/<run_id>/` (its files: store.py).
 
-Files: `spec.json` (spec, execution, versions, git commit), `noise.json` + `noise.npz` (the noisy
-labels, is-noisy mask, transition matrix, realised rate, train indices), `epochs.csv` (one row per
-epoch), `checkpoint.pt` while unfinished, then `model.pt`, `metrics.json`, `status.json` and last
-`DONE` (atomic rename). Everything is validated before anything is written; every file is written to
-a temporary name and renamed, so a killed run never leaves a half-written file under a final name.
+`execute` reads as the pipeline: data -> noise -> method -> fit -> score -> store. Everything is validated
+before anything is written, and a finished run is never retrained.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
-import platform
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import __version__
+from . import store
 from .data import TrainLoader, class_balanced_subset, load_dataset, resolve_data_root
 from .errors import ContractError, RunFailed, SpecError
+from .evaluation import EvalSpec, attack_subset, load_human, score
+from .inference import resolve_device
 from .methods import FitInfo, build_method
 from .models import create_model, list_models
 from .noise import NoiseSpec, noisy_labels_for
+from .provenance import device_name, git_info, versions
 from .spec import ExecOptions, RunSpec
-from .evaluation import EvalSpec, attack_subset, load_human, score
-from .training import Timer, evaluate, make_optimizer, resolve_device, train_epoch
-
-EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_err", "noisy_err", "noisy_true_acc",
-                 "clean_subset_err", "test_loss", "test_err", "val_loss", "val_err", "seconds")
-# val_loss and val_err: on the validation split (--val-split), empty when the run has none.
-RELIABILITY_COLUMNS = ("lower", "upper", "count", "confidence", "accuracy")  # calibration.ReliabilityTable.rows()
+from .store import EPOCH_COLUMNS, RELIABILITY_COLUMNS  # noqa: F401  (their home is store.py; kept importable here)
+from .training import NonFinite, fit, make_optimizer
 
 
 @dataclass
@@ -59,9 +48,9 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     run_dir = out / spec.run_id
     if (run_dir / "DONE").exists():
         return _already_done(run_dir, ev, ex)
-    _check_existing(run_dir, spec)
+    store.check_existing(run_dir, spec)
     if (run_dir / "metrics.json").exists():  # killed after the final files, before DONE
-        _mark_done(run_dir)
+        store.mark_done(run_dir)
         return _already_done(run_dir, ev, ex, status="done")
     # Everything up to setup() may still reject the input: nothing is written before it.
     # The synthetic set has a fixed data seed: its labels must not change with --seed.
@@ -96,27 +85,41 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
         meta_labels=torch.as_tensor(clean[meta_pos], device=device) if len(meta_pos) else None))
     optimizer = make_optimizer(spec, models)
 
-    _write_record(run_dir, spec, ex, device, data.source, method, noisy, clean, idx, idx[meta_pos],
-                  idx[val_pos], val_labels)
-    state = {"epoch": -1, "history": [], "train_seconds": 0.0}
-    ckpt = run_dir / "checkpoint.pt"
-    if ckpt.exists():
-        state = _load_checkpoint(ckpt, models, optimizer, method, device)
-    _log_execution(run_dir, ex, device, state["epoch"] + 1)
+    store.write_record(run_dir, _spec_record(spec, ex, device, data.source, method, len(meta_pos)), noisy.summary(),
+                       dict(noisy_labels=noisy.labels, clean_labels=clean, is_noisy=noisy.is_noisy, train_indices=idx,
+                            T=noisy.T, meta_indices=idx[meta_pos], val_indices=idx[val_pos], val_labels=val_labels))
+    state = (store.load_checkpoint(run_dir, models, optimizer, method, device)
+             or {"epoch": -1, "history": [], "train_seconds": 0.0})
+    store.log_execution(run_dir, device, ex.channels_last, state["epoch"] + 1)
     val = ((data.train_x[idx[val_pos]].to(device), torch.as_tensor(val_labels, device=device))
            if len(val_pos) else None)
     test = (data.test_x.to(device), torch.as_tensor(data.test_y, device=device))
     test_pos = torch.as_tensor(test_positions, device=device)
-    fit_args = dict(models=models, method=method, optimizer=optimizer, loader=loader, state=state,
-                    is_noisy=torch.as_tensor(noisy.is_noisy[train_pos], device=device),
-                    clean=torch.as_tensor(clean[train_pos], device=device), test=test, val=val,
-                    epoch_test=(test[0][test_pos], test[1][test_pos]) if spec.test_subset else test)
-    _fit(spec, ex, run_dir, **fit_args)
+
+    def checkpoint(state):
+        store.save_checkpoint(run_dir, models, optimizer, method, state)
+        store.write_epochs_csv(run_dir / "epochs.csv", state["history"])
+    try:
+        fit(spec, models, method, optimizer, loader, state, is_noisy=torch.as_tensor(noisy.is_noisy[train_pos], device=device),
+            clean=torch.as_tensor(clean[train_pos], device=device), test=test, val=val,
+            epoch_test=(test[0][test_pos], test[1][test_pos]) if spec.test_subset else test,
+            eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last, progress=ex.progress,
+            progress_position=ex.progress_position, on_epoch_end=checkpoint)
+    except NonFinite as e:
+        store.set_status(run_dir, "failed", epoch=e.epoch, reason=e.reason)
+        raise RunFailed(f"run {run_dir} failed: {e.reason}; the checkpoint of the last good epoch "
+                        "is kept. Lower --lr or check the method's options.") from None
+    except ContractError as e:
+        store.set_status(run_dir, "failed", epoch=state["epoch"] + 2, reason=str(e))
+        raise
     metrics = _final_metrics(state, noisy, len(train_pos), len(meta_pos), len(val_pos))
     scores, rel, notes = score(models[0], test_x=test[0], test_y=test[1], ev=ev, val=val, human=human,
                                eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last)
-    _finish(run_dir, models, method, metrics, ev, scores, rel, notes, ex, device)
-    return RunResult(run_dir, "done", {**metrics, **scores, "eval_id": ev.eval_id})
+    store.save_final(run_dir, models, method)
+    store.write_eval_record(run_dir, ev, scores, rel, notes, ex.channels_last, device)
+    metrics = {**metrics, **scores, "eval_id": ev.eval_id}
+    store.finish(run_dir, metrics, rel)
+    return RunResult(run_dir, "done", metrics)
 
 
 def epoch_test_subset(test_y: np.ndarray, n: int) -> np.ndarray:
@@ -133,21 +136,11 @@ def epoch_test_subset(test_y: np.ndarray, n: int) -> np.ndarray:
 
 def _already_done(run_dir: Path, ev: EvalSpec, ex: ExecOptions, status: str = "already done") -> RunResult:
     """A finished run: its metrics.json, with the figures of `ev` (evaluated now if missing)."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = store.read_metrics(run_dir)
     if metrics.get("eval_id") != ev.eval_id:
-        metrics = {**without_scores(run_dir, metrics), **evaluate_run(run_dir, ev, ex)["metrics"],
+        metrics = {**store.without_scores(run_dir, metrics), **evaluate_run(run_dir, ev, ex)["metrics"],
                    "eval_id": ev.eval_id}
     return RunResult(run_dir, status, metrics)
-
-
-def without_scores(run_dir: Path, metrics: dict) -> dict:
-    """`metrics` (a run's metrics.json) without the figures of the setting it was scored with (those
-    of its own evals/<eval_id>.json), to be replaced by another setting's."""
-    own = Path(run_dir) / "evals" / f"{metrics.get('eval_id')}.json"
-    if not own.exists():
-        return metrics
-    scored = json.loads(own.read_text())["metrics"]
-    return {k: v for k, v in metrics.items() if k not in scored}
 
 
 def _hold_out(clean: np.ndarray, positions: np.ndarray, size: int, seed: int, what: str):
@@ -161,96 +154,6 @@ def _hold_out(clean: np.ndarray, positions: np.ndarray, size: int, seed: int, wh
                         "lower it or raise --train-subset")
     held = positions[class_balanced_subset(clean[positions], size, seed)]  # its own stream, fixed per subset
     return np.setdiff1d(positions, held), held
-
-
-def _write_record(run_dir, spec, ex, device, source, method, noisy, clean, idx, meta_idx, val_idx,
-                  val_labels) -> None:
-    """spec.json, noise.npz, noise.json (each written once, whichever is missing; spec.json last)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "noise.npz").exists():
-        with open(_tmp(run_dir / "noise.npz"), "wb") as f:  # a file object: numpy adds no suffix
-            np.savez_compressed(f, noisy_labels=noisy.labels, clean_labels=clean,
-                                is_noisy=noisy.is_noisy, train_indices=idx, T=noisy.T,
-                                meta_indices=meta_idx, val_indices=val_idx, val_labels=val_labels)
-        os.replace(_tmp(run_dir / "noise.npz"), run_dir / "noise.npz")
-    if not (run_dir / "noise.json").exists():
-        write_json(run_dir / "noise.json", noisy.summary())
-    if not (run_dir / "spec.json").exists():
-        write_json(run_dir / "spec.json", _spec_record(spec, ex, device, source, method, len(meta_idx)))
-    write_json(run_dir / "status.json", {"status": "running"})
-
-
-def _log_execution(run_dir: Path, ex, device, first_epoch: int) -> None:
-    """executions.json: one entry per session that trained this run (a resume may use another
-    device or memory format, which changes float rounding; this says which epochs ran where)."""
-    import socket
-    import time
-    path = run_dir / "executions.json"
-    log = json.loads(path.read_text()) if path.exists() else []
-    log.append({"first_epoch": first_epoch + 1, "device": str(device), "device_name": device_name(device),
-                "channels_last": ex.channels_last, "torch_threads": torch.get_num_threads(),
-                "host": socket.gethostname(), "pid": os.getpid(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_info()})
-    write_json(path, log)
-
-
-def _fit(spec, ex, run_dir, *, models, method, optimizer, loader, state, is_noisy, clean, test, val, epoch_test):
-    bar = _progress_bar(spec, len(loader), state, ex.progress, ex.progress_position)
-    try:
-        _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, val,
-                    epoch_test, bar)
-    except ContractError as e:
-        write_json(run_dir / "status.json", {"status": "failed", "epoch": state["epoch"] + 2, "reason": str(e)})
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _fit_epochs(spec, ex, run_dir, models, method, optimizer, loader, state, is_noisy, clean, test, val,
-                epoch_test, bar):
-    for epoch in range(state["epoch"] + 1, spec.epochs):
-        timer = Timer()
-        lr = spec.lr_at(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        row = {"epoch": epoch + 1, "lr": lr}
-        row.update(train_epoch(models, method, optimizer, loader, epoch, is_noisy=is_noisy,
-                               clean=clean, amp=spec.amp, progress=bar))
-        row["test_loss"] = row["test_err"] = row["val_loss"] = row["val_err"] = None
-        if spec.tests_at(epoch):  # the last epoch on the whole test set, the others on epoch_test
-            row.update(evaluate(models[0], *(test if epoch + 1 == spec.epochs else epoch_test),
-                                batch_size=ex.eval_batch_size, channels_last=ex.channels_last, amp=spec.amp))
-            if val is not None:
-                v = evaluate(models[0], *val, batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
-                             amp=spec.amp)
-                row.update(val_loss=v["test_loss"], val_err=v["test_err"])
-        # The training loss is computed before each step; a last step that breaks the weights
-        # only shows in the test loss. Either one non-finite: the epoch is not kept.
-        bad = [k for k in ("train_loss", "test_loss") if row[k] is not None and not math.isfinite(row[k])]
-        if bad:
-            reason = f"non-finite {' and '.join(bad)} in epoch {epoch + 1}"
-            write_json(run_dir / "status.json", {"status": "failed", "epoch": epoch + 1, "reason": reason})
-            raise RunFailed(f"run {run_dir} failed: {reason}; the checkpoint of the last good epoch "
-                            "is kept. Lower --lr or check the method's options.")
-        row["seconds"] = timer.seconds()
-        state["history"].append(row)
-        state["epoch"] = epoch
-        state["train_seconds"] += row["seconds"]
-        _save_checkpoint(run_dir / "checkpoint.pt", models, optimizer, method, state)
-        write_epochs_csv(run_dir / "epochs.csv", state["history"])
-        if bar is not None and row["test_err"] is not None:
-            bar.set_description(f"epoch {epoch + 1}/{spec.epochs} test_err {row['test_err']:.4f}")
-
-
-def _progress_bar(spec, steps_per_epoch, state, enabled, position=None):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    done = (state["epoch"] + 1) * steps_per_epoch
-    return tqdm(total=spec.epochs * steps_per_epoch, initial=done, unit="step", dynamic_ncols=True,
-                desc=f"{spec.method} {spec.noise} seed {spec.seed}", position=position,
-                leave=position is None)  # a worker's line is reused by its next cell
 
 
 def _final_metrics(state, noisy, num_train: int, num_meta: int, num_val: int) -> dict:
@@ -272,34 +175,6 @@ def _final_metrics(state, noisy, num_train: int, num_meta: int, num_val: int) ->
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
 
 
-def _finish(run_dir: Path, models, method, metrics: dict, ev, scores, rel, notes, ex, device) -> None:
-    """Final weights, the evaluation record, reliability.csv, then metrics.json (its presence means
-    the run is over), then DONE."""
-    final = {"models": [m.state_dict() for m in models], "method": method.state_dict()}
-    torch.save(final, _tmp(run_dir / "model.pt"))
-    os.replace(_tmp(run_dir / "model.pt"), run_dir / "model.pt")
-    write_eval_record(run_dir, ev, scores, rel, notes, ex, device)
-    write_csv(run_dir / "reliability.csv", RELIABILITY_COLUMNS, rel)
-    write_json(run_dir / "metrics.json", {**metrics, **scores, "eval_id": ev.eval_id})
-    _mark_done(run_dir)
-
-
-def write_eval_record(run_dir: Path, ev: EvalSpec, scores: dict, rel: list, notes: dict, ex, device) -> Path:
-    """evals/<eval_id>.json (+ .reliability.csv): the figures of one evaluation setting, with how
-    and where they were computed."""
-    import time
-    folder = run_dir / "evals"
-    folder.mkdir(exist_ok=True)
-    write_csv(folder / f"{ev.eval_id}.reliability.csv", RELIABILITY_COLUMNS, rel)
-    path = folder / f"{ev.eval_id}.json"
-    write_json(path, {"eval_id": ev.eval_id, "run_id": run_dir.name, "eval": ev.to_dict(), "metrics": scores,
-                      "notes": notes, "device": str(device), "device_name": device_name(device),
-                      "channels_last": ex.channels_last, "torch_threads": torch.get_num_threads(),
-                      "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                      "git": git_info(), "versions": {"robustbench_ols": __version__, "torch": torch.__version__}})
-    return path
-
-
 def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptions()) -> dict:
     """Score a finished run's final model with `ev`, without retraining. Returns its record; the
     record is written to evals/<eval_id>.json unless one exists already (then it is returned as is:
@@ -308,19 +183,16 @@ def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptio
     if not (run_dir / "model.pt").exists() or not (run_dir / "metrics.json").exists():
         raise SpecError(f"{run_dir} is not a finished run (no model.pt and metrics.json); finish it with "
                         "the same `rbols run` command first")
-    path = run_dir / "evals" / f"{ev.eval_id}.json"
-    if path.exists():
-        return {**json.loads(path.read_text()), "status": "already evaluated"}
-    try:
-        spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text())["spec"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SpecError(f"{run_dir}/spec.json is missing or unreadable ({e}); is this a run directory?") from None
+    done = store.read_eval_record(run_dir, ev.eval_id)
+    if done is not None:
+        return {**done, "status": "already evaluated"}
+    spec = store.read_spec(run_dir)
     device = resolve_device(ex.device)
     data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=0)
     attack_subset(data.test_y, ev)
     human = load_human(spec.dataset, ev, ex.data_root, ex.download, data.test_y)
     model = create_model(spec.model, data.num_classes).to(device)
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True)["models"][0])
+    model.load_state_dict(store.load_model_weights(run_dir, device))
     if ex.channels_last:
         model = model.to(memory_format=torch.channels_last)
     z = np.load(run_dir / "noise.npz")
@@ -330,47 +202,8 @@ def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptio
     scores, rel, notes = score(model, test_x=data.test_x.to(device),
                                test_y=torch.as_tensor(data.test_y, device=device), ev=ev, val=val, human=human,
                                eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last)
-    write_eval_record(run_dir, ev, scores, rel, notes, ex, device)
-    return {**json.loads(path.read_text()), "status": "evaluated"}
-
-
-def _mark_done(run_dir: Path) -> None:
-    """Drop the training checkpoint, then DONE last (atomic rename): a DONE directory is never
-    touched again."""
-    m = json.loads((run_dir / "metrics.json").read_text())
-    write_json(run_dir / "status.json", {"status": "done", "epochs": m["epochs"]})
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    write_text(run_dir / "DONE", f"{run_dir.name}\n")
-
-
-def _save_checkpoint(path, models, optimizer, method, state) -> None:
-    method_state = method.state_dict()
-    if not isinstance(method_state, dict):
-        raise ContractError(f"method {method.label!r}: state_dict() returned "
-                            f"{type(method_state).__name__} (rule: state_dict() returns a dict)")
-    torch.save({"models": [m.state_dict() for m in models], "optimizer": optimizer.state_dict(),
-                "method": method_state, "state": state}, _tmp(path))
-    os.replace(_tmp(path), path)
-
-
-def _load_checkpoint(path, models, optimizer, method, device) -> dict:
-    ck = torch.load(path, map_location=device, weights_only=False)
-    for m, sd in zip(models, ck["models"]):
-        m.load_state_dict(sd)
-    optimizer.load_state_dict(ck["optimizer"])
-    method.load_state_dict(ck["method"])
-    return ck["state"]
-
-
-def _check_existing(run_dir: Path, spec: RunSpec) -> None:
-    f = run_dir / "spec.json"
-    if f.exists():
-        try:
-            old = RunSpec.from_dict(json.loads(f.read_text())["spec"])
-        except (ValueError, KeyError, TypeError, SpecError) as e:
-            raise SpecError(f"{f} is unreadable ({e}); move {run_dir} away to rerun this spec") from None
-        if old != spec:
-            raise SpecError(f"{run_dir} holds a different run (its spec.json differs); move it away")
+    store.write_eval_record(run_dir, ev, scores, rel, notes, ex.channels_last, device)
+    return {**store.read_eval_record(run_dir, ev.eval_id), "status": "evaluated"}
 
 
 def _spec_record(spec, ex, device, source, method, num_meta: int) -> dict:
@@ -402,8 +235,7 @@ def _spec_record(spec, ex, device, source, method, num_meta: int) -> dict:
                           "channels_last": ex.channels_last, "amp": spec.amp,
                           "data_root": str(resolve_data_root(ex.data_root)), "data_source": source,
                           "torch_threads": torch.get_num_threads()},
-            "versions": {"robustbench_ols": __version__, "torch": torch.__version__,
-                         "numpy": np.__version__, "python": platform.python_version()},
+            "versions": versions(full=True),
             "git": git_info()}
 
 
@@ -417,64 +249,3 @@ def _epoch_test_rule(spec: RunSpec) -> str:
     return f"{when}, on {on}"
 
 
-def device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:  # Linux names the CPU model here; platform.processor() is often empty
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_info() -> dict:
-    """The commit of the package's source tree and whether it had uncommitted changes."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": dirty if commit else None}
-
-
-def write_epochs_csv(path: Path, rows: list) -> None:
-    write_csv(path, EPOCH_COLUMNS, rows)
-
-
-def write_csv(path: Path, columns, rows: list) -> None:
-    """A header of `columns`, then one line per dict of `rows` (floats by repr, None/NaN empty)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([_fmt(r[c]) for c in columns])
-    write_text(path, buf.getvalue())
-
-
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""  # no value (no validation split; an empty reliability bin)
-    return repr(v) if isinstance(v, float) else str(v)
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = _tmp(path)
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -6,33 +6,17 @@ read back once per epoch (and every `refresh` steps for the progress bar), never
 from __future__ import annotations
 
 import math
-import time
-from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .errors import ContractError
+from .inference import autocast, evaluate
+from .methods import StepOutput
+from .provenance import Timer
 
 # Order of the per-epoch counters accumulated on the device.
 _STATS = ("loss_sum", "n", "wrong", "noisy_n", "noisy_wrong", "noisy_true", "clean_n", "clean_wrong")
-
-
-def resolve_device(text: str) -> torch.device:
-    """`auto` (the GPU when there is one), `cpu`, `cuda` or `cuda:i`."""
-    from .errors import SpecError
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(text)
-    except RuntimeError:
-        raise SpecError(f"unknown --device {text!r}; valid: auto, cpu, cuda, cuda:i") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SpecError(f"--device {text}: no CUDA GPU is visible; use --device cpu or auto")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise SpecError(f"--device {text}: only {torch.cuda.device_count()} GPU(s) visible")
-    elif dev.type != "cpu":
-        raise SpecError(f"unsupported --device {text!r}; valid: auto, cpu, cuda, cuda:i")
-    return dev
 
 
 def make_optimizer(spec, models) -> torch.optim.Optimizer:
@@ -40,10 +24,6 @@ def make_optimizer(spec, models) -> torch.optim.Optimizer:
     params = [p for m in models for p in m.parameters()]
     return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov,
                            weight_decay=spec.weight_decay)
-
-
-def autocast(device: torch.device, amp: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
 def train_epoch(models, method, optimizer, loader, epoch: int, *, is_noisy: torch.Tensor,
@@ -79,8 +59,6 @@ def train_epoch(models, method, optimizer, loader, epoch: int, *, is_noisy: torc
 
 def check_step_output(method, out, batch, models) -> None:
     """The run-time half of the method contract; ContractError names the method and the rule."""
-    from .errors import ContractError
-    from .methods import StepOutput
     label = method.label
 
     def fail(rule):
@@ -131,42 +109,61 @@ def _epoch_figures(v: list) -> dict:
             "clean_subset_err": _ratio(s["clean_wrong"], s["clean_n"])}
 
 
-@torch.no_grad()  # not inference_mode: a method may weight a differentiable loss with these
-def predict_logits(model, images: torch.Tensor, *, batch_size: int = 1000, channels_last: bool = False,
-                   amp: bool = False):
-    """Yield float32 logits of `model` (eval mode, no augmentation) on uint8 images, chunk by chunk,
-    in order; the model's previous mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
+class NonFinite(Exception):
+    """A non-finite training or test loss: the epoch is not kept (`epoch` is 1-based)."""
+
+    def __init__(self, epoch: int, reason: str):
+        super().__init__(reason)
+        self.epoch, self.reason = epoch, reason
+
+
+def fit(spec, models, method, optimizer, loader, state: dict, *, is_noisy, clean, test, epoch_test, val=None,
+        eval_batch_size: int = 256, channels_last: bool = False, progress: bool = False,
+        progress_position: int | None = None, on_epoch_end=None) -> None:
+    """The epoch loop, from the epoch after `state["epoch"]` to `spec.epochs`: each epoch's learning
+    rate, its training pass, its test pass (`spec.tests_at`: the last epoch on the whole `test` set, the
+    others on `epoch_test`; `val` too when the run has a validation split), the non-finite stop
+    (`NonFinite`), then the row appended to `state["history"]` and `on_epoch_end(state)` (the
+    checkpoint). `test`, `epoch_test` and `val` are (uint8 images, labels) on the models' device."""
+    bar = _progress_bar(spec, len(loader), state, progress, progress_position)
+    ev = dict(batch_size=eval_batch_size, channels_last=channels_last, amp=spec.amp)
     try:
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].float().div_(255)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(images.device, amp):
-                yield model(x).float()
+        for epoch in range(state["epoch"] + 1, spec.epochs):
+            timer = Timer()
+            lr = spec.lr_at(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            row = {"epoch": epoch + 1, "lr": lr}
+            row.update(train_epoch(models, method, optimizer, loader, epoch, is_noisy=is_noisy,
+                                   clean=clean, amp=spec.amp, progress=bar))
+            row["test_loss"] = row["test_err"] = row["val_loss"] = row["val_err"] = None
+            if spec.tests_at(epoch):
+                row.update(evaluate(models[0], *(test if epoch + 1 == spec.epochs else epoch_test), **ev))
+                if val is not None:
+                    v = evaluate(models[0], *val, **ev)
+                    row.update(val_loss=v["test_loss"], val_err=v["test_err"])
+            # The training loss is computed before each step; a last step that breaks the weights
+            # only shows in the test loss. Either one non-finite: the epoch is not kept.
+            bad = [k for k in ("train_loss", "test_loss") if row[k] is not None and not math.isfinite(row[k])]
+            if bad:
+                raise NonFinite(epoch + 1, f"non-finite {' and '.join(bad)} in epoch {epoch + 1}")
+            row["seconds"] = timer.seconds()
+            state["history"].append(row)
+            state["epoch"] = epoch
+            state["train_seconds"] += row["seconds"]
+            if on_epoch_end is not None:
+                on_epoch_end(state)
+            if bar is not None and row["test_err"] is not None:
+                bar.set_description(f"epoch {epoch + 1}/{spec.epochs} test_err {row['test_err']:.4f}")
     finally:
-        model.train(was_training)
+        if bar is not None:
+            bar.close()
 
 
-@torch.inference_mode()
-def evaluate(model, images: torch.Tensor, labels: torch.Tensor, **kw) -> dict:
-    """Mean CE and top-1 error of `model` (eval mode, no augmentation) on uint8 images."""
-    loss = torch.zeros((), dtype=torch.float64, device=images.device)
-    wrong = torch.zeros((), dtype=torch.float64, device=images.device)
-    start = 0
-    for logits in predict_logits(model, images, **kw):
-        y = labels[start:start + len(logits)]
-        start += len(logits)
-        loss += F.cross_entropy(logits, y, reduction="sum").double()
-        wrong += (logits.argmax(1) != y).sum()
-    n = len(images)
-    return {"test_loss": loss.item() / n, "test_err": wrong.item() / n}
-
-
-class Timer:
-    def __init__(self):
-        self.t0 = time.perf_counter()
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.t0
+def _progress_bar(spec, steps_per_epoch, state, enabled, position=None):
+    if not enabled:
+        return None
+    done = (state["epoch"] + 1) * steps_per_epoch
+    return tqdm(total=spec.epochs * steps_per_epoch, initial=done, unit="step", dynamic_ncols=True,
+                desc=f"{spec.method} {spec.noise} seed {spec.seed}", position=position,
+                leave=position is None)  # a worker's line is reused by its next cell

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from robustbench_ols import run as run_mod
+from robustbench_ols import store
 from robustbench_ols.methods import build_method, list_methods
 from robustbench_ols.run import execute
 from robustbench_ols.evaluation import EvalSpec
@@ -66,15 +66,15 @@ def test_method_contract(method, options, tmp_path, monkeypatch):
     assert same(m.state_dict(), final["method"])
 
     # Interrupted after the epoch-1 checkpoint, then resumed: equal to the uninterrupted run.
-    real = run_mod._save_checkpoint
+    real = store.save_checkpoint
 
-    def stop_after_first(path, models, optimizer, method_, state):
-        real(path, models, optimizer, method_, state)
+    def stop_after_first(run_dir, models, optimizer, method_, state):
+        real(run_dir, models, optimizer, method_, state)
         raise KeyboardInterrupt
-    monkeypatch.setattr(run_mod, "_save_checkpoint", stop_after_first)
+    monkeypatch.setattr(store, "save_checkpoint", stop_after_first)
     with pytest.raises(KeyboardInterrupt):
         execute(s, EX, tmp_path / "b", EV)
-    monkeypatch.setattr(run_mod, "_save_checkpoint", real)
+    monkeypatch.setattr(store, "save_checkpoint", real)
     resumed = execute(s, EX, tmp_path / "b", EV)
     assert rows(resumed.run_dir) == r
     sessions = json.loads((resumed.run_dir / "executions.json").read_text())

@@ -17,7 +17,8 @@ from robustbench_ols.data import load_dataset
 from robustbench_ols.errors import SpecError
 from robustbench_ols.evaluation import EvalSpec, attack_subset, score
 from robustbench_ols.models import create_model
-from robustbench_ols.run import EPOCH_COLUMNS, evaluate_run, execute
+from robustbench_ols.run import evaluate_run, execute
+from robustbench_ols.store import EPOCH_COLUMNS
 from robustbench_ols.spec import ExecOptions, RunSpec
 
 EX = ExecOptions(device="cpu", progress=False)

@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_ols import run as run_mod
+from robustbench_ols import store
 from robustbench_ols.cli import main
 from robustbench_ols.errors import RunFailed
 from robustbench_ols.methods import METHODS, Method, register
-from robustbench_ols.run import EPOCH_COLUMNS, execute
+from robustbench_ols.run import execute
+from robustbench_ols.store import EPOCH_COLUMNS
 from robustbench_ols.evaluation import EvalSpec
 from robustbench_ols.spec import ExecOptions, RunSpec
 
@@ -128,19 +130,19 @@ def test_done_run_is_not_retrained(finished):
 
 def test_resume_after_interruption_equals_uninterrupted(finished, tmp_path, monkeypatch):
     calls = []
-    real = run_mod.write_epochs_csv
+    real = store.write_epochs_csv
 
     def dies_after_second_checkpoint(path, history):
         calls.append(len(history))
         if len(history) == 2:  # killed between the epoch-2 checkpoint and its epochs.csv
             raise KeyboardInterrupt
         real(path, history)
-    monkeypatch.setattr(run_mod, "write_epochs_csv", dies_after_second_checkpoint)
+    monkeypatch.setattr(store, "write_epochs_csv", dies_after_second_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         execute(spec(), EX, tmp_path, EV)
     d = tmp_path / spec().run_id
     assert not (d / "DONE").exists() and (d / "checkpoint.pt").exists() and len(rows(d)) == 1
-    monkeypatch.setattr(run_mod, "write_epochs_csv", real)
+    monkeypatch.setattr(store, "write_epochs_csv", real)
     resumed = execute(spec(), EX, tmp_path, EV)
     assert resumed.status == "done"
     assert rows(d) == rows(finished.run_dir)

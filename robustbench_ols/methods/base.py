@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Batch
+from ..inference import predict_logits
 
 
 @dataclass
@@ -46,7 +47,6 @@ class FitInfo:
     def scan(self, model, batch_size: int = 1000) -> torch.Tensor:
         """Logits (N, K), float32, of `model` on every training image in index order: eval mode,
         no augmentation, no gradient (e.g. per-sample losses for Arazo's mixture fit)."""
-        from ..training import predict_logits
         return torch.cat(list(predict_logits(model, self.train_images, batch_size=batch_size,
                                              channels_last=self.channels_last, amp=self.amp)))
 

@@ -147,7 +147,8 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
     formats = tuple(formats)
     if not formats or any(f not in ("png", "pdf", "svg") for f in formats):
         raise ValueError(f"figure formats {formats!r}: choose one or more of png, pdf, svg (e.g. --format png)")
-    from ..results import collect, epochs, incomplete
+    from ..results import collect, epochs
+    from ..store import incomplete
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs, bad = collect(results_dir, eval_id=eval_id), incomplete(results_dir)
