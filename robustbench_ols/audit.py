@@ -16,13 +16,18 @@ show the claim (hard labels never memorised at that noise rate, a run that stopp
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from . import regime
+from .attacks import DEFAULT_EPS, PGD, AttackSpec
+from .markdown import markdown_table
 from .regime import OUTSIDE
+from .results import collect
 
 ALPHA = 0.05
 # (column, label); all lower is better.
@@ -36,7 +41,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """Add the derived columns: `pgd_err` (PGD-20 when recorded, else the one PGD-k there is) and
     `wrong_fit`."""
     df = df.copy()
-    pgd = [c for c in df.columns if c.startswith("pgd") and c.endswith("_err") and "_eps" not in c]
+    pgd = [c for c in df.columns if isinstance(a := AttackSpec.from_key(c), PGD) and a.eps == DEFAULT_EPS]
     if "pgd20_err" in df:
         df["pgd_err"] = df["pgd20_err"]
     elif len(pgd) == 1:
@@ -74,7 +79,6 @@ def paired_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
     new - baseline, the t statistic and p-value of the paired t-test, and the outcome (the test's, or
     outside the regime read from `records`: every run of the grid, the hard-label ones included;
     default `df`)."""
-    from scipy import stats
     df = prepare(df)
     records = df if records is None else records
     rows = []
@@ -114,7 +118,6 @@ def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
     read it as approximate); with 2 seeds per rate it has far more power than a test within one rate,
     which has one degree of freedom. Only the noise rates inside the regime (read from `records`, as in
     `paired_table`) are pooled; `outside_rates` names the others."""
-    from scipy import stats
     df = prepare(df)
     records = df if records is None else records
     rows = []
@@ -164,7 +167,6 @@ def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
 def _pooled_reason(reasons: list[str]) -> str:
     """One 'outside the regime' text for a pooled comparison with no rate left: the rates' reasons,
     each once, the fits given as a range."""
-    import re
     fits = [float(m) for r in reasons for m in re.findall(r"hard labels fit (\d+(?:\.\d+)?)%", r)]
     if fits and len(fits) == len(reasons):
         span = f"{min(fits):.1f}%" if min(fits) == max(fits) else f"{min(fits):.1f}-{max(fits):.1f}%"
@@ -267,7 +269,7 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all", al
 def figures(table: pd.DataFrame, to: Path) -> list[str]:
     """diff_<metric>.png: new - baseline against noise rate, one line per baseline, ±std of the paired
     differences as error bars. Returns the file names."""
-    import matplotlib
+    import matplotlib  # pyplot with the Agg backend: the backend is chosen before pyplot's import
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = []
@@ -311,7 +313,6 @@ def _regime_section(records: pd.DataFrame) -> list[str]:
 
 def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """`df` as a Markdown table: floats with `floatfmt`, NaN as a dash."""
-    from .report.tables import markdown_table
 
     def cell(v) -> str:
         if isinstance(v, float):
@@ -323,7 +324,6 @@ def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
 def write_audit(results_dir, to, method: str, against: list[str], *, about: str = "",
                 eval_id: str | None = None, alpha: float = ALPHA) -> Path:
     """audit.md, audit.csv (every comparison) and the difference figures, from the run records."""
-    from .results import collect
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
     records = collect(results_dir, eval_id=eval_id)

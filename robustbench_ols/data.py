@@ -10,20 +10,18 @@ Both hold the same pixels and labels in the same order. Images are returned as u
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import pickle
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .datafiles import ENV_VAR, md5sum, resolve_data_root
 from .errors import DataError
-
-ENV_VAR = "RBOLS_DATA"
-DEFAULT_ROOT = "~/.cache/robustbench_ols"
-DATASETS = ("cifar10", "cifar100", "synthetic")
+from .noise.human import describe_human_labels
+from .registry import Registry
 
 # md5 sums of the official files (the python ones are those torchvision checks).
 _MD5 = {
@@ -71,19 +69,21 @@ class ImageData:
         return len(self.classes)
 
 
-def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
-    """`--data-root`, else $RBOLS_DATA, else ~/.cache/robustbench_ols."""
-    root = data_root or os.environ.get(ENV_VAR) or DEFAULT_ROOT
-    return Path(root).expanduser().absolute()  # absolute, so the run record does not depend on the cwd
+# A dataset is a function (name, data_root, download, verify, seed) -> ImageData registered under its name:
+# a new one is one function plus one registration (plugins: the entry-point group below).
+DATASETS = Registry("dataset", group="robustbench_ols.datasets", error=DataError)
 
 
 def load_dataset(name: str, data_root=None, *, download: bool = True, verify: bool = True,
                  seed: int = 0) -> ImageData:
-    """Load `cifar10`, `cifar100` or `synthetic` (generated from `seed`, for fast tests only)."""
-    if name == "synthetic":
-        return make_synthetic(seed=seed)
-    if name not in _LAYOUTS:
-        raise DataError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    """Load a registered dataset: `cifar10`, `cifar100` or `synthetic` (generated from `seed`, for fast
+    tests only), or a plugin's."""
+    return DATASETS.get(name)(name, data_root, download=download, verify=verify, seed=seed)
+
+
+@DATASETS.register("cifar10")
+@DATASETS.register("cifar100")
+def _load_cifar(name: str, data_root, *, download: bool, verify: bool, seed: int) -> ImageData:
     root = resolve_data_root(data_root)
     folder = find_layout(name, root)
     failure = None
@@ -122,14 +122,6 @@ def verify_folder(folder: Path) -> None:
                 f"{folder} and download or copy CIFAR again (or point --data-root/${ENV_VAR} at a good copy).")
 
 
-def md5sum(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _missing_message(name: str, root: Path, tried_download: bool, failure: str | None = None) -> str:
     layouts = " or ".join(f"{root / layout}/" for layout in _LAYOUTS[name])
     how = (f"the download through torchvision failed ({failure}; is this machine offline?)"
@@ -143,8 +135,7 @@ def _missing_message(name: str, root: Path, tried_download: bool, failure: str |
 def _download(name: str, root: Path) -> str | None:
     """Fetch through torchvision when online. Returns None, or what went wrong (for the message);
     a data root this call created stays only if something was written into it."""
-    import socket
-    from torchvision import datasets
+    from torchvision import datasets  # here: ~1 s to import, and only a download needs it
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     created = not root.exists()
     old = socket.getdefaulttimeout()
@@ -203,6 +194,11 @@ def _read_cifar100_py(folder: Path) -> ImageData:
     return ImageData("cifar100", _to_images(train["data"]), fine, _to_images(test["data"]),
                      np.asarray(test["fine_labels"], np.int64), classes,
                      source=f"python layout, {folder}", fine_to_coarse=fine_to_coarse)
+
+
+@DATASETS.register("synthetic")
+def _load_synthetic(name: str, data_root, *, download: bool, verify: bool, seed: int) -> ImageData:
+    return make_synthetic(seed=seed)
 
 
 def make_synthetic(*, seed: int = 0, num_classes: int = 10, n_train: int = 1000,
@@ -325,6 +321,5 @@ def describe_root(data_root=None, *, verify: bool = True) -> list[str]:
         lines.append(f"  {name}: {folder.name}/ md5 {'ok' if verify else 'not checked'}; "
                      f"{len(d.train_y)} train + {len(d.test_y)} test images, {d.num_classes} classes, "
                      f"{counts.min()}-{counts.max()} train images per class")
-    from .noise.human import describe_human_labels
     lines.extend(describe_human_labels(root))
     return lines

@@ -15,72 +15,22 @@ slower on CPUs without them (AVX2 only), and not the default for reported scores
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from .attacks import AttackSpec, fold_batchnorm, robust_error
-from .calibration import apply_temperature, calibration_metrics, fit_temperature, reliability_table
+from .attacks.robust import fold_batchnorm, robust_error
+from .calibration import (
+    apply_temperature,
+    calibration_metrics,
+    fit_temperature,
+    reliability_table,
+)
 from .cifar10h import cifar10h_metrics, load_cifar10h
 from .data import class_balanced_subset
 from .errors import DataError, SpecError
 from .inference import predict_logits
 from .provenance import Timer
-
-DEFAULT_ATTACKS = ("fgsm", "pgd")
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    attacks: tuple = DEFAULT_ATTACKS  # attack texts (see attacks.AttackSpec.parse), canonicalised
-    attack_examples: int = 0  # 0: the whole test set; N: a class-balanced subset seeded by attack_seed
-    attack_seed: int = 0  # the subset and every attack's random start
-    attack_batch_size: int = 256  # batch b's attack is seeded attack_seed + b: changes PGD's numbers
-    n_bins: int = 15  # calibration bins
-    cifar10h: bool = True  # CIFAR-10 only: the human-agreement figures
-    attack_amp: bool = False  # attacks under bf16 autocast (a later field: in the eval_id only when True)
-
-    def __post_init__(self):
-        attacks = tuple(self.attacks) if not isinstance(self.attacks, str) else (self.attacks,)
-        parsed = [AttackSpec.parse(a) for a in attacks]
-        keys = [p.key for p in parsed]
-        dup = sorted({k for k in keys if keys.count(k) > 1})
-        if dup:
-            raise SpecError(f"two --attack settings record the same figure {dup[0]!r} (they differ only in "
-                            "alpha or random_start); score them in separate `rbols eval` calls")
-        object.__setattr__(self, "attacks", tuple(p.text for p in parsed))
-        for name in ("attack_examples", "attack_seed"):
-            if getattr(self, name) < 0:
-                raise SpecError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.attack_batch_size < 1:
-            raise SpecError(f"--attack-batch-size must be >= 1, got {self.attack_batch_size}")
-        if self.n_bins < 1:
-            raise SpecError(f"--bins must be >= 1, got {self.n_bins}")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["attacks"] = list(self.attacks)
-        if not self.attack_amp:  # every setting scored before the field existed keeps its eval_id
-            del d["attack_amp"]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EvalSpec":
-        d = dict(d)
-        d["attacks"] = tuple(d.get("attacks", ()))
-        return cls(**d)
-
-    @property
-    def eval_id(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-    def parsed_attacks(self):
-        return [AttackSpec.parse(a) for a in self.attacks]
+from .spec import EvalSpec
 
 
 def attack_subset(test_y: np.ndarray, ev: EvalSpec) -> np.ndarray:
@@ -144,7 +94,7 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
     sub = torch.as_tensor(attack_subset(test_y.cpu().numpy(), ev), device=test_x.device)
     ax, ay = test_x[sub], test_y.to(test_x.device)[sub]
     m["attack_examples"] = int(len(sub))
-    attacks = ev.parsed_attacks()
+    attacks = ev.attack_specs
     # one eval-mode copy with the batch norms folded into the convolutions for every attack: the same
     # function up to float rounding, about 1.2x faster to attack (attacks.fold_batchnorm)
     folded = fold_batchnorm(model, channels_last=channels_last) if attacks else None

@@ -16,7 +16,6 @@ runs count, no std); Table VII and XI give mean ± std of three runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 # Common protocol of the CIFAR tables (paper Sec. V-A, REFERENCE.md): 300 epochs on the whole
 # training set, batch 128, SGD lr 0.1 decayed x0.1 at epochs 150 and 225.
@@ -94,19 +93,10 @@ class PaperFigure:
     protocol: str
 
 
-@lru_cache(maxsize=None)
 def is_default(method: str, label: str) -> bool:
-    """Whether `label` (results.method_label) names `method` with its default options. The label of a
-    default run may still list resolved defaults (`ls:eps=0.1`), so it is compared with the label the
-    resolved defaults get, not with the bare name only."""
-    if label == method:
-        return True
-    try:
-        from .methods import build_method
-        from .results import method_label
-        return label == method_label(method, build_method(method, {})[1])
-    except Exception:  # an unknown or unimportable method: only the bare name counts
-        return False
+    """Whether `label` (a run's method label) names `method` with its default options: the label lists
+    every option that differs from its default, so only the bare name is the default."""
+    return label == method
 
 
 def _clean(row) -> bool:

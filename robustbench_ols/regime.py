@@ -21,6 +21,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from .markdown import markdown_table
+
 REFERENCE = "hard"
 # The share of wrong labels hard labels must fit. The OLS paper's Fig. 5 has hard labels fitting ~100% of
 # them at 40% noise after the lr drops; 60% (the tier's target in issue 11) is well past chance (10% for
@@ -107,7 +109,6 @@ def outside(df: pd.DataFrame, metric: str, dataset, model, noise_rate, runs: pd.
 
 def fit_markdown(df: pd.DataFrame) -> str:
     """`fit_table` as a Markdown table (percent), or a sentence when there is no hard-label run with noise."""
-    from .report.tables import markdown_table
     fits = fit_table(df)
     if fits.empty:
         return (f"No `{REFERENCE}` run with label noise here: whether anything memorises the wrong labels, and so "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .methods import method_label
 from .noise import NoiseSpec
 from .store import metrics_for, read_record, run_dirs
 
@@ -19,30 +20,13 @@ ID_COLUMNS = ("run_id", "dataset", "model", "method", "method_label", "noise", "
               "seed", "epochs", "train_subset", "val_split")
 
 
-def method_label(name: str, options: dict) -> str:
-    """`ols` for OLS with its defaults; `ls:eps=0.2` when an option differs from the default."""
-    try:  # the options `name` alone resolves to (ls: eps=0.1)
-        from .methods import build_method
-        defaults = build_method(name, {})[1]
-    except Exception:  # a plugin that is not importable here: show every option
-        defaults = {}
-    changed = {k: v for k, v in sorted(options.items()) if k not in defaults or defaults[k] != v}
-    return name if not changed else name + ":" + ",".join(f"{k}={v}" for k, v in changed.items())
-
-
-def label_of(text: str) -> str:
-    """The `method_label` runs of the method text `text` (e.g. `ols:alpha=0.5`) are recorded under."""
-    from .methods import build_method, parse_method
-    name, raw = parse_method(text)
-    _, options = build_method(name, raw)
-    return method_label(name, options)
-
-
 def _identity(d: Path) -> dict:
-    s = read_record(d)["spec"]
+    rec = read_record(d)
+    s = rec["spec"]
     ns = NoiseSpec.parse(s["noise"])
     return {"run_id": d.name, "run_dir": str(d), "dataset": s["dataset"], "model": s["model"],
-            "method": s["method"], "method_label": method_label(s["method"], s.get("method_options", {})),
+            "method": s["method"], "method_label": rec.get("method", {}).get("label")
+            or method_label(s["method"], s.get("method_options", {})),  # records before spec.json named it
             "noise": s["noise"], "noise_kind": ns.kind,
             "noise_rate": ns.rate if ns.kind != "human" else float("nan"),
             "seed": s["seed"], "epochs": s["epochs"], "epochs_planned": s["epochs"],

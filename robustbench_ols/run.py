@@ -13,16 +13,17 @@ import numpy as np
 import torch
 
 from . import store
-from .data import TrainLoader, class_balanced_subset, load_dataset, resolve_data_root
+from .data import ImageData, TrainLoader, class_balanced_subset, load_dataset
+from .datafiles import resolve_data_root
 from .errors import ContractError, RunFailed, SpecError
-from .evaluation import EvalSpec, attack_subset, load_human, score
+from .evaluation import attack_subset, load_human, score
 from .inference import resolve_device
-from .methods import FitInfo, build_method
-from .models import create_model, list_models
-from .noise import NoiseSpec, noisy_labels_for
+from .methods import FitInfo
+from .models import create_model
+from .noise import NoisyLabels, noisy_labels_for
 from .provenance import device_name, git_info, versions
-from .spec import ExecOptions, RunSpec
-from .store import EPOCH_COLUMNS, RELIABILITY_COLUMNS  # noqa: F401  (their home is store.py; kept importable here)
+from .resolved import ResolvedRun, resolve
+from .spec import EvalSpec, ExecOptions, RunSpec
 from .training import NonFinite, fit, make_optimizer
 
 
@@ -37,74 +38,113 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     """Train (or resume, or skip when DONE) the run `spec` under `out`, then score its final model
     with `ev`. A finished run is never retrained; if it has no record for `ev` yet, one is added."""
     device = resolve_device(ex.device)
-    method, _ = build_method(spec.method, spec.options)
-    if spec.model not in list_models():
-        create_model(spec.model, 1)  # raises the error listing the valid models
-    ns = NoiseSpec.parse(spec.noise)
-    ns.check_dataset(spec.dataset)
+    r = resolve(spec)  # every name and option checked before anything is read or written
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {out} is a file; give a directory for the run directories")
     run_dir = out / spec.run_id
-    if (run_dir / "DONE").exists():
+    if store.is_done(run_dir):
         return _already_done(run_dir, ev, ex)
     store.check_existing(run_dir, spec)
     if (run_dir / "metrics.json").exists():  # killed after the final files, before DONE
         store.mark_done(run_dir)
         return _already_done(run_dir, ev, ex, status="done")
-    # Everything up to setup() may still reject the input: nothing is written before it.
+    x = _inputs(r, ex, ev, device)  # data -> noise -> held-out sets (may still reject the input)
+    torch.manual_seed(spec.seed)  # model initialisation
+    models = [r.make_model(x.data.num_classes).to(device) for _ in range(r.method.num_models)]
+    if ex.channels_last:
+        models = [m.to(memory_format=torch.channels_last) for m in models]
+    loader = TrainLoader(x.train_x, x.labels, spec.batch_size, seed=spec.seed, augment=spec.augment,
+                         channels_last=ex.channels_last)
+    r.method.setup(FitInfo(
+        x.data.num_classes, len(x.labels), x.labels, spec.epochs, len(loader), device, spec.dataset,
+        spec.seed, train_images=x.train_x, channels_last=ex.channels_last, amp=spec.amp,
+        noise_rate=r.noise.expected_wrong_rate(x.data.num_classes, x.data.name, x.data.fine_to_coarse),
+        lr_at=spec.lr_at, meta_images=x.meta[0] if x.meta else None, meta_labels=x.meta[1] if x.meta else None))
+    optimizer = make_optimizer(spec, models)
+    # the first file: spec.json, the noisy labels and which images each split holds
+    store.write_record(run_dir, _spec_record(r, ex, device, x.data.source, x.num_meta), x.noisy.summary(), x.arrays)
+    state = (store.load_checkpoint(run_dir, models, optimizer, r.method, device)
+             or {"epoch": -1, "history": [], "train_seconds": 0.0})
+    store.log_execution(run_dir, device, ex.channels_last, state["epoch"] + 1)
+    _fit(r, ex, run_dir, models, optimizer, loader, state, x)
+    metrics = _final_metrics(state, x.noisy, len(x.labels), x.num_meta, x.num_val)
+    scores, rel, notes = score(models[0], test_x=x.test[0], test_y=x.test[1], ev=ev, val=x.val, human=x.human,
+                               eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last)
+    store.save_final(run_dir, models, r.method)
+    store.write_eval_record(run_dir, ev, scores, rel, notes, ex.channels_last, device)
+    metrics = {**metrics, **scores, "eval_id": ev.eval_id}
+    store.finish(run_dir, metrics, rel)
+    return RunResult(run_dir, "done", metrics)
+
+
+@dataclass
+class Inputs:
+    """What a run trains and is tested on, on its device: the noisy training set and the held-out sets."""
+    data: ImageData
+    noisy: NoisyLabels  # of every image of the subset (the held-out ones included)
+    train_x: torch.Tensor  # the images trained on, and their noisy labels
+    labels: torch.Tensor
+    is_noisy: torch.Tensor  # which of them carry a wrong label, and their clean labels (statistics only)
+    clean: torch.Tensor
+    test: tuple  # (images, labels): the whole test set
+    epoch_test: tuple  # the per-epoch test pass's images (--test-subset)
+    val: tuple | None  # the validation split (--val-split)
+    meta: tuple | None  # the method's clean meta set (clean_meta_size)
+    human: object  # the CIFAR-10H array when scored against it
+    arrays: dict  # noise.npz
+
+    @property
+    def num_meta(self) -> int:
+        return 0 if self.meta is None else len(self.meta[1])
+
+    @property
+    def num_val(self) -> int:
+        return 0 if self.val is None else len(self.val[1])
+
+
+def _inputs(r: ResolvedRun, ex: ExecOptions, ev: EvalSpec, device) -> Inputs:
+    spec = r.spec
     # The synthetic set has a fixed data seed: its labels must not change with --seed.
-    data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=0)
+    data = r.load_data(spec.dataset, ex.data_root, download=ex.download, verify=True, seed=0)
     attack_subset(data.test_y, ev)  # rejects a bad --attack-examples now, not after training
     test_positions = epoch_test_subset(data.test_y, spec.test_subset)
     human = load_human(spec.dataset, ev, ex.data_root, ex.download, data.test_y)
     idx = (class_balanced_subset(data.train_y, spec.train_subset, spec.subset_seed)
            if spec.train_subset else np.arange(len(data.train_y)))
-    noisy = noisy_labels_for(data, idx, ns, spec.noise_seed, ex.data_root)
+    noisy = noisy_labels_for(data, idx, r.noise, spec.noise_seed, ex.data_root)
     clean = data.train_y[idx]
     # MW-Net-style methods get a clean, balanced meta set held out of the subset AFTER the noise is
     # drawn, so the images they train on carry exactly the noisy labels every other method sees. The
     # validation split is held out the same way, from what is left.
-    train_pos, meta_pos = _hold_out(clean, np.arange(len(clean)), method.clean_meta_size(), spec.subset_seed + 7919,
-                                    "the method's clean meta set (its meta= option)")
+    train_pos, meta_pos = _hold_out(clean, np.arange(len(clean)), r.method.clean_meta_size(),
+                                    spec.subset_seed + 7919, "the method's clean meta set (its meta= option)")
     train_pos, val_pos = _hold_out(clean, train_pos, spec.val_split, spec.subset_seed + 104729, "--val-split")
     val_labels = (clean if spec.val_labels == "clean" else noisy.labels)[val_pos]
-    torch.manual_seed(spec.seed)  # model initialisation
-    models = [create_model(spec.model, data.num_classes).to(device) for _ in range(method.num_models)]
-    if ex.channels_last:
-        models = [m.to(memory_format=torch.channels_last) for m in models]
-    labels = torch.as_tensor(noisy.labels[train_pos], device=device)
-    train_x = data.train_x[idx[train_pos]].to(device)
-    loader = TrainLoader(train_x, labels, spec.batch_size, seed=spec.seed, augment=spec.augment,
-                         channels_last=ex.channels_last)
-    method.setup(FitInfo(
-        data.num_classes, len(train_pos), labels, spec.epochs, len(loader), device, spec.dataset,
-        spec.seed, train_images=train_x, channels_last=ex.channels_last, amp=spec.amp,
-        noise_rate=ns.expected_wrong_rate(data.num_classes, data.name, data.fine_to_coarse), lr_at=spec.lr_at,
-        meta_images=data.train_x[idx[meta_pos]].to(device) if len(meta_pos) else None,
-        meta_labels=torch.as_tensor(clean[meta_pos], device=device) if len(meta_pos) else None))
-    optimizer = make_optimizer(spec, models)
 
-    store.write_record(run_dir, _spec_record(spec, ex, device, data.source, method, len(meta_pos)), noisy.summary(),
-                       dict(noisy_labels=noisy.labels, clean_labels=clean, is_noisy=noisy.is_noisy, train_indices=idx,
-                            T=noisy.T, meta_indices=idx[meta_pos], val_indices=idx[val_pos], val_labels=val_labels))
-    state = (store.load_checkpoint(run_dir, models, optimizer, method, device)
-             or {"epoch": -1, "history": [], "train_seconds": 0.0})
-    store.log_execution(run_dir, device, ex.channels_last, state["epoch"] + 1)
-    val = ((data.train_x[idx[val_pos]].to(device), torch.as_tensor(val_labels, device=device))
-           if len(val_pos) else None)
-    test = (data.test_x.to(device), torch.as_tensor(data.test_y, device=device))
+    def on_device(images, labels):
+        return images.to(device), torch.as_tensor(labels, device=device)
+    test = on_device(data.test_x, data.test_y)
     test_pos = torch.as_tensor(test_positions, device=device)
+    return Inputs(
+        data, noisy, *on_device(data.train_x[idx[train_pos]], noisy.labels[train_pos]),
+        torch.as_tensor(noisy.is_noisy[train_pos], device=device), torch.as_tensor(clean[train_pos], device=device),
+        test, (test[0][test_pos], test[1][test_pos]) if spec.test_subset else test,
+        on_device(data.train_x[idx[val_pos]], val_labels) if len(val_pos) else None,
+        on_device(data.train_x[idx[meta_pos]], clean[meta_pos]) if len(meta_pos) else None, human,
+        dict(noisy_labels=noisy.labels, clean_labels=clean, is_noisy=noisy.is_noisy, train_indices=idx, T=noisy.T,
+             meta_indices=idx[meta_pos], val_indices=idx[val_pos], val_labels=val_labels))
 
+
+def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, loader, state: dict, x: Inputs) -> None:
+    """training.fit with a checkpoint and epochs.csv after every epoch; a failure is recorded in status.json."""
     def checkpoint(state):
-        store.save_checkpoint(run_dir, models, optimizer, method, state)
+        store.save_checkpoint(run_dir, models, optimizer, r.method, state)
         store.write_epochs_csv(run_dir / "epochs.csv", state["history"])
     try:
-        fit(spec, models, method, optimizer, loader, state, is_noisy=torch.as_tensor(noisy.is_noisy[train_pos], device=device),
-            clean=torch.as_tensor(clean[train_pos], device=device), test=test, val=val,
-            epoch_test=(test[0][test_pos], test[1][test_pos]) if spec.test_subset else test,
-            eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last, progress=ex.progress,
-            progress_position=ex.progress_position, on_epoch_end=checkpoint)
+        fit(r.spec, models, r.method, optimizer, loader, state, is_noisy=x.is_noisy, clean=x.clean, test=x.test,
+            epoch_test=x.epoch_test, val=x.val, eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
+            progress=ex.progress, progress_position=ex.progress_position, on_epoch_end=checkpoint)
     except NonFinite as e:
         store.set_status(run_dir, "failed", epoch=e.epoch, reason=e.reason)
         raise RunFailed(f"run {run_dir} failed: {e.reason}; the checkpoint of the last good epoch "
@@ -112,14 +152,6 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     except ContractError as e:
         store.set_status(run_dir, "failed", epoch=state["epoch"] + 2, reason=str(e))
         raise
-    metrics = _final_metrics(state, noisy, len(train_pos), len(meta_pos), len(val_pos))
-    scores, rel, notes = score(models[0], test_x=test[0], test_y=test[1], ev=ev, val=val, human=human,
-                               eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last)
-    store.save_final(run_dir, models, method)
-    store.write_eval_record(run_dir, ev, scores, rel, notes, ex.channels_last, device)
-    metrics = {**metrics, **scores, "eval_id": ev.eval_id}
-    store.finish(run_dir, metrics, rel)
-    return RunResult(run_dir, "done", metrics)
 
 
 def epoch_test_subset(test_y: np.ndarray, n: int) -> np.ndarray:
@@ -206,7 +238,8 @@ def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptio
     return {**store.read_eval_record(run_dir, ev.eval_id), "status": "evaluated"}
 
 
-def _spec_record(spec, ex, device, source, method, num_meta: int) -> dict:
+def _spec_record(r: ResolvedRun, ex, device, source, num_meta: int) -> dict:
+    spec, method = r.spec, r.method
     seen = [f"{num_meta} clean, class-balanced images held out of the training set as the method's "
             "meta set (noise.npz: meta_indices)"] if num_meta else []
     if spec.val_split and spec.val_labels == "clean":
@@ -214,7 +247,7 @@ def _spec_record(spec, ex, device, source, method, num_meta: int) -> dict:
                     "best epoch and temperature scaling only)")
     seen = "; ".join(seen) or "none"
     return {"run_id": spec.run_id, "spec": spec.to_dict(),
-            "method": {"name": spec.method, "citation": method.citation, "options": spec.options,
+            "method": {"name": spec.method, "label": r.label, "citation": method.citation, "options": spec.options,
                        "effective_options": method.effective_options(), "num_models": method.num_models,
                        "evaluated_model": "model 1 of 2 (models[0])" if method.num_models > 1 else "the model",
                        "clean_labels_seen": seen},

@@ -1,4 +1,6 @@
-"""Typed, frozen run specifications and the run_id that names a run directory.
+"""Typed, frozen specifications: a run's (`RunSpec`, whose hash is the run_id that names its directory),
+how it is executed (`ExecOptions`) and how a trained model is scored (`EvalSpec`, whose hash is the
+eval_id of its records).
 
 A `RunSpec` holds everything that changes the numbers a run produces. Execution details that do not
 (device, memory format, data root, progress bar) live in `ExecOptions` and are recorded in
@@ -10,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
+from .attacks.spec import AttackSpec
 from .errors import SpecError
 
 SCHEDULES = ("step", "cosine")
@@ -84,8 +88,11 @@ class RunSpec:
     def _resolve(self) -> None:
         """Canonical form, so the CLI and the Python API give one run_id for one experiment: the
         method's options with their defaults, the noise spec's canonical text, the milestones."""
+        # imported here: the CLI reads RunSpec's fields for its options, and `rbols --help` must not wait
+        # for torch (which the method registry imports)
         from .methods import build_method
         from .noise import NoiseSpec
+        # an instance, not just the signature: a method's options() may resolve a default (LS's eps)
         _, options = build_method(self.method, dict(self.method_options))
         object.__setattr__(self, "method_options", tuple(sorted(options.items())))
         object.__setattr__(self, "noise", str(NoiseSpec.parse(self.noise)))
@@ -136,7 +143,6 @@ class RunSpec:
     def lr_at(self, epoch: int) -> float:
         """Learning rate for a 0-based epoch (constant within an epoch)."""
         if self.schedule == "cosine":
-            import math
             return 0.5 * self.lr * (1 + math.cos(math.pi * epoch / self.epochs))
         return self.lr * self.lr_decay ** sum(epoch >= m for m in self.milestones)
 
@@ -162,6 +168,58 @@ class ExecOptions:
 
     def __post_init__(self):
         _check(self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
+
+
+DEFAULT_ATTACKS = ("fgsm", "pgd")
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    attacks: tuple = DEFAULT_ATTACKS  # attack texts (see attacks.AttackSpec.parse), canonicalised
+    attack_examples: int = 0  # 0: the whole test set; N: a class-balanced subset seeded by attack_seed
+    attack_seed: int = 0  # the subset and every attack's random start
+    attack_batch_size: int = 256  # batch b's attack is seeded attack_seed + b: changes PGD's numbers
+    n_bins: int = 15  # calibration bins
+    cifar10h: bool = True  # CIFAR-10 only: the human-agreement figures
+    attack_amp: bool = False  # attacks under bf16 autocast (a later field: in the eval_id only when True)
+    # The attacks parsed once (AttackSpec objects, in order); derived from `attacks`, not part of the eval_id.
+    attack_specs: tuple = dataclasses.field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self):
+        attacks = tuple(self.attacks) if not isinstance(self.attacks, str) else (self.attacks,)
+        parsed = [AttackSpec.parse(a) for a in attacks]
+        keys = [p.key for p in parsed]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise SpecError(f"two --attack settings record the same figure {dup[0]!r} (they differ only in "
+                            "alpha or random_start); score them in separate `rbols eval` calls")
+        object.__setattr__(self, "attacks", tuple(p.text for p in parsed))
+        object.__setattr__(self, "attack_specs", tuple(parsed))
+        for name in ("attack_examples", "attack_seed"):
+            if getattr(self, name) < 0:
+                raise SpecError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.attack_batch_size < 1:
+            raise SpecError(f"--attack-batch-size must be >= 1, got {self.attack_batch_size}")
+        if self.n_bins < 1:
+            raise SpecError(f"--bins must be >= 1, got {self.n_bins}")
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        d["attacks"] = list(self.attacks)
+        if not self.attack_amp:  # every setting scored before the field existed keeps its eval_id
+            del d["attack_amp"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvalSpec":
+        d = dict(d)
+        d["attacks"] = tuple(d.get("attacks", ()))
+        return cls(**d)
+
+    @property
+    def eval_id(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _check(ok: bool, message: str) -> None:

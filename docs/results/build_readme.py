@@ -19,7 +19,7 @@ import pandas as pd
 
 from robustbench_ols.audit import ALPHA, pooled_verdicts
 from robustbench_ols.regime import MEMORISATION_METRICS, MIN_WRONG_FIT, OUTSIDE
-from robustbench_ols.report import markdown_table
+from robustbench_ols.markdown import markdown_table
 from robustbench_ols.report.cost import duration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -344,7 +344,7 @@ def tier_results() -> list[str]:
     if not (ROOT / TIER / "provenance.json").exists():
         return ["The grid's results are not published yet: no report under "
                 f"[`{TIER}`]({TIER}) (see the issue's closing notes for where the grid stands)."]
-    from robustbench_ols.matrix import Grid
+    from robustbench_ols.grid import Grid
     runs = json.loads((ROOT / TIER / "provenance.json").read_text())["runs"]
     cells = len(Grid.build("cpu-regime").cells())
     interim = ("" if runs >= cells else f"**Interim: {runs} of the grid's {cells} cells are finished** (the matrix "

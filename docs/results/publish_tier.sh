@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-results/cpu-regime}
 DOCS=docs/results/cpu-regime
-EVAL_ID=e2907d948677  # the preset's scoring setting (tests/test_matrix.py checks it)
+EVAL_ID=e2907d948677  # the preset's scoring setting (tests/training/test_matrix.py and tests/spec/test_identity.py check it)
 mkdir -p "$DOCS"
 done_runs=$(cd "$OUT" && for d in */; do [ -f "$d/DONE" ] && echo "${d%/}"; done)
 # the finished run directories only (an unfinished one resumes from scratch of its cell), in a stable order

@@ -1,164 +1,17 @@
-"""Robust error under L-inf attacks through torchattacks: FGSM and PGD-k.
+"""L-inf attacks: their settings (spec.py: the registered kinds, option syntax, record keys, labels) and
+the robust error of a model under them (robust.py, through torchattacks)."""
+from .spec import ATTACKS, DEFAULT_EPS, FGSM, PGD, AttackSpec
 
-Conventions (RobustBench, torchattacks): images in [0, 1], normalisation inside the model, budgets in
-pixel units (8/255). The model is put in eval mode for the attack and its previous mode restored.
-FGSM (Goodfellow et al. 2015): x' = clip(x + eps * sign(grad_x CE), 0, 1), eps = 8/255.
-PGD-k (Madry et al. 2018): random start in the eps-ball, k steps of size alpha, projection onto the
-eps-ball and [0, 1] each step; PGD-20: eps = 8/255, alpha = 2/255 (torchattacks defaults to 10
-steps: set here). Attacks are seeded: PGD's random start draws from the global generator inside a
-forked RNG state seeded with `seed`, so the same model, images and options give the same robust error
-without disturbing the caller's random state.
-"""
-from __future__ import annotations
-
-from dataclasses import dataclass
-from fractions import Fraction
-
-import torch
-
-from ..errors import SpecError
-
-KINDS = ("fgsm", "pgd")
-DEFAULT_EPS = 8 / 255  # RobustBench / the OLS paper's L-inf budget
+_ROBUST = ("adversarial", "fold_batchnorm", "robust_error")
 
 
-@dataclass(frozen=True)
-class AttackSpec:
-    kind: str = "pgd"
-    eps: float = DEFAULT_EPS
-    alpha: float = 2 / 255  # PGD step size
-    steps: int = 20
-    random_start: bool = True
-
-    @classmethod
-    def parse(cls, text: str) -> "AttackSpec":
-        """`fgsm`, `pgd`, `pgd:eps=4/255,steps=50,alpha=1/255,random_start=false`."""
-        kind, _, rest = text.strip().partition(":")
-        if kind not in KINDS:
-            raise SpecError(f"unknown attack {kind!r} in --attack {text!r}; valid: fgsm, pgd "
-                            "(options eps=8/255, alpha=2/255, steps=20, random_start=true)")
-        values = {}
-        valid = {"eps", "alpha", "steps", "random_start"} if kind == "pgd" else {"eps"}
-        for item in filter(None, (s.strip() for s in rest.split(","))):
-            key, eq, value = item.partition("=")
-            if not eq or key not in valid:
-                raise SpecError(f"--attack {text!r}: bad option {item!r}; {kind} takes "
-                                f"{', '.join(sorted(valid))} as key=value")
-            try:
-                if key == "steps":
-                    values[key] = int(value)
-                elif key == "random_start":
-                    values[key] = {"true": True, "false": False}[value.lower()]
-                else:
-                    values[key] = float(Fraction(value))
-            except (ValueError, KeyError, ZeroDivisionError):
-                raise SpecError(f"--attack {text!r}: {key}={value!r} is not valid") from None
-        spec = cls(kind=kind, **values) if kind == "pgd" else cls(kind="fgsm", eps=values.get("eps", DEFAULT_EPS),
-                                                                   steps=1, alpha=0.0, random_start=False)
-        if not 0 < spec.eps <= 1 or spec.steps < 1 or (kind == "pgd" and not spec.alpha > 0):
-            raise SpecError(f"--attack {text!r}: need 0 < eps <= 1, steps >= 1 and alpha > 0")
-        return spec
-
-    @property
-    def key(self) -> str:
-        """Metric name: fgsm_err, pgd20_err; pgd20_eps4_err for another budget (in /255 units)."""
-        name = "fgsm" if self.kind == "fgsm" else f"pgd{self.steps}"
-        if abs(self.eps - DEFAULT_EPS) > 1e-12:
-            name += f"_eps{self.eps * 255:g}"
-        return name + "_err"
-
-    @property
-    def text(self) -> str:
-        """Canonical text that parses back to this spec: `fgsm:eps=8/255`,
-        `pgd:eps=8/255,alpha=2/255,steps=20,random_start=true`."""
-        if self.kind == "fgsm":
-            return f"fgsm:eps={_number(self.eps)}"
-        return (f"pgd:eps={_number(self.eps)},alpha={_number(self.alpha)},steps={self.steps},"
-                f"random_start={str(self.random_start).lower()}")
-
-    def build(self, model):
-        import torchattacks
-        if self.kind == "fgsm":
-            return torchattacks.FGSM(model, eps=self.eps)
-        return torchattacks.PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps,
-                                random_start=self.random_start)
+def __getattr__(name):
+    # robust.py imports torch (seconds): loaded on first use, so that the specifications, which the CLI
+    # reads to build its options, stay light
+    if name in _ROBUST:
+        from . import robust
+        return getattr(robust, name)
+    raise AttributeError(f"module 'robustbench_ols.attacks' has no attribute {name!r}")
 
 
-def _number(x: float) -> str:
-    """8/255 for 8/255; the shortest fraction that gives back exactly the same float, else repr."""
-    frac = Fraction(x).limit_denominator(100000)
-    if float(frac) == x:
-        return str(frac)
-    return repr(x)
-
-
-def adversarial(model, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *, seed: int = 0) -> torch.Tensor:
-    """Adversarial images for float x in [0, 1] (any memory format); the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            return spec.build(model)(x, y)
-    finally:
-        model.train(was_training)
-
-
-def fold_batchnorm(model, *, channels_last: bool = False):
-    """An eval-mode copy of `model` whose batch norms are folded into the convolutions before them, or
-    None when the model can't be traced by torch.fx (then attack the model itself).
-
-    In eval mode a batch norm is a fixed per-channel affine map, so conv -> BN is one convolution with
-    rescaled weights and a bias: the same function up to float rounding (logits within ~1e-6), with
-    one memory-bound pass fewer forward and backward. The attack's 20 forward+backward passes are then
-    about 1.15-1.2x faster on a CPU. Batch norms that follow something else (pre-activation blocks)
-    stay as they are. `model` itself is not changed."""
-    try:
-        from torch.fx.experimental.optimization import fuse
-        was_training = model.training
-        model.eval()
-        try:
-            fused = fuse(model)  # a deep copy
-        finally:
-            model.train(was_training)
-    except Exception:  # an untraceable model (data-dependent control flow), or a torch without fx fusion
-        return None
-    fused.eval()
-    return fused.to(memory_format=torch.channels_last) if channels_last else fused
-
-
-def robust_error(model, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec, *, seed: int = 0,
-                 batch_size: int = 256, channels_last: bool = False, topk: int = 1,
-                 fold_bn: bool = True) -> dict:
-    """Top-1 (and top-`topk`) error of `model` on adversarial versions of uint8 `images`.
-
-    Returns {spec.key: err} plus {spec.key[:-4] + "_err_top5": ...} when topk = 5. Each batch's
-    attack is seeded with seed + batch number, so a subset evaluated in the same order is reproducible.
-    `fold_bn`: attack (and classify) an eval-mode copy with the batch norms folded into the
-    convolutions (`fold_batchnorm`; the same function, faster); `model` itself is left as it was.
-    """
-    wrong1 = torch.zeros((), dtype=torch.float64, device=images.device)
-    wrongk = torch.zeros((), dtype=torch.float64, device=images.device)
-    was_training = model.training
-    model.eval()
-    folded = fold_batchnorm(model, channels_last=channels_last) if fold_bn else None
-    attacked = folded if folded is not None else model
-    try:
-        for b, i in enumerate(range(0, len(images), batch_size)):
-            x = images[i:i + batch_size].float().div_(255)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = labels[i:i + batch_size]
-            adv = adversarial(attacked, x, y, spec, seed=seed + b)
-            with torch.no_grad():
-                logits = attacked(adv)
-            wrong1 += (logits.argmax(1) != y).sum()
-            if topk > 1:
-                wrongk += (~(logits.topk(topk, 1).indices == y[:, None]).any(1)).sum()
-    finally:
-        model.train(was_training)
-    out = {spec.key: wrong1.item() / len(images)}
-    if topk > 1:
-        out[spec.key[:-len("_err")] + f"_err_top{topk}"] = wrongk.item() / len(images)
-    return out
+__all__ = ["ATTACKS", "DEFAULT_EPS", "FGSM", "PGD", "AttackSpec", *_ROBUST]

@@ -6,8 +6,18 @@ convention is Guo et al. (ICML 2017): top-label confidence, 15 equal-width bins 
 weighted by bin size; a confidence of exactly 1.0 lies in the last bin (torchmetrics, unlike this,
 gives it an extra bin). See `metrics` for the details of each variant and `temperature` for the fit.
 """
-from .metrics import (NORMS, ReliabilityTable, adaptive_ece, brier, calibration_metrics,
-                      classwise_ece, ece, mce, nll, reliability_table)
+from .metrics import (
+                      NORMS,
+                      ReliabilityTable,
+                      adaptive_ece,
+                      brier,
+                      calibration_metrics,
+                      classwise_ece,
+                      ece,
+                      mce,
+                      nll,
+                      reliability_table,
+)
 from .temperature import apply_temperature, fit_temperature
 
 __all__ = ["NORMS", "ReliabilityTable", "adaptive_ece", "apply_temperature", "brier",

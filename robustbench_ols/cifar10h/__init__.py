@@ -14,6 +14,7 @@ Metrics (REFERENCE.md, section Evaluation), all on probabilities, never logits:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import urllib.request
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datafiles import md5sum, resolve_data_root
 from ..errors import DataError
 
 __all__ = ["FOLDER", "FILENAME", "MD5", "URL", "NUM_IMAGES", "NUM_CLASSES", "METRIC_KEYS",
@@ -42,7 +44,6 @@ METRIC_KEYS = ("c10h_kl_correct", "c10h_kl_all", "c10h_ce", "c10h_agree")
 
 def cifar10h_path(data_root=None) -> Path:
     """Where the file is searched: <data root>/cifar-10h/cifar10h-probs.npy."""
-    from ..data import resolve_data_root
     return resolve_data_root(data_root) / FOLDER / FILENAME
 
 
@@ -70,7 +71,6 @@ def load_cifar10h(data_root=None, *, test_labels=None, download: bool = True,
             f"github.com/jcpeterson/cifar-10h, folder data/) to {path.parent}/, or set --data-root or "
             f"the environment variable RBOLS_DATA to a folder that holds {FOLDER}/{FILENAME}.")
     if verify:
-        from ..data import md5sum
         got = md5sum(path)
         if got != MD5:
             raise DataError(f"corrupt CIFAR-10H file {path}: md5 {got}, expected {MD5}. Delete it and "
@@ -131,7 +131,6 @@ def _download(path: Path) -> str | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(URL, timeout=DOWNLOAD_TIMEOUT_S) as resp:
             data = resp.read()
-        import hashlib
         got = hashlib.md5(data).hexdigest()
         if got != MD5:
             return f"the downloaded file has md5 {got}, expected {MD5}"

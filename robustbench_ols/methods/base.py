@@ -8,7 +8,8 @@ class's `__init__` (with defaults and type annotations): `--method ols:alpha=0.5
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from types import MappingProxyType
+from typing import Callable, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,12 @@ class Method:
     name: ClassVar[str] = ""
     citation: ClassVar[str] = ""
     num_models: ClassVar[int] = 1
+    # Set by `bind` (build_method): how the user named the method, and its options with their defaults.
+    _label: str = ""
+    _options: Mapping = MappingProxyType({})
+
+    def bind(self, label: str, options: dict) -> None:
+        self._label, self._options = label, dict(options)
 
     def setup(self, info: FitInfo) -> None:
         self.info = info
@@ -87,11 +94,11 @@ class Method:
     @property
     def label(self) -> str:
         """How the user named the method (`ols`, `pkg.mod:Class`), for messages."""
-        return getattr(self, "_label", self.name)
+        return self._label or self.name
 
     def options(self) -> dict:
         """The options as given, defaults included: part of the run_id."""
-        return dict(getattr(self, "_options", {}))
+        return dict(self._options)
 
     def effective_options(self) -> dict:
         """The values actually used, after setup() (e.g. SCE's per-dataset alpha and beta); recorded

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from ..errors import SpecError
 from .base import Method, soft_cross_entropy
+from .losses import method_generator
 from .registry import register
 
 
@@ -133,7 +134,6 @@ class OLSSingle(OLS):
         self.draw = draw
 
     def setup(self, info):
-        from .losses import method_generator
         super().setup(info)
         del self.A, self.c  # OLS's class-mean accumulators are not used
         k, n, dev = info.num_classes, info.num_train, info.device

@@ -9,14 +9,15 @@ Plugins are checked against the contract when loaded (ContractError names the me
 """
 from __future__ import annotations
 
-import importlib
+import functools
 import inspect
 import types
 import typing
 
 from ..errors import ContractError, SpecError
+from ..registry import Registry
+from .base import Method
 
-METHODS: dict[str, type] = {}
 ENTRY_POINT_GROUP = "robustbench_ols.methods"
 # Each hook and the positional parameters it is called with (besides self).
 HOOKS = {"setup": ("info",), "on_epoch_start": ("epoch", "models"),
@@ -29,20 +30,16 @@ def register(cls):
     """Class decorator: make a `Method` subclass available by its `name`."""
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} has no `name`")
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
-        raise ValueError(f"method name {cls.name!r} is already registered by {METHODS[cls.name]}")
-    METHODS[cls.name] = cls
-    return cls
+    return METHODS.register(cls.name, cls)
 
 
 def list_methods() -> list[str]:
     """Built-in names (plugins by entry point: `plugin_names()`)."""
-    return sorted(k for k in METHODS if ":" not in k)
+    return METHODS.names()
 
 
 def plugin_names() -> list[str]:
-    from importlib.metadata import entry_points
-    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return METHODS.plugin_names()
 
 
 def parse_method(text: str) -> tuple[str, dict]:
@@ -66,43 +63,11 @@ def parse_method(text: str) -> tuple[str, dict]:
 
 def method_class(name: str) -> type:
     """The class for a built-in name, an entry-point plugin name or a `module:Class` path."""
-    if name in METHODS:
-        return METHODS[name]
-    if ":" in name:
-        cls = _import_class(name)
-    else:
-        from importlib.metadata import entry_points
-        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
-        if not found:
-            plugins = plugin_names()
-            extra = f"; plugins: {', '.join(plugins)}" if plugins else ""
-            raise SpecError(f"unknown method {name!r}; valid methods: {', '.join(list_methods())}{extra}; "
-                            "or a plugin class as module.path:ClassName")
-        try:
-            cls = found[0].load()
-        except Exception as e:  # noqa: BLE001 - whatever the plugin's import raises
-            raise SpecError(f"method {name!r}: loading entry point {found[0].value!r} failed: "
-                            f"{type(e).__name__}: {e}") from None
-    check_contract(cls, name)
-    METHODS[name] = cls  # cached under the name it was asked by
-    return cls
-
-
-def _import_class(path: str) -> type:
-    module, _, attr = path.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except Exception as e:  # noqa: BLE001
-        raise SpecError(f"method {path!r}: cannot import module {module!r} ({type(e).__name__}: {e}); "
-                        "install the package or put its folder on PYTHONPATH") from None
-    if not hasattr(mod, attr):
-        raise SpecError(f"method {path!r}: module {module!r} has no attribute {attr!r}")
-    return getattr(mod, attr)
+    return METHODS.get(name)
 
 
 def check_contract(cls, label: str) -> None:
     """Static checks of a method class; ContractError names the method and the broken rule."""
-    from .base import Method
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise ContractError(f"method {label!r}: {cls!r} is not a class derived from "
                             "robustbench_ols.methods.Method (rule: a method subclasses Method)")
@@ -134,9 +99,9 @@ def option_defaults(cls) -> dict:
             if p.kind is p.KEYWORD_ONLY and p.name != "self"}
 
 
-def build_method(name: str, options: dict | None = None):
-    """Instantiate a registered method; text option values are converted by their annotation.
-    Returns (method, resolved options with defaults)."""
+def resolve_options(name: str, options: dict | None = None) -> tuple[type, dict]:
+    """(the method class, its options with the defaults filled in); text values are converted by
+    their annotation. Unknown options and unconvertible values are a SpecError."""
     cls = method_class(name)
     defaults = option_defaults(cls)
     options = dict(options or {})
@@ -145,11 +110,40 @@ def build_method(name: str, options: dict | None = None):
         valid = ", ".join(f"{k} (default {v!r})" for k, v in defaults.items()) or "none"
         raise SpecError(f"unknown option(s) {', '.join(unknown)} for method {name!r}; valid: {valid}")
     hints = typing.get_type_hints(cls.__init__)
-    kwargs = {k: _convert(name, k, v, hints.get(k)) for k, v in options.items()}
-    method = cls(**kwargs)
-    method._options = {**defaults, **kwargs}
-    method._label = name
+    return cls, {**defaults, **{k: _convert(name, k, v, hints.get(k)) for k, v in options.items()}}
+
+
+def build_method(name: str, options: dict | None = None):
+    """Instantiate a method (its __init__ may reject values). Returns (method, resolved options)."""
+    cls, options = resolve_options(name, options)
+    method = cls(**options)
+    method.bind(name, options)
     return method, method.options()
+
+
+@functools.lru_cache(maxsize=None)
+def default_options(name: str) -> dict:
+    """The options `name` alone resolves to. A method's options() may resolve a default itself (LS's eps
+    None -> 0.1), so they are read from an instance, not from __init__'s signature; {} when the method
+    cannot be loaded here (a plugin that is not importable)."""
+    try:
+        return build_method(name, {})[1]
+    except Exception:  # noqa: BLE001 - whatever a plugin raises
+        return {}
+
+
+def method_label(name: str, options: dict) -> str:
+    """`ols` for OLS with its defaults; `ls:eps=0.2` when an option differs from the default. Runs
+    record it in spec.json (method.label); this rebuilds it for records made before they did."""
+    defaults = default_options(name)
+    changed = {k: v for k, v in sorted(options.items()) if k not in defaults or defaults[k] != v}
+    return name if not changed else name + ":" + ",".join(f"{k}={v}" for k, v in changed.items())
+
+
+def label_of(text: str) -> str:
+    """The label runs of the method text `text` (e.g. `ols:alpha=0.5`) are recorded under."""
+    name, raw = parse_method(text)
+    return method_label(name, build_method(name, raw)[1])
 
 
 def _convert(method: str, key: str, value, hint):
@@ -179,3 +173,6 @@ def _flatten(hint):
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return list(typing.get_args(hint))
     return [hint]
+
+
+METHODS = Registry("method", group=ENTRY_POINT_GROUP, paths=True, check=check_contract)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register_model
+from .base import register_model
 from .resnet import Normalize, conv1x1, conv3x3, init_weights
 
 

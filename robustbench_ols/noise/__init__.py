@@ -160,10 +160,9 @@ def transition_matrix(clean: np.ndarray, noisy: np.ndarray, k: int) -> np.ndarra
     return np.where(rows > 0, counts / np.maximum(rows, 1), np.eye(k))
 
 
-def noisy_labels_for(data, indices: np.ndarray, spec, seed: int, data_root=None) -> NoisyLabels:
-    """Noisy labels of the training samples `indices` of an `ImageData`."""
-    spec = NoiseSpec.parse(spec) if isinstance(spec, str) else spec
-    spec.check_dataset(data.name)
+def noisy_labels_for(data, indices: np.ndarray, spec: NoiseSpec, seed: int, data_root=None) -> NoisyLabels:
+    """Noisy labels of the training samples `indices` of an `ImageData` (`make_noisy_labels` checks
+    that `spec` applies to the dataset)."""
     human = None
     if spec.kind == "human":
         human = load_human_labels(data.name, spec.name, data_root, clean=data.train_y)[indices]

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..datafiles import md5sum, resolve_data_root
 from ..errors import DataError
 
 HUMAN_NAMES = {
@@ -24,7 +26,6 @@ FOLDER = "cifar-10n"
 def load_human_labels(dataset: str, name: str, data_root=None, *, clean: np.ndarray | None = None,
                       verify: bool = True) -> np.ndarray:
     """The human label set `name` for all training images; checked against `clean` when given."""
-    from ..data import md5sum, resolve_data_root
     fname, want = _FILES[dataset]
     path = resolve_data_root(data_root) / FOLDER / fname
     if not path.is_file():
@@ -44,7 +45,6 @@ def load_human_labels(dataset: str, name: str, data_root=None, *, clean: np.ndar
 
 def _read(path: Path) -> dict:
     """torch.load with only numpy's array-rebuilding globals allowed (no arbitrary unpickling)."""
-    import torch
     allowed = [(np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray,
                (np.dtype, "numpy.dtype"), type(np.dtype(np.int64))]
     with torch.serialization.safe_globals(allowed):
@@ -52,7 +52,6 @@ def _read(path: Path) -> dict:
 
 
 def describe_human_labels(root: Path) -> list[str]:
-    from ..data import md5sum
     lines = []
     for dataset, (fname, want) in _FILES.items():
         path = root / FOLDER / fname

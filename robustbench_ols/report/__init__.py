@@ -29,12 +29,39 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..attacks import AttackSpec
+from ..markdown import markdown_table
+from ..regime import MIN_WRONG_FIT, fit_markdown
+from ..results import collect, epochs
+from ..store import incomplete
 from .cost import cost_markdown
-from .figures import (_noise_panels, _reliability_rows, _save, error_vs_noise, fig4, fig5,  # noqa: F401
-                      pool_reliability, reliability_figure)
-from .tables import (SETTING, TABLE_NAMES, images_per_run, images_text, markdown_table, _method_key,  # noqa: F401
-                     _metric_md, _select, _slug, _title, attack_columns, noise_column, prepare, summarise, table7,
-                     table7_markdown)
+from .figures import (
+    error_vs_noise,
+    fig4,
+    fig5,
+    noise_panels,
+    pool_reliability,
+    reliability_figure,
+    reliability_rows,
+    save_figure,
+)
+from .tables import (
+    SETTING,
+    TABLE_NAMES,
+    attack_columns,
+    images_per_run,
+    images_text,
+    method_key,
+    metric_markdown,
+    noise_column,
+    prepare,
+    select_rows,
+    setting_title,
+    slug,
+    summarise,
+    table7,
+    table7_markdown,
+)
 
 __all__ = ["write_report", "table7", "table7_markdown", "summarise", "prepare", "noise_column", "attack_columns",
            "fig4", "fig5", "error_vs_noise", "pool_reliability", "reliability_figure"]
@@ -52,16 +79,16 @@ def _tables(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, str, pd.DataFr
         "Top-1 test error (%), mean ± std over seeds (ddof=1), rows = methods, columns = noise rates. The "
         "last-epoch and the best-epoch figures are separate tables; the best-epoch rule is quoted from the "
         "runs' spec.json.\n\n" + body), csv))
-    attacks = [(c, c.replace("_err", "").upper().replace("PGD", "PGD-"), 100.0, 2)
+    attacks = [(c, AttackSpec.from_key(c).label, 100.0, 2)
                for c in attack_columns(d) or ["fgsm_err", "pgd20_err"]]  # absent ones are said so
-    body, csv = _metric_md(d, "table8", [(err, "clean", 100.0, 2), *attacks], SETTING, cells, paper)
+    body, csv = metric_markdown(d, "table8", [(err, "clean", 100.0, 2), *attacks], SETTING, cells, paper)
     out.append(("table8", "Table VIII: clean and adversarial error", (
         f"Top-1 error (%) of the final model (last epoch) on clean test images (`{err}`) and under FGSM / "
         "PGD-k at 8/255 on the attack subset (its size is listed as attack examples). PGD-20 is the paper's; "
         "other step counts are shown as recorded.\n\n" + body), csv))
     ece = [("ece", "ECE", 100.0, 2)] + ([("ece_ts", "ECE (temp. scaled)", 100.0, 2)]
                                         if "ece_ts" in d and d["ece_ts"].notna().any() else [])
-    body, csv = _metric_md(d, "table11", [(err, "error", 100.0, 2), *ece],
+    body, csv = metric_markdown(d, "table11", [(err, "error", 100.0, 2), *ece],
                            [c for c in SETTING if c != "model"], ("noise_col", "model", "method_label"), paper)
     out.append(("table11", "Table XI: error and calibration", (
         f"Top-1 error (%, `{err}`) and ECE (x 100; 15 equal-width bins unless the runs' evaluation said "
@@ -72,7 +99,7 @@ def _tables(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, str, pd.DataFr
                      "(it exists for CIFAR-10 only).\n"), pd.DataFrame()
     else:
         kl = [(c, lab, 1.0, 4) for c, lab in (("c10h_kl_correct", "KL (correct)"), ("c10h_kl_all", "KL (all)"))]
-        body, csv = _metric_md(c10, "table12", [(err, "error", 100.0, 2), *kl, ("c10h_agree", "agree (%)", 100.0, 2)],
+        body, csv = metric_markdown(c10, "table12", [(err, "error", 100.0, 2), *kl, ("c10h_agree", "agree (%)", 100.0, 2)],
                                SETTING, cells, paper)
     out.append(("table12", "Table XII: agreement with CIFAR-10H", (
         f"Top-1 error (%, `{err}`) and mean KL(human ‖ model) on CIFAR-10H over the test images the model "
@@ -93,17 +120,17 @@ def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id, formats) -> 
     groups = list(d.groupby(list(SETTING), sort=True, dropna=False))
     for key, g in groups:
         r = g.iloc[0]
-        title = _title(r)
-        sfx = "" if len(groups) == 1 else "_" + _slug(
+        title = setting_title(r)
+        sfx = "" if len(groups) == 1 else "_" + slug(
             f"{r['dataset']}_{r['model']}_e{r['epochs']}_sub{r['train_subset']}_val{r['val_split']}_{r['variant']}")
-        e = _select(ep, SETTING, key)
+        e = select_rows(ep, SETTING, key)
         lines.append(f"### {title}\n")
         for stem, fig in (("fig4", fig4(e, title=f"Fig. 4: {title}")), ("fig5", fig5(e, title=f"Fig. 5: {title}")),
                           ("error_vs_noise", error_vs_noise(g, title=f"Test error vs noise: {title}"))):
-            lines.append(_links(_save(fig, out / f"{stem}{sfx}", formats)))
-        rel = _reliability_rows(g, eval_id)
-        for m in sorted(g["method_label"].unique(), key=_method_key):
-            name = f"reliability_{_slug(m)}{sfx}"
+            lines.append(_links(save_figure(fig, out / f"{stem}{sfx}", formats)))
+        rel = reliability_rows(g, eval_id)
+        for m in sorted(g["method_label"].unique(), key=method_key):
+            name = f"reliability_{slug(m)}{sfx}"
             while name in used:
                 name += "_"
             used.add(name)
@@ -112,8 +139,8 @@ def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id, formats) -> 
                 lines.append(f"- {m}: no reliability.csv in its runs: no diagram\n")
                 continue
             pooled = pool_reliability(rm)
-            panels = [p for p in _noise_panels(g[g["method_label"] == m]) if p in set(pooled["noise_col"])]
-            lines.append(_links(_save(reliability_figure(pooled, panels=panels, title=f"{m}: {title}"), out / name,
+            panels = [p for p in noise_panels(g[g["method_label"] == m]) if p in set(pooled["noise_col"])]
+            lines.append(_links(save_figure(reliability_figure(pooled, panels=panels, title=f"{m}: {title}"), out / name,
                                       formats)))
     return lines
 
@@ -147,8 +174,6 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
     formats = tuple(formats)
     if not formats or any(f not in ("png", "pdf", "svg") for f in formats):
         raise ValueError(f"figure formats {formats!r}: choose one or more of png, pdf, svg (e.g. --format png)")
-    from ..results import collect, epochs
-    from ..store import incomplete
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs, bad = collect(results_dir, eval_id=eval_id), incomplete(results_dir)
@@ -190,7 +215,7 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
 def _overview(d: pd.DataFrame, eval_id) -> str:
     lines = ["## Runs\n"]
     for _, g in d.groupby(list(SETTING), sort=True, dropna=False):
-        lines.append(f"- **{_title(g.iloc[0])}**: {len(g)} run{'s' * (len(g) != 1)}; best-epoch rule: "
+        lines.append(f"- **{setting_title(g.iloc[0])}**: {len(g)} run{'s' * (len(g) != 1)}; best-epoch rule: "
                      + "; ".join(sorted(g["best_rule"].unique())))
         images = images_per_run(g)
         if images:
@@ -204,7 +229,6 @@ def _overview(d: pd.DataFrame, eval_id) -> str:
 def _regime_md(d: pd.DataFrame) -> str:
     """Per setting and noise rate, how much of the wrong labels hard labels fit: a claim about noisy labels
     says something only where they memorise (regime.py)."""
-    from ..regime import MIN_WRONG_FIT, fit_markdown
     lines = ["## Regime: do hard labels memorise the wrong labels?\n",
              "The share of wrong-label training images that the hard-label runs predict as their wrong label at "
              f"the last epoch (1 - `noisy_err_last`). The OLS paper's claims about noisy labels are about networks "
@@ -213,7 +237,7 @@ def _regime_md(d: pd.DataFrame) -> str:
     groups = list(d.groupby(list(SETTING), sort=True, dropna=False))
     for _, g in groups:
         if len(groups) > 1:
-            lines.append(f"**{_title(g.iloc[0])}**\n")
+            lines.append(f"**{setting_title(g.iloc[0])}**\n")
         lines.append(fit_markdown(g))
     return "\n".join(lines) + "\n"
 

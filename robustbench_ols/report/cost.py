@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tables import SETTING, _method_key, _title, images_per_run, markdown_table
+from ..markdown import markdown_table
+from .tables import SETTING, images_per_run, method_key, setting_title
 
 GAP = timedelta(minutes=10)  # a pause longer than this between two runs starts a new stretch
 
@@ -88,7 +89,7 @@ def per_method(times: pd.DataFrame) -> pd.DataFrame:
     g = times.groupby("method_label")["seconds"]
     out = pd.DataFrame({"cells": g.size(), "mean_s": g.mean(), "std_s": g.std(ddof=1), "min_s": g.min(),
                         "max_s": g.max(), "total_s": g.sum()}).reset_index()
-    return out.sort_values("method_label", key=lambda s: s.map(_method_key)).reset_index(drop=True)
+    return out.sort_values("method_label", key=lambda s: s.map(method_key)).reset_index(drop=True)
 
 
 def stretches(times: pd.DataFrame, gap: timedelta = GAP) -> list[dict]:
@@ -150,17 +151,17 @@ def cost_markdown(d: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
     frames, scale = [], []
     for _, g in d.groupby(list(SETTING), sort=True, dropna=False):
         r = g.iloc[0]
-        scale.append({"setting": _title(r), "dataset": r["dataset"], "model": r["model"], "epochs": int(r["epochs"]),
+        scale.append({"setting": setting_title(r), "dataset": r["dataset"], "model": r["model"], "epochs": int(r["epochs"]),
                       "train_subset": int(r["train_subset"]), "val_split": int(r["val_split"]),
                       "images": images_per_run(g), "training": _training(g),
                       "attack_examples": sorted({int(a) for a in g.get("attack_examples", pd.Series(dtype=float))
                                                  .dropna()}),
                       "evaluations": _evaluations(g),
-                      "methods": sorted(g["method_label"].unique(), key=_method_key),
+                      "methods": sorted(g["method_label"].unique(), key=method_key),
                       "noise": sorted(g["noise"].unique()), "seeds": sorted(int(x) for x in g["seed"].unique()),
                       "runs": len(g)})
         table = per_method(times[times["run_id"].isin(set(g["run_id"]))])
-        title = _title(g.iloc[0])
+        title = setting_title(g.iloc[0])
         frames.append(table.assign(setting=title))
         rows = [[m, c, f"{a:.0f}", "—" if pd.isna(s) else f"{s:.0f}", f"{lo:.0f}–{hi:.0f}", duration(t)]
                 for m, c, a, s, lo, hi, t in table[["method_label", "cells", "mean_s", "std_s", "min_s", "max_s",

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from .tables import _method_key, _noise_key, prepare, table7
+from .tables import method_key, noise_key, prepare, table7
 
 # ---------------------------------------------------------------- figures
 
 def _figure(n_rows: int, n_cols: int, width=4.0, height=3.2):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     fig = Figure(figsize=(width * n_cols, height * n_rows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
@@ -21,8 +22,7 @@ def _figure(n_rows: int, n_cols: int, width=4.0, height=3.2):
 
 
 def _colors(labels) -> dict:
-    import matplotlib
-    methods = sorted(set(labels), key=_method_key)
+    methods = sorted(set(labels), key=method_key)
     if len(methods) <= 10:
         cmap = matplotlib.colormaps["tab10"]
         return {m: cmap(i) for i, m in enumerate(methods)}
@@ -47,9 +47,9 @@ def _legend(fig, axes) -> None:
         fig.legend(handles, labels, loc="outside right upper", fontsize="small")
 
 
-def _noise_panels(d: pd.DataFrame, noisy_only: bool = False) -> list[str]:
+def noise_panels(d: pd.DataFrame, noisy_only: bool = False) -> list[str]:
     u = d.drop_duplicates("noise_col")
-    keys = sorted((_noise_key(r["noise_col"], r["noise_kind"], r["noise_rate"]) for _, r in u.iterrows()))
+    keys = sorted((noise_key(r["noise_col"], r["noise_kind"], r["noise_rate"]) for _, r in u.iterrows()))
     return [k[-1] for k in keys if not (noisy_only and k[-1] == "0%")]
 
 
@@ -58,7 +58,7 @@ def _curves(ax, d: pd.DataFrame, metric: str, colors: dict) -> None:
     if metric not in d:  # an old run directory without this column
         return
     seeds = {}
-    for m in sorted(d["method_label"].unique(), key=_method_key):
+    for m in sorted(d["method_label"].unique(), key=method_key):
         g = d[d["method_label"] == m].groupby("epoch")[metric]
         mean, std, n = g.mean() * 100, g.std(ddof=1) * 100, g.count()
         seeds[m] = int(n.max())
@@ -80,7 +80,7 @@ def fig4(ep: pd.DataFrame, *, title: str = ""):
     one column of panels per noise rate, one line per method (mean over seeds, band ± std).
     `ep`: `results.epochs()` for one setting."""
     d = prepare(ep)
-    panels = _noise_panels(d)
+    panels = noise_panels(d)
     fig, axes = _figure(2, max(len(panels), 1))
     colors = _colors(d["method_label"])
     for j, nc in enumerate(panels):
@@ -101,7 +101,7 @@ def fig5(ep: pd.DataFrame, *, title: str = ""):
     """Fig. 5: error on the training images whose label is wrong, measured against the wrong label, per
     epoch (high = the noise was not memorised); one panel per noise rate > 0, one line per method."""
     d = prepare(ep)
-    panels = _noise_panels(d, noisy_only=True)
+    panels = noise_panels(d, noisy_only=True)
     fig, axes = _figure(1, max(len(panels), 1))
     colors = _colors(d["method_label"])
     for j, nc in enumerate(panels):
@@ -126,7 +126,7 @@ def error_vs_noise(df: pd.DataFrame, *, title: str = ""):
     colors = _colors(d["method_label"])
     for ax, which in zip(axes[0], ("last", "best")):
         t = table7(d, which=which) if len(d) else pd.DataFrame(columns=["method_label"])
-        for m in sorted(t["method_label"].unique(), key=_method_key):
+        for m in sorted(t["method_label"].unique(), key=method_key):
             g = t[(t["method_label"] == m) & (t["n"] > 0)].sort_values("noise_rate")
             x, y, s = g["noise_rate"] * 100, g["mean"] * 100, g["std"] * 100
             ax.plot(x, y, marker="o", color=colors[m], label=m)
@@ -174,7 +174,7 @@ def reliability_figure(pooled: pd.DataFrame, *, panels=None, title: str = ""):
     return fig
 
 
-def _save(fig, stem: Path, formats=("png", "pdf")) -> list[str]:
+def save_figure(fig, stem: Path, formats=("png", "pdf")) -> list[str]:
     """`stem`.png, `stem`.pdf, ... one file per format (the stem may hold dots, e.g.
     `reliability_ls_eps_0.1`); returns the file names in the order of `formats`."""
     names = [f"{stem.name}.{f}" for f in formats]
@@ -183,7 +183,7 @@ def _save(fig, stem: Path, formats=("png", "pdf")) -> list[str]:
     return names
 
 
-def _reliability_rows(d: pd.DataFrame, eval_id: str | None) -> pd.DataFrame:
+def reliability_rows(d: pd.DataFrame, eval_id: str | None) -> pd.DataFrame:
     frames = []
     for _, r in d.iterrows():
         f = Path(r["run_dir"]) / ("reliability.csv" if eval_id is None else f"evals/{eval_id}.reliability.csv")

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from .. import paper as paper_data
+from ..attacks import DEFAULT_EPS, AttackSpec
+from ..markdown import markdown_table
 
 SETTING = ("dataset", "model", "epochs", "train_subset", "val_split", "variant")
 # The paper's row order (Table VII), then anything else alphabetically.
@@ -19,7 +21,6 @@ METHOD_ORDER = ("hard", "bootsoft", "boothard", "sce", "gce", "disturblabel", "l
 # Spec fields that are not part of a setting: what a table's rows, columns and replicates vary.
 _NOT_SETTING = {"method", "method_options", "noise", "seed", "noise_seed", "subset_seed", *SETTING}
 TABLE_NAMES = {"table7": "Table VII", "table8": "Table VIII", "table11": "Table XI", "table12": "Table XII"}
-_ATTACK = re.compile(r"^(fgsm|pgd(\d+))_err$")  # default 8/255 budget only (see attacks.AttackSpec.key)
 
 
 # ---------------------------------------------------------------- the runs table
@@ -59,12 +60,12 @@ def _spec_record(run_dir) -> dict:
         return {}
 
 
-def _method_key(label: str):
+def method_key(label: str):
     base = str(label).split(":")[0]
     return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), str(label))
 
 
-def _noise_key(col: str, kind: str, rate):
+def noise_key(col: str, kind: str, rate):
     return (0 if kind in ("none", "symmetric") else 1, kind, 0.0 if pd.isna(rate) else float(rate), col)
 
 
@@ -75,9 +76,9 @@ def _model_key(name: str):
 # ---------------------------------------------------------------- summaries
 
 # An axis of a table: its key column, the columns it determines, and its sort order.
-_AXES = {"method_label": (("method",), lambda r: _method_key(r["method_label"])),
+_AXES = {"method_label": (("method",), lambda r: method_key(r["method_label"])),
          "noise_col": (("noise_kind", "noise_rate"),
-                       lambda r: _noise_key(r["noise_col"], r["noise_kind"], r["noise_rate"])),
+                       lambda r: noise_key(r["noise_col"], r["noise_kind"], r["noise_rate"])),
          "model": ((), lambda r: _model_key(r["model"]))}
 
 
@@ -128,18 +129,12 @@ def table7(df: pd.DataFrame, *, which: str = "last") -> pd.DataFrame:
 
 def attack_columns(df: pd.DataFrame) -> list[str]:
     """fgsm_err then every pgd{k}_err present (PGD-20, the paper's, first), at the default budget."""
-    found = [c for c in df.columns if _ATTACK.match(c) and df[c].notna().any()]
+    found = [c for c in df.columns if (a := AttackSpec.from_key(c)) is not None and a.eps == DEFAULT_EPS
+             and df[c].notna().any()]
     return sorted(found, key=lambda c: (c != "fgsm_err", c != "pgd20_err", _model_key(c)))
 
 
 # ---------------------------------------------------------------- Markdown
-
-def markdown_table(header, rows) -> str:
-    """A Markdown table: a header row, the separator, one row per list of cells."""
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out) + "\n"
-
 
 def _cell(mean, std, n, n_expected, runs, scale=100.0, digits=2) -> str:
     if runs == 0:
@@ -176,12 +171,12 @@ def _paper_note(table: str, g: pd.DataFrame) -> str:
                                ": a different setting, so compare the ordering, not the values.") + "\n")
 
 
-def _select(frame: pd.DataFrame, cols, key) -> pd.DataFrame:
+def select_rows(frame: pd.DataFrame, cols, key) -> pd.DataFrame:
     key = key if isinstance(key, tuple) else (key,)
     return frame[(frame[list(cols)] == pd.Series(dict(zip(cols, key)))).all(axis=1)]
 
 
-def _title(r, with_model: bool = True) -> str:
+def setting_title(r, with_model: bool = True) -> str:
     parts = [f"{r['dataset']} / {r['model']}" if with_model else str(r["dataset"]), f"{r['epochs']} epochs",
              f"train subset {r['train_subset']}" if r["train_subset"] else "whole training set",
              f"val split {r['val_split']}" if r["val_split"] else "no val split"]
@@ -197,7 +192,7 @@ def images_per_run(g: pd.DataFrame) -> list[dict]:
     keys = g.reindex(columns=["num_train", "num_meta", "num_val"]).fillna(0).astype(int)  # older records: no meta
     out = []
     for (t, m, v), idx in keys.groupby(["num_train", "num_meta", "num_val"]).groups.items():
-        methods = sorted(g.loc[idx, "method_label"].unique(), key=_method_key)
+        methods = sorted(g.loc[idx, "method_label"].unique(), key=method_key)
         out.append({"train": int(t), "meta": int(m), "val": int(v), "methods": methods})
     return out
 
@@ -213,15 +208,15 @@ def images_text(groups: list[dict], n_methods: int) -> str:
     return "; ".join(parts)
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "x"
 
 
 def _cells_text(g: pd.DataFrame, outer, axes) -> str:
     """What a section's cells are (methods, noise, seeds, runs, attack examples) and which are missing."""
-    noises = g.drop_duplicates("noise_col").apply(lambda r: _noise_key(r["noise_col"], r["noise_kind"],
+    noises = g.drop_duplicates("noise_col").apply(lambda r: noise_key(r["noise_col"], r["noise_kind"],
                                                                         r["noise_rate"]), axis=1)
-    line = (f"- cells: methods {', '.join(sorted(g['method_label'].unique(), key=_method_key))}; "
+    line = (f"- cells: methods {', '.join(sorted(g['method_label'].unique(), key=method_key))}; "
             f"noise {', '.join(k[-1] for k in sorted(noises))}; "
             f"seeds {', '.join(str(s) for s in sorted(set(g['seed'])))}; {len(g)} run{'s' * (len(g) != 1)}")
     if "model" in axes:
@@ -252,9 +247,9 @@ def table7_markdown(df: pd.DataFrame, *, paper: bool = False) -> tuple[str, pd.D
             _with_paper(t, "table7", f"test_err_{which}", "paper")
         frames.append(t)
     for key, g in d.groupby(list(SETTING), sort=True, dropna=False):
-        parts.append(f"### {_title(g.iloc[0])}\n\n{_cells_text(g, SETTING, ('method_label', 'noise_col'))}\n")
+        parts.append(f"### {setting_title(g.iloc[0])}\n\n{_cells_text(g, SETTING, ('method_label', 'noise_col'))}\n")
         for t in frames:
-            which, tg = t["which"].iloc[0], _select(t, SETTING, key)
+            which, tg = t["which"].iloc[0], select_rows(t, SETTING, key)
             label = ("Last epoch (`test_err_last`)" if which == "last" else
                      "Best epoch (`test_err_best`): " + "; ".join(sorted(g["best_rule"].unique())))
             body = _pivot7(tg, paper)
@@ -287,7 +282,7 @@ def _pivot7(t: pd.DataFrame, paper: bool) -> str:
     return markdown_table(header, rows) + "\nBold: the two lowest means of each column.\n"
 
 
-def _metric_md(d: pd.DataFrame, table: str, metrics, outer, axes, paper: bool) -> tuple[str, pd.DataFrame]:
+def metric_markdown(d: pd.DataFrame, table: str, metrics, outer, axes, paper: bool) -> tuple[str, pd.DataFrame]:
     """Tables VIII, XI, XII: one Markdown table per `outer` group, rows = cells of `axes`, a column per
     metric (`metrics`: (column, label, scale, digits)) with the paper's figure beside it when it has one."""
     absent = [m[1] for m in metrics if m[0] not in d or d[m[0]].isna().all()]
@@ -298,7 +293,7 @@ def _metric_md(d: pd.DataFrame, table: str, metrics, outer, axes, paper: bool) -
             _with_paper(s, table, col, f"paper_{col}")
     parts = []
     for key, g in d.groupby(list(outer), sort=True, dropna=False):
-        sg = _select(s, outer, key)
+        sg = select_rows(s, outer, key)
         header, show = [a.replace("_col", "").replace("_label", "") for a in axes], {}
         for col, label, *_ in metrics:
             show[col] = paper and sg.get(f"paper_{col}", pd.Series(dtype=float)).notna().any()
@@ -316,7 +311,7 @@ def _metric_md(d: pd.DataFrame, table: str, metrics, outer, axes, paper: bool) -
         if absent:
             note += f"\nNo run here has a figure for: {', '.join(absent)} (column left out).\n"
         table_md = markdown_table(header, rows) if metrics else "No figures for this table in these runs.\n"
-        parts.append(f"### {_title(g.iloc[0], 'model' in outer)}\n\n{_cells_text(g, outer, axes)}\n"
+        parts.append(f"### {setting_title(g.iloc[0], 'model' in outer)}\n\n{_cells_text(g, outer, axes)}\n"
                      f"{table_md}{note}\n")
     return "".join(parts), s
 

@@ -5,15 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_gpu_check_cpu_path(tmp_path):
-    data = os.environ.get("RBOLS_DATA")
-    if not data or not (Path(data) / "cifar-10-batches-bin").is_dir():
-        pytest.skip("real CIFAR-10 not found: set RBOLS_DATA (e.g. ../shared/data)")
+def test_gpu_check_cpu_path(tmp_path, real_data):
+    data = str(real_data)
     env = {**os.environ, "RBOLS_DATA": str(Path(data).resolve()), "DEVICE": "cpu", "MODEL": "resnet8",
            "SUBSET": "300", "ATTACK_EXAMPLES": "20", "BARE_STEPS": "2", "OUT": str(tmp_path / "runs"),
            "PYTHON": sys.executable}

@@ -13,8 +13,9 @@ EPS = 8 / 255
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A resnet8 trained for 3 epochs on the synthetic set, and its test images."""
+def trained(tmp_path_factory, one_torch_thread):
+    """A resnet8 trained for 3 epochs on the synthetic set, and its test images. One torch thread for the
+    module, whatever earlier tests left: the float rounding of another thread count trains another model."""
     from robustbench_ols.data import load_dataset
     from robustbench_ols.run import execute
     from robustbench_ols.spec import ExecOptions, RunSpec
@@ -89,7 +90,9 @@ def test_channels_last_gives_the_same_robust_error(trained):
     spec = AttackSpec.parse("pgd:steps=5")
     a = robust_error(model, images, labels, spec)
     b = robust_error(model.to(memory_format=torch.channels_last), images, labels, spec, channels_last=True)
-    assert abs(a["pgd5_err"] - b["pgd5_err"]) <= 2 / len(images)  # float rounding may flip a sample
+    # Float rounding differs between the layouts, and five PGD steps amplify it on borderline images: 4 of 256
+    # flipped at one thread on the 2-core AVX2 EPYC (0 at two threads). A broken layout would differ far more.
+    assert abs(a["pgd5_err"] - b["pgd5_err"]) <= 8 / len(images)
 
 
 def _batchnorms(model) -> int:

@@ -60,7 +60,7 @@ def test_every_table_and_figure_is_written(grid):
     assert path == out / "report.md"
     names = [f"table{k}.{x}" for k in (7, 8, 11, 12) for x in ("md", "csv")]
     names += [f"{f}.{x}" for f in ("fig4", "fig5", "error_vs_noise") for x in ("png", "pdf")]
-    names += ["reliability_hard.png", f"reliability_{report._slug(ls_label(root))}.png"]
+    names += ["reliability_hard.png", f"reliability_{report.slug(ls_label(root))}.png"]
     text = path.read_text()
     for n in names:
         assert (out / n).stat().st_size > 0, n
@@ -190,7 +190,7 @@ def test_error_vs_noise(grid):
 def test_reliability_pooled_over_seeds(grid):
     root, _, _ = grid
     d = report.prepare(collect(root)).query("method == 'hard'")
-    pooled = report.pool_reliability(report._reliability_rows(d, None))
+    pooled = report.pool_reliability(report.reliability_rows(d, None))
     raw = {nc: [pd.read_csv(f"{r}/reliability.csv") for r in g["run_dir"]] for nc, g in d.groupby("noise_col")}
     assert pooled["count"].sum() == sum(t["count"].sum() for ts in raw.values() for t in ts) == 4 * 500
     for nc, tables in raw.items():
@@ -258,7 +258,7 @@ def test_paper_match():
 
 def collect_label_for_default(method: str) -> str:
     from robustbench_ols.methods import build_method
-    from robustbench_ols.results import method_label
+    from robustbench_ols.methods import method_label
     return method_label(method, build_method(method, {})[1])
 
 

@@ -7,7 +7,6 @@ arrays and files the tests write themselves; no test touches the network (downlo
 from __future__ import annotations
 
 import io
-import os
 import urllib.error
 from pathlib import Path
 
@@ -29,20 +28,12 @@ from robustbench_ols.errors import DataError
 # --------------------------------------------------------------------------------------------------
 # fixtures
 
-def _real_root() -> Path:
-    root = os.environ.get("RBOLS_DATA")
-    if not root:
-        pytest.skip("RBOLS_DATA is unset: the real CIFAR-10H and CIFAR-10 files are not available "
-                    "(set RBOLS_DATA=../shared/data)")
-    root = Path(root)
-    if not (root / c10h.FOLDER / c10h.FILENAME).is_file():
-        pytest.skip(f"{root / c10h.FOLDER / c10h.FILENAME} not found under $RBOLS_DATA")
-    return root
-
-
 @pytest.fixture(scope="module")
-def real_root() -> Path:
-    return _real_root()
+def real_root(real_data) -> Path:
+    """The real data root (conftest.real_data), with the CIFAR-10H file, or skip."""
+    if not (real_data / c10h.FOLDER / c10h.FILENAME).is_file():
+        pytest.skip(f"{real_data / c10h.FOLDER / c10h.FILENAME} not found under $RBOLS_DATA")
+    return real_data
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from robustbench_ols.cli import main
 from robustbench_ols.errors import ContractError
 from robustbench_ols.methods import METHODS, build_method, method_class
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 RUN = ["run", "--dataset", "synthetic", "--model", "resnet8", "--epochs", "2", "--train-subset", "300",
        "--noise", "symmetric:0.2", "--device", "cpu", "--no-progress", "--attack", "none"]
 
@@ -29,13 +29,13 @@ def readme_example() -> str:
 def plugin_dir(tmp_path, monkeypatch):
     """A folder on sys.path for plugin modules; forgets them and their registry entries afterwards."""
     monkeypatch.syspath_prepend(str(tmp_path))
-    before_methods = set(METHODS)
+    before_methods = METHODS.known()
     yield tmp_path
     for name, mod in list(sys.modules.items()):  # only the plugin modules written here
         if str(getattr(mod, "__file__", "") or "").startswith(str(tmp_path)):
             sys.modules.pop(name)
-    for name in set(METHODS) - before_methods:
-        METHODS.pop(name)
+    for name in METHODS.known() - before_methods:
+        METHODS.unregister(name)
 
 
 def test_readme_example_trains_for_real(plugin_dir, tmp_path, capsys):

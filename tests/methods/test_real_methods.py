@@ -7,7 +7,6 @@ options each method needs to have learned something before it acts on the noise 
 and said here; the defaults' behaviour at a larger scale is in the closing note of issue 3.
 """
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,7 @@ from robustbench_ols.run import execute
 from robustbench_ols.spec import ExecOptions, RunSpec
 
 ROOT = os.environ.get("RBOLS_DATA")
-pytestmark = pytest.mark.skipif(not ROOT or not (Path(ROOT) / "cifar-10-batches-bin").is_dir(),
-                                reason="real CIFAR-10 not found: set RBOLS_DATA (e.g. ../shared/data)")
+pytestmark = pytest.mark.usefixtures("real_data")  # skipped without it, marked slow
 
 
 def train(tmp_path, method, options=(), **kw):

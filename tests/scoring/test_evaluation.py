@@ -2,7 +2,6 @@
 epoch and temperature scaling), `rbols eval` on finished runs, and the inputs it rejects."""
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -157,7 +156,7 @@ def test_test_every_and_subset_keep_the_run_ids_made_before_them():
 def test_attack_amp_is_a_scoring_setting_of_its_own(val_run, tmp_path):
     """--attack-amp: the attacks under bf16 autocast. Settings made before it keep their eval_id; with it
     the record says so, and the robust errors stay close to float32's (bf16 rounds the gradients)."""
-    from robustbench_ols.matrix import Grid
+    from robustbench_ols.grid import Grid
     assert Grid.build("quick").eval_spec().eval_id == "8b34dde76a61"  # the committed quick results' setting
     assert "attack_amp" not in EV.to_dict()
     amp = EvalSpec(attacks=EV.attacks, attack_examples=EV.attack_examples, attack_seed=EV.attack_seed, attack_amp=True)
@@ -277,18 +276,15 @@ def test_eval_of_an_unfinished_or_foreign_folder_is_an_error(tmp_path, capsys):
     assert "not a finished run" in capsys.readouterr().err
 
 
-def _cifar10_only_root(tmp_path):
-    root = os.environ.get("RBOLS_DATA")
-    if not root or not (Path(root) / "cifar-10-batches-bin").is_dir():
-        pytest.skip("real CIFAR-10 not found: set RBOLS_DATA (e.g. ../shared/data)")
+def _cifar10_only_root(tmp_path, root):
     bare = tmp_path / "root"
     bare.mkdir()
     (bare / "cifar-10-batches-bin").symlink_to(Path(root).resolve() / "cifar-10-batches-bin")
     return bare
 
 
-def test_missing_cifar10h_fails_before_training_and_names_the_way_out(tmp_path, capsys):
-    bare = _cifar10_only_root(tmp_path)
+def test_missing_cifar10h_fails_before_training_and_names_the_way_out(tmp_path, capsys, real_data):
+    bare = _cifar10_only_root(tmp_path, real_data)
     args = ["run", "--dataset", "cifar10", "--model", "resnet8", "--epochs", "1", "--train-subset", "100",
             "--device", "cpu", "--no-progress", "--no-download", "--data-root", str(bare),
             "--out", str(tmp_path / "out")]

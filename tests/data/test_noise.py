@@ -118,19 +118,16 @@ def test_spec_text_is_canonical():
 
 
 @pytest.fixture(scope="module")
-def cifar10():
-    root = os.environ.get("RBOLS_DATA")
-    if not root or not (Path(root) / "cifar-10-batches-bin").is_dir():
-        pytest.skip("real CIFAR-10 not found: set RBOLS_DATA (e.g. ../shared/data)")
+def cifar10(real_data):
     from robustbench_ols.data import load_dataset
-    return load_dataset("cifar10", root, download=False)
+    return load_dataset("cifar10", real_data, download=False)
 
 
 @pytest.mark.parametrize("name, rate", [("aggre", 0.0901), ("random1", 0.1723), ("random2", 0.1812),
                                         ("random3", 0.1764), ("worst", 0.4021)])
 def test_cifar10n_rates_on_real_files(cifar10, name, rate):
     idx = np.arange(50000)
-    r = noisy_labels_for(cifar10, idx, f"human:{name}", seed=0, data_root=os.environ["RBOLS_DATA"])
+    r = noisy_labels_for(cifar10, idx, NoiseSpec.parse(f"human:{name}"), seed=0, data_root=os.environ["RBOLS_DATA"])
     assert r.rate == pytest.approx(rate, abs=5e-5)  # the published CIFAR-10N rates
     assert np.allclose(r.T.sum(1), 1)
 
@@ -140,13 +137,13 @@ def test_cifar10n_follows_the_train_subset(cifar10):
     from robustbench_ols.noise.human import load_human_labels
     root = os.environ["RBOLS_DATA"]
     idx = class_balanced_subset(cifar10.train_y, 1000, seed=0)
-    r = noisy_labels_for(cifar10, idx, "human:worst", seed=0, data_root=root)
+    r = noisy_labels_for(cifar10, idx, NoiseSpec.parse("human:worst"), seed=0, data_root=root)
     assert np.array_equal(r.labels, load_human_labels("cifar10", "worst", root)[idx])
 
 
-def test_cifar100n_rate_on_real_file():
-    root = os.environ.get("RBOLS_DATA")
-    if not root or not (Path(root) / "cifar-10n" / "CIFAR-100_human.pt").is_file():
+def test_cifar100n_rate_on_real_file(real_data):
+    root = real_data
+    if not (Path(root) / "cifar-10n" / "CIFAR-100_human.pt").is_file():
         pytest.skip("CIFAR-100N file not found: set RBOLS_DATA (e.g. ../shared/data)")
     from robustbench_ols.noise.human import _read, load_human_labels
     noisy100 = load_human_labels("cifar100", "noisy", root)

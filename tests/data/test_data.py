@@ -7,7 +7,6 @@ CPU only; the whole file stays well under half a minute on two cores.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -20,14 +19,13 @@ import torch.nn.functional as F
 from robustbench_ols.data import (
     CIFAR10_CLASSES,
     DATASETS,
-    ENV_VAR,
     TrainLoader,
     augment_batch,
     class_balanced_subset,
     describe_root,
     load_dataset,
-    resolve_data_root,
 )
+from robustbench_ols.datafiles import ENV_VAR, resolve_data_root
 from robustbench_ols.errors import DataError
 
 BIN = "cifar-10-batches-bin"
@@ -40,18 +38,9 @@ BIN_FILES = BIN_TRAIN + ["test_batch.bin"]
 
 
 @pytest.fixture(scope="module")
-def cifar10_root() -> Path:
-    """The data root holding the real CIFAR-10 binary layout, or skip."""
-    env = os.environ.get(ENV_VAR)
-    if not env:
-        pytest.skip(f"real CIFAR-10 not available: set {ENV_VAR} to the shared data folder "
-                    f"(CI uses {ENV_VAR}=../shared/data)")
-    root = Path(env).resolve()
-    folder = root / BIN
-    if not all((folder / f).is_file() for f in BIN_FILES):
-        pytest.skip(f"real CIFAR-10 not available: {folder} is missing or incomplete "
-                    f"({ENV_VAR}={env})")
-    return root
+def cifar10_root(real_data) -> Path:
+    """The data root holding the real CIFAR-10 binary layout (conftest.real_data), or skip."""
+    return real_data
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,9 @@ import pytest
 
 from robustbench_ols.cli import main
 from robustbench_ols.errors import SpecError
-from robustbench_ols.matrix import PRESETS, Claim, Grid, cell_state, cpu_layout, split_methods
+from robustbench_ols.grid import PRESETS, Grid, split_methods
+from robustbench_ols.claims import Claim, cell_state
+from robustbench_ols.matrix import cpu_layout
 
 SMOKE = ["matrix", "--preset", "smoke", "--device", "cpu", "--no-progress"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -91,7 +93,8 @@ def test_flags_override_config_which_overrides_the_preset(tmp_path):
     cfg.write_text('preset = "smoke"\nseeds = [0, 1]\n[run]\nepochs = 3\n[eval]\nattack_examples = 30\n')
     args = ["matrix", "--config", str(cfg), "--methods", "hard,ols:alpha=0.3,init=zeros", "--epochs", "4",
             "--out", str(tmp_path / "o")]
-    from robustbench_ols.cli import build_parser, grid_from_args
+    from robustbench_ols.cli import build_parser
+    from robustbench_ols.commands import grid_from_args
     grid, cells, ev, _ = grid_from_args(build_parser().parse_args(args))
     assert grid.name == "smoke" and grid.seeds == [0, 1] and len(cells) == 2 * 2 * 2
     assert {c.epochs for c in cells} == {4} and {c.train_subset for c in cells} == {300}  # flag, preset
@@ -280,7 +283,7 @@ def test_a_failing_cell_is_recorded_and_the_others_complete(tmp_path):
 HOLDER = '''
 import sys, time
 from pathlib import Path
-from robustbench_ols.matrix import Claim
+from robustbench_ols.claims import Claim
 c = Claim(Path(sys.argv[1]), "abc123")
 assert c.acquire()
 print("held", flush=True)
@@ -319,7 +322,8 @@ def test_ray_backend_gives_the_local_results(reference, tmp_path):
     code = f"""
 import ray, sys
 from pathlib import Path
-from robustbench_ols.matrix import Grid, run_ray
+from robustbench_ols.grid import Grid
+from robustbench_ols.matrix import run_ray
 from robustbench_ols.spec import ExecOptions
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 g = Grid.build("smoke")
@@ -353,5 +357,5 @@ def test_rbols_report_on_the_grid(reference, tmp_path, capsys):
 
 def test_cpu_regime_scoring_setting_is_the_one_publish_tier_reports():
     """docs/results/publish_tier.sh reports the tier with the preset's scoring setting."""
-    script = (Path(__file__).resolve().parents[1] / "docs/results/publish_tier.sh").read_text()
+    script = (Path(__file__).resolve().parents[2] / "docs/results/publish_tier.sh").read_text()
     assert f"EVAL_ID={Grid.build('cpu-regime').eval_spec().eval_id}" in script

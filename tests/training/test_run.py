@@ -171,7 +171,7 @@ class NaNInSecondEpoch(Method):
 def nan_method():
     register(NaNInSecondEpoch)
     yield NaNInSecondEpoch.name
-    METHODS.pop(NaNInSecondEpoch.name)
+    METHODS.unregister(NaNInSecondEpoch.name)
 
 
 def test_non_finite_loss_stops_and_records_failure(nan_method, tmp_path, capsys):
@@ -210,7 +210,8 @@ def test_killed_between_final_files_and_done_is_finished_without_retraining(fini
 
 
 def test_python_api_and_cli_give_one_run_id():
-    from robustbench_ols.cli import build_parser, spec_from_args
+    from robustbench_ols.cli import build_parser
+    from robustbench_ols.commands import spec_from_args
     args = build_parser().parse_args(["run", "--dataset", "synthetic", "--method", "ols",
                                       "--noise", "symmetric:0.40", "--epochs", "300"])
     cli_spec, _ = spec_from_args(args)
@@ -295,10 +296,8 @@ def test_out_that_is_a_file_is_an_error(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err and f.read_text() == "precious"
 
 
-def test_real_cifar10_tiny_run(tmp_path):
-    root = os.environ.get("RBOLS_DATA")
-    if not root or not (Path(root) / "cifar-10-batches-bin").is_dir():
-        pytest.skip("real CIFAR-10 not found: set RBOLS_DATA (e.g. ../shared/data)")
+def test_real_cifar10_tiny_run(tmp_path, real_data):
+    root = str(real_data)
     s = RunSpec(dataset="cifar10", model="resnet8", method="ols",
                 method_options=(("alpha", 0.5), ("init", "uniform"), ("period", 0)),
                 noise="human:worst", epochs=1, train_subset=500)

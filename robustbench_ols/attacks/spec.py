@@ -1,0 +1,183 @@
+"""Attack settings: the registered attack kinds, their option syntax, record keys and labels.
+
+Kept free of torch so that the run and scoring specifications (spec.py) and the CLI's help stay light;
+torchattacks is imported when an attack is built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from fractions import Fraction
+from typing import ClassVar
+
+from ..errors import SpecError
+from ..registry import Registry
+
+DEFAULT_EPS = 8 / 255  # RobustBench / the OLS paper's L-inf budget
+# An attack kind is an AttackSpec subclass registered under its name: it owns its options (parsed from
+# `name:key=value,...`), its record key (`pgd20_err`), its label (`PGD-20`) and its torchattacks object.
+# Plugins: the entry-point group below.
+ATTACKS = Registry("attack", group="robustbench_ols.attacks")
+
+
+def _fraction(value: str) -> float:
+    return float(Fraction(value))
+
+
+def _boolean(value: str) -> bool:
+    return {"true": True, "false": False}[value.lower()]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack setting. `parse` reads the text of any registered kind; `text` writes it back
+    canonically (the EvalSpec's eval_id hashes these texts)."""
+    eps: float = DEFAULT_EPS
+    kind: ClassVar[str] = ""
+    # option -> converter from text (ValueError, KeyError or ZeroDivisionError: not valid)
+    options: ClassVar[dict] = {"eps": _fraction}
+
+    @staticmethod
+    def parse(text: str) -> "AttackSpec":
+        """`fgsm`, `pgd`, `pgd:eps=4/255,steps=50,alpha=1/255,random_start=false`."""
+        kind, _, rest = text.strip().partition(":")
+        if kind not in ATTACKS.known() and kind not in ATTACKS.plugin_names():
+            kinds = ", ".join(f"{k} ({ATTACKS.get(k).defaults_text()})" for k in ATTACKS.names())
+            raise SpecError(f"unknown attack {kind!r} in --attack {text!r}; valid: {kinds}")
+        cls = ATTACKS.get(kind)  # a registered kind, or a plugin's by entry point
+        values = {}
+        for item in filter(None, (s.strip() for s in rest.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or key not in cls.options:
+                raise SpecError(f"--attack {text!r}: bad option {item!r}; {kind} takes "
+                                f"{', '.join(sorted(cls.options))} as key=value")
+            try:
+                values[key] = cls.options[key](value)
+            except (ValueError, KeyError, ZeroDivisionError):
+                raise SpecError(f"--attack {text!r}: {key}={value!r} is not valid") from None
+        spec = cls(**values)
+        problem = spec.invalid()
+        if problem:
+            raise SpecError(f"--attack {text!r}: {problem}")
+        return spec
+
+    @staticmethod
+    def from_key(key: str) -> "AttackSpec | None":
+        """The attack (at its default options apart from those the key names) whose record key is `key`
+        (`pgd20_eps4_err`), or None when no registered kind writes it."""
+        for kind in ATTACKS.names():
+            spec = ATTACKS.get(kind).from_key(key)
+            if spec is not None:
+                return spec
+        return None
+
+    def invalid(self) -> str | None:
+        """What is wrong with the values, or None."""
+        return None if 0 < self.eps <= 1 else "need 0 < eps <= 1"
+
+    @classmethod
+    def defaults_text(cls) -> str:
+        return ", ".join(f"{k}={_number(v) if isinstance(v, float) else str(v).lower()}"
+                         for k, v in ((f.name, f.default) for f in fields(cls)))
+
+    @property
+    def name(self) -> str:
+        """The key's stem: `fgsm`, `pgd20`."""
+        return self.kind
+
+    @property
+    def key(self) -> str:
+        """Metric name: fgsm_err, pgd20_err; pgd20_eps4_err for another budget (in /255 units)."""
+        return self.name + (f"_eps{self.eps * 255:g}" if abs(self.eps - DEFAULT_EPS) > 1e-12 else "") + "_err"
+
+    @property
+    def label(self) -> str:
+        """How tables name it: `FGSM`, `PGD-20`, `PGD-20 (4/255)`."""
+        budget = f" ({_number(self.eps * 255)}/255)" if abs(self.eps - DEFAULT_EPS) > 1e-12 else ""
+        return self.display + budget
+
+    @property
+    def display(self) -> str:
+        return self.kind.upper()
+
+    @property
+    def text(self) -> str:
+        """Canonical text that parses back to this spec: `fgsm:eps=8/255`,
+        `pgd:eps=8/255,alpha=2/255,steps=20,random_start=true`."""
+        return f"{self.kind}:" + ",".join(f"{f.name}={_text(getattr(self, f.name))}" for f in fields(self))
+
+    def build(self, model):
+        raise NotImplementedError
+
+    @classmethod
+    def _eps_from_key(cls, key: str, stem: str):
+        """The eps a key of this stem names (`{stem}_err`, `{stem}_eps4_err`), or None."""
+        if key == f"{stem}_err":
+            return DEFAULT_EPS
+        if key.startswith(f"{stem}_eps") and key.endswith("_err"):
+            try:
+                return float(key[len(stem) + 4:-4]) / 255
+            except ValueError:
+                return None
+        return None
+
+
+@ATTACKS.register("fgsm")
+@dataclass(frozen=True)
+class FGSM(AttackSpec):
+    kind: ClassVar[str] = "fgsm"
+
+    def build(self, model):
+        import torchattacks  # here, not at the top: it pulls in scipy (~2 s), which only an attack needs
+        return torchattacks.FGSM(model, eps=self.eps)
+
+    @classmethod
+    def from_key(cls, key: str):
+        eps = cls._eps_from_key(key, "fgsm")
+        return None if eps is None else cls(eps=eps)
+
+
+@ATTACKS.register("pgd")
+@dataclass(frozen=True)
+class PGD(AttackSpec):
+    alpha: float = 2 / 255  # step size
+    steps: int = 20
+    random_start: bool = True
+    kind: ClassVar[str] = "pgd"
+    options: ClassVar[dict] = {"eps": _fraction, "alpha": _fraction, "steps": int, "random_start": _boolean}
+
+    def invalid(self) -> str | None:
+        ok = 0 < self.eps <= 1 and self.steps >= 1 and self.alpha > 0
+        return None if ok else "need 0 < eps <= 1, steps >= 1 and alpha > 0"
+
+    @property
+    def name(self) -> str:
+        return f"pgd{self.steps}"
+
+    @property
+    def display(self) -> str:
+        return f"PGD-{self.steps}"
+
+    def build(self, model):
+        import torchattacks  # see FGSM.build
+        return torchattacks.PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps,
+                                random_start=self.random_start)
+
+    @classmethod
+    def from_key(cls, key: str):
+        stem = key.split("_", 1)[0]
+        if not (stem.startswith("pgd") and stem[3:].isdigit()):
+            return None
+        eps = cls._eps_from_key(key, stem)
+        return None if eps is None else cls(eps=eps, steps=int(stem[3:]))
+
+
+def _text(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else _number(v) if isinstance(v, float) else str(v)
+
+
+def _number(x: float) -> str:
+    """8/255 for 8/255; the shortest fraction that gives back exactly the same float, else repr."""
+    frac = Fraction(x).limit_denominator(100000)
+    if float(frac) == x:
+        return str(frac)
+    return repr(x)

@@ -1,0 +1,225 @@
+"""What each `rbols` command does, from its parsed arguments: the arguments turned into specs (once), then the
+pipeline (run, matrix, report, audit, ...). Imported by cli.main only after the command line is parsed, so
+that `rbols --help` does not wait for torch."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .attacks import AttackSpec
+from .audit import write_audit
+from .data import describe_root, find_layout
+from .datafiles import resolve_data_root
+from .errors import RbolsError, SpecError
+from .grid import Grid, load_config, split_methods
+from .matrix import describe, print_summary, run_local, run_ray, set_threads
+from .methods import (
+    label_of,
+    list_methods,
+    method_class,
+    option_defaults,
+    parse_method,
+    plugin_names,
+)
+from .models import list_models
+from .options import EVAL_DEFAULTS, EVAL_FLAGS, EXEC_DEFAULTS, RUN_DEFAULTS
+from .regime import REFERENCE, fit_lines
+from .report import write_report
+from .results import collect
+from .run import evaluate_run, execute
+from .spec import DEFAULT_ATTACKS, EvalSpec, ExecOptions, RunSpec
+from .store import run_dirs
+
+
+def grid_from_args(args):
+    """(Grid, cells, EvalSpec, ExecOptions) from `rbols matrix` arguments."""
+    run = {k: getattr(args, k) for k in RUN_DEFAULTS if k != "milestones" and getattr(args, k, None) is not None}
+    if args.milestones is not None:
+        run["milestones"] = _milestones(args.milestones)
+    ev = {k: getattr(args, EVAL_FLAGS.get(k, k)) for k in EVAL_DEFAULTS
+          if getattr(args, EVAL_FLAGS.get(k, k)) is not None}
+
+    def split(text):
+        return [x.strip() for x in text.split(",") if x.strip()] if text else None
+    over = {"methods": split_methods(args.methods) if args.methods else None, "noise": split(args.noise),
+            "seeds": [_int(x, "--seeds") for x in split(args.seeds)] if args.seeds else None,
+            "models": split(args.models), "datasets": split(args.datasets), "run": run, "eval": ev}
+    grid = Grid.build(args.preset, load_config(args.config) if args.config else None, **over)
+    ex = exec_from_args(args)
+    return grid, grid.cells(), grid.eval_spec(), ex
+
+
+def exec_from_args(args, progress: bool | None = None):
+    """ExecOptions from the execution options (`_exec_options`); `progress` overrides --progress."""
+    kw = {k: getattr(args, k) for k in EXEC_DEFAULTS if hasattr(args, k)}  # rbols eval has no --progress
+    return ExecOptions(**{**kw, "progress": getattr(args, "progress", True) if progress is None else progress})
+
+
+def _int(text, flag):
+    try:
+        return int(text)
+    except ValueError:
+        raise SpecError(f"{flag}: {text!r} is not an integer") from None
+
+
+def _milestones(text):
+    try:
+        return tuple(int(m) for m in text.split(",") if m.strip())
+    except ValueError:
+        raise SpecError(f"--milestones {text!r}: give comma-separated epochs, e.g. 150,225") from None
+
+
+def spec_from_args(args):
+    """A validated (RunSpec, ExecOptions) from `rbols run` arguments."""
+    name, raw = parse_method(args.method)
+    run = {k: getattr(args, k) for k in RUN_DEFAULTS}
+    run["milestones"] = None if args.milestones is None else _milestones(args.milestones)
+    spec = RunSpec(dataset=args.dataset, model=args.model, method=name, method_options=tuple(raw.items()),
+                   noise=args.noise, noise_seed=args.seed if args.noise_seed is None else args.noise_seed,
+                   seed=args.seed, **run)
+    ex = exec_from_args(args)
+    return spec, ex
+
+
+def eval_spec_from_args(args):
+    kw = {k: getattr(args, EVAL_FLAGS.get(k, k)) for k in EVAL_DEFAULTS}
+    kw["attacks"] = DEFAULT_ATTACKS if args.attack is None else tuple(a for a in args.attack if a != "none")
+    return EvalSpec(**kw)
+
+
+# The figures `rbols run` and `rbols eval` print, in this order, when present.
+SCORE_KEYS = ("clean_err", "clean_err_top5", "ece", "aece", "nll", "brier", "temperature", "ece_ts", "nll_ts",
+              "c10h_kl_correct", "c10h_ce", "c10h_agree")
+
+
+def _print_scores(m: dict) -> None:
+    keys = [k for k in SCORE_KEYS if m.get(k) is not None]
+    keys += sorted(k for k in m if AttackSpec.from_key(k.replace("_top5", "")) is not None)
+    if keys:
+        print("  ".join(f"{k} {m[k]:.4f}" for k in keys))
+
+
+def cmd_run(args) -> int:
+    spec, ex = spec_from_args(args)
+    set_threads(args.threads)
+    if spec.dataset == "synthetic":
+        print("note: the synthetic dataset is for fast tests only; its numbers say nothing about CIFAR",
+              file=sys.stderr)
+    result = execute(spec, ex, args.out, eval_spec_from_args(args))
+    m = result.metrics
+    if result.status == "already done":
+        print(f"already done (not retrained): {result.run_dir}")
+    print(f"test_err last {m['test_err_last']:.4f}, best {m['test_err_best']:.4f} (epoch {m['best_epoch']}); "
+          f"realised noise rate {m['noise_rate_realised']:.4f}")
+    _print_scores(m)
+    print(result.run_dir)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    ev = eval_spec_from_args(args)
+    ex = exec_from_args(args, progress=False)
+    set_threads(args.threads)
+    record = evaluate_run(args.run_dir, ev, ex)
+    if record["status"] == "already evaluated":
+        print(f"already evaluated with these settings (record kept as it is): {record['when']}")
+    _print_scores(record["metrics"])
+    print(f"{args.run_dir.rstrip('/')}/evals/{record['eval_id']}.json")
+    return 0
+
+
+def cmd_matrix(args) -> int:
+
+    grid, cells, ev, ex = grid_from_args(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {out} is a file; give a directory for the grid's run directories")
+    if args.dry_run:
+        lines = describe(cells, out, ev)
+        print(f"grid {grid.name}: {len(cells)} cells ({grid.about or 'custom'}); scoring {ev.eval_id}: "
+              f"{', '.join(ev.attacks) or 'no attack'}, attack examples {ev.attack_examples or 'all'}")
+        print("\n".join(lines))
+        states = [ln.split()[0] for ln in lines]
+        print("; ".join(f"{k} {states.count(k)}" for k in ("done", "needs-eval", "partial", "running", "failed",
+                                                           "todo") if states.count(k)))
+        return 0
+    summary = _run_grid(args, cells, ev, ex, out)
+    return 0 if summary.ok else 1
+
+
+def _run_grid(args, cells, ev, ex, out):
+    out.mkdir(parents=True, exist_ok=True)
+    if args.backend == "ray":
+        summary = run_ray(cells, out, ev, ex, address=args.ray_address, retry_failed=args.retry_failed,
+                          cpus_per_task=args.ray_cpus_per_task, progress=args.progress)
+    else:
+        summary = run_local(cells, out, ev, ex, workers=args.workers, retry_failed=args.retry_failed,
+                            threads=args.threads, progress=args.progress)
+    print_summary(summary, out)
+    return summary
+
+
+def cmd_report(args) -> int:
+
+    if not run_dirs(args.results_dir):
+        raise SpecError(f"{args.results_dir} holds no finished run directory (<run_id>/DONE); give the --out "
+                        "folder of `rbols run` or `rbols matrix`")
+    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in ("png", "pdf", "svg")]
+    if bad or not formats:
+        raise SpecError(f"--format {args.format!r}: {'unknown ' + ', '.join(bad) if bad else 'no format'}; "
+                        "give one or more of png, pdf, svg, e.g. --format png")
+    path = write_report(args.results_dir, Path(args.to), paper=args.paper, eval_id=args.eval_id, formats=formats)
+    print("\n".join(fit_lines(collect(args.results_dir, eval_id=args.eval_id))
+                    or ["no hard-label run with label noise: the regime (memorising) cannot be read"]))
+    print(path)
+    return 0
+
+
+def cmd_audit(args) -> int:
+
+    against = split_methods(args.against)
+    labels = [label_of(t) for t in [args.method, *against]]
+    # hard labels are the regime's reference (regime.py): run them too, or no noise claim can be checked
+    reference = [] if REFERENCE in labels else [REFERENCE]
+    args.methods = ",".join([args.method, *against, *reference])
+    if args.preset is None and args.config is None:
+        args.preset = "quick"
+    grid, cells, ev, ex = grid_from_args(args)
+    out = Path(args.out)
+    ok = True
+    if not args.no_run:
+        ok = _run_grid(args, cells, ev, ex, out).ok
+    to = Path(args.to) if args.to else out / "audit"
+    path = write_audit(out, to, labels[0], labels[1:], eval_id=ev.eval_id,
+                       about=f"Grid: {grid.name} ({grid.about or 'custom'}); seeds {grid.seeds}; noise {grid.noise}.")
+    print(path)
+    return 0 if ok else 1
+
+
+def cmd_methods(args) -> int:
+    rows = [(n, "built-in") for n in list_methods()] + [(n, "plugin") for n in plugin_names()]
+    for name, kind in rows:
+        try:
+            cls = method_class(name)
+        except RbolsError as e:  # a broken plugin is listed with its error, the rest still shown
+            print(f"{name:14s} [{kind}] cannot be loaded: {e}")
+            continue
+        opts = ", ".join(f"{k}={v!r}" for k, v in option_defaults(cls).items()) or "(no options)"
+        print(f"{name:14s} [{kind}] {opts}\n{'':14s} {cls.citation or '(no citation given)'}")
+    print("\nAny Method subclass also runs by import path: --method package.module:ClassName[:key=value,...]")
+    return 0
+
+
+def cmd_models(args) -> int:
+    print("\n".join(list_models()))
+    return 0
+
+
+def cmd_data(args) -> int:
+    print("\n".join(describe_root(args.data_root)))
+    root = resolve_data_root(args.data_root)
+    if not any(find_layout(name, root) for name in ("cifar10", "cifar100")):
+        print("no CIFAR data found: set --data-root or RBOLS_DATA to a folder holding it", file=sys.stderr)
+        return 1
+    return 0

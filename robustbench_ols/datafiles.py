@@ -1,0 +1,24 @@
+"""Where the data files live (the data root) and how they are checked (md5), for the CIFAR images
+(data.py), the human labels (noise/human.py) and CIFAR-10H (cifar10h/)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+ENV_VAR = "RBOLS_DATA"
+DEFAULT_ROOT = "~/.cache/robustbench_ols"
+
+
+def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
+    """`--data-root`, else $RBOLS_DATA, else ~/.cache/robustbench_ols."""
+    root = data_root or os.environ.get(ENV_VAR) or DEFAULT_ROOT
+    return Path(root).expanduser().absolute()  # absolute, so the run record does not depend on the cwd
+
+
+def md5sum(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

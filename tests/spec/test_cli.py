@@ -1,0 +1,55 @@
+"""The CLI is one more entry to the same specs: its options and defaults come from the dataclasses, and a
+command line gives the RunSpec and EvalSpec the Python API gives."""
+import dataclasses
+
+import pytest
+
+from robustbench_ols import cli, commands
+from robustbench_ols.options import EVAL_FLAGS
+from robustbench_ols.errors import SpecError
+from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
+
+
+def parse(*argv):
+    return cli.build_parser().parse_args(list(argv))
+
+
+def test_every_spec_field_is_an_option_with_the_dataclass_default():
+    args = vars(parse("run"))
+    for f in dataclasses.fields(RunSpec):
+        if f.name in ("method_options", "noise_seed", "milestones"):  # in --method; = --seed; text "150,225"
+            continue
+        assert args[f.name] == f.default, f.name
+    for f in dataclasses.fields(EvalSpec):
+        if f.init and f.name != "attacks":  # --attack, repeatable; default: fgsm and pgd
+            assert args[EVAL_FLAGS.get(f.name, f.name)] == f.default, f.name
+    for f in dataclasses.fields(ExecOptions):
+        if f.name != "progress_position":  # set by `rbols matrix` for its workers
+            assert args[f.name] == f.default, f.name
+
+
+def test_a_command_line_gives_the_api_spec():
+    spec, ex = commands.spec_from_args(parse(
+        "run", "--method", "ols:init=zeros", "--noise", "symmetric:0.4", "--epochs", "30", "--train-subset", "5000",
+        "--milestones", "15,22", "--no-augment", "--device", "cpu", "--no-progress"))
+    assert spec == RunSpec(method="ols", method_options=(("init", "zeros"),), noise="symmetric:0.4", epochs=30,
+                           train_subset=5000, milestones=(15, 22), augment=False)
+    assert ex == ExecOptions(device="cpu", progress=False)
+    ev = commands.eval_spec_from_args(parse("run", "--attack", "pgd:steps=5", "--attack", "fgsm:eps=2/255", "--bins", "10",
+                                       "--attack-examples", "100", "--no-cifar10h"))
+    assert ev == EvalSpec(attacks=("pgd:steps=5", "fgsm:eps=2/255"), n_bins=10, attack_examples=100, cifar10h=False)
+    assert commands.eval_spec_from_args(parse("run", "--attack", "none")).attacks == ()
+
+
+def test_matrix_options_override_only_what_is_given():
+    args = parse("matrix", "--preset", "smoke", "--epochs", "3", "--bins", "5", "--out", "x")
+    grid, cells, ev, ex = commands.grid_from_args(args)
+    assert {c.epochs for c in cells} == {3} and {c.batch_size for c in cells} == {100}  # the preset's batch size
+    assert ev.n_bins == 5 and ev.attack_examples == 50 and ex == ExecOptions()
+
+
+def test_bad_numbers_name_the_option():
+    with pytest.raises(SpecError, match="--milestones"):
+        commands.spec_from_args(parse("run", "--milestones", "a,b"))
+    with pytest.raises(SpecError, match="--seeds"):
+        commands.grid_from_args(parse("matrix", "--preset", "smoke", "--seeds", "0,x"))

@@ -1,0 +1,53 @@
+"""The refactor guarantee: specs made before it find the same run directories, score settings keep their
+eval_ids, and a run's per-epoch figures are unchanged (values recorded at commit db9534c)."""
+import csv
+
+import pytest
+
+from robustbench_ols import ExecOptions, RunSpec
+from robustbench_ols.grid import Grid
+from robustbench_ols.run import execute
+from robustbench_ols.spec import EvalSpec
+
+# Run ids of the presets' cells and their scoring settings, as the package gave them at db9534c.
+PINNED = {
+    "smoke": ["e3aa64b6b9fa", "e94b9c179a37", "5182be60dcea", "14a4b5a4bed6", "141357bdc13e", "3a3e26c04567"],
+    "cpu-regime": ["d3e777411caf", "334fc037036e", "b65008fc3b23"],  # the first three cells of 80
+    "quick": ["cf7f0a8f485b", "41d75b48f9b5"],
+}
+EVAL_IDS = {"smoke": "823e947f8f46", "cpu-regime": "e2907d948677"}
+
+
+@pytest.mark.parametrize("preset", sorted(PINNED))
+def test_preset_cells_keep_their_run_ids(preset):
+    grid = Grid.build(preset)
+    assert [c.run_id for c in grid.cells()][:len(PINNED[preset])] == PINNED[preset]
+    if preset in EVAL_IDS:
+        assert grid.eval_spec().eval_id == EVAL_IDS[preset]
+
+
+def test_api_spec_and_scoring_settings_keep_their_ids():
+    # the README's Python example, with the options given as text and in another order
+    spec = RunSpec(dataset="cifar10", model="resnet20", method="ols", method_options=(("init", "zeros"),),
+                   noise="symmetric:0.4", epochs=30, train_subset=5000)
+    assert spec.run_id == "48aaa6bf04e7"
+    assert RunSpec(method="ols", method_options=(("period", "0"), ("alpha", "0.5"), ("init", "zeros")),
+                   noise="symmetric:0.40", epochs=30, train_subset=5000).run_id == "48aaa6bf04e7"
+    assert EvalSpec(attacks=("pgd:eps=4/255,steps=50", "fgsm:eps=2/255"), attack_amp=True).eval_id == "31b08c9236e7"
+
+
+def test_a_smoke_run_gives_the_epochs_recorded_before(tmp_path, one_torch_thread):
+    spec = next(c for c in Grid.build("smoke").cells() if c.run_id == "14a4b5a4bed6")  # hard, 40% noise
+    r = execute(spec, ExecOptions(progress=False), tmp_path, EvalSpec(attacks=(), cifar10h=False))
+    with open(r.run_dir / "epochs.csv") as f:
+        rows = list(csv.DictReader(f))
+    # (train_loss, train_err, noisy_err, clean_subset_err, test_loss, test_err) of epochs 1 and 2
+    before = [(2.3340245882670083, 0.8866666666666667, 0.8916666666666667, 0.8833333333333333, 2.2985296630859375, 0.844),
+              (2.3060789108276367, 0.86, 0.8583333333333333, 0.8611111111111112, 2.268423828125, 0.778)]
+    for row, old in zip(rows, before, strict=True):
+        got = [float(row[k]) for k in ("train_loss", "train_err", "noisy_err", "clean_subset_err", "test_loss",
+                                       "test_err")]
+        # errors are counts over 300 training / 500 test images: equal; losses: equal up to float rounding,
+        # which may differ with another thread count or CPU
+        assert got[1:4] == list(old[1:4]) and got[5] == old[5]
+        assert got[0] == pytest.approx(old[0], rel=1e-5) and got[4] == pytest.approx(old[4], rel=1e-5)
