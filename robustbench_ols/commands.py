@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .attacks import AttackSpec
-from .audit import write_audit
+from .audit_report import write_audit
 from .data import describe_root, find_layout
 from .datafiles import resolve_data_root
 from .errors import RbolsError, SpecError

@@ -135,7 +135,9 @@ def _missing_message(name: str, root: Path, tried_download: bool, failure: str |
 def _download(name: str, root: Path) -> str | None:
     """Fetch through torchvision when online. Returns None, or what went wrong (for the message);
     a data root this call created stays only if something was written into it."""
-    from torchvision import datasets  # here: ~1 s to import, and only a download needs it
+    from torchvision import (
+        datasets,  # here: ~1 s to import, and only a download needs it
+    )
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     created = not root.exists()
     old = socket.getdefaulttimeout()

@@ -1,0 +1,132 @@
+"""`rbols audit`'s files: audit.md (the verdicts, the regime, every comparison), audit.csv and
+audit_pooled.csv, and the difference figures, from the tests of audit.py."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import regime
+from .audit import (
+    ALPHA,
+    METRICS,
+    paired_table,
+    pooled_table,
+    pooled_verdicts,
+    tally,
+    verdicts,
+)
+from .markdown import markdown_table
+from .results import collect
+
+
+def figures(table: pd.DataFrame, to: Path) -> list[str]:
+    """diff_<metric>.png: new - baseline against noise rate, one line per baseline, ±std of the paired
+    differences as error bars. Returns the file names."""
+    import matplotlib  # pyplot with the Agg backend: the backend is chosen before pyplot's import
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = []
+    for metric, label in METRICS:
+        t = table[(table.metric == metric) & (table.n > 0)]
+        if t.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for base, g in t.groupby("baseline"):
+            g = g.sort_values("noise_rate")
+            ax.errorbar(g.noise_rate, g.mean_diff, yerr=g.std_diff.fillna(0), marker="o", capsize=3,
+                        label=f"- {base}")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xlabel("noise rate")
+        ax.set_ylabel(f"difference in {label}")
+        ax.set_title(f"{label}: new - baseline (below 0: new is better)", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = f"diff_{metric}.png"
+        fig.savefig(to / name, dpi=110)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def _regime_section(records: pd.DataFrame) -> list[str]:
+    """audit.md's account of the preconditions and of the hard-label fit they were read from."""
+    return ["## Regime", "",
+            f"A claim about test error or the wrong-label fit under noise is checked only where the experiment "
+            f"can show it: every `{regime.REFERENCE}` run at that noise rate fits at least "
+            f"{regime.MIN_WRONG_FIT:.0%} of its wrong-label training images by the last epoch (predicted as "
+            "their wrong label). Every compared run must also have finished its schedule. Elsewhere the verdict "
+            "is \"inconclusive: outside the regime\" whatever the test gives (`test_outcome` in audit.csv). The "
+            "wrong-label fit compared with hard labels is judged on the same hard-label runs that decide the "
+            "regime: the rates kept are those where hard labels fitted much, which can favour the new method "
+            "there (regression to the mean); read that comparison with this in mind. A robustness comparison "
+            f"in which every compared model errs on >= {regime.FLOOR:.0%} of the attacked images is at the floor "
+            "and inconclusive too.", "",
+            regime.fit_markdown(records), ""]
+
+
+def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """`df` as a Markdown table: floats with `floatfmt`, NaN as a dash."""
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "—" if math.isnan(v) else format(v, floatfmt)
+        return str(v)
+    return markdown_table([str(c) for c in df.columns], [[cell(v) for v in r] for _, r in df.iterrows()])
+
+
+def write_audit(results_dir, to, method: str, against: list[str], *, about: str = "",
+                eval_id: str | None = None, alpha: float = ALPHA) -> Path:
+    """audit.md, audit.csv (every comparison) and the difference figures, from the run records."""
+    to = Path(to)
+    to.mkdir(parents=True, exist_ok=True)
+    records = collect(results_dir, eval_id=eval_id)
+    df = records[records.method_label.isin([method, *against])] if len(records) else records
+    table = paired_table(df, method, against, alpha=alpha, records=records) if len(df) else pd.DataFrame()
+    pooled = pooled_table(df, method, against, alpha=alpha, records=records) if len(df) else pd.DataFrame()
+    if not table.empty:
+        table.to_csv(to / "audit.csv", index=False)
+    if not pooled.empty:
+        pooled.to_csv(to / "audit_pooled.csv", index=False)
+    figs = figures(table, to) if not table.empty else []
+    present = df.groupby("method_label").seed.nunique().to_dict() if len(df) else {}
+    lines = [f"# Audit of `{method}` against {', '.join(f'`{b}`' for b in against)}", ""]
+    if about:
+        lines += [about, ""]
+    lines += [f"Runs read from `{results_dir}`: {len(df)} finished runs; seeds per method: "
+              + (", ".join(f"{k} {v}" for k, v in sorted(present.items())) or "none") + ".",
+              f"Scale: datasets {sorted(set(df.dataset)) if len(df) else []}, models "
+              f"{sorted(set(df.model)) if len(df) else []}, epochs {sorted(set(df.epochs)) if len(df) else []}, "
+              f"train subset {sorted(set(df.train_subset)) if len(df) else []} (0 = all).", ""]
+    if method not in present:
+        lines += [f"**No finished run of `{method}`**: nothing can be said. Run the grid first.", ""]
+    verdict = ([f"- {v}" for v in verdicts(table, method, alpha=alpha)] if not table.empty else
+               ["- no comparison possible: missing runs"])
+    pooled_lines = [f"- {v}" for v in pooled_verdicts(pooled, method, alpha=alpha)] if not pooled.empty else []
+    lines += ["## Verdict", "", "Within each noise rate:", "", *verdict, ""]
+    if pooled_lines:
+        lines += ["Pooled over the noise rates (every (rate, seed) pair; more power with few seeds):", "",
+                  *pooled_lines, ""]
+    lines += _regime_section(records)
+    lines += ["## Wins, ties and losses", "",
+              f"A win or loss needs p < {alpha} in a two-sided paired t-test over seeds (lower is better for every "
+              "metric); \"untested\": one paired seed; \"missing\": no paired run.", ""]
+    if not table.empty:
+        lines += [_md(tally(table), ".0f"), "", "## Every comparison", "",
+                  "`mean_diff` = mean over seeds of (new - baseline); negative is better for the new method.", "",
+                  _md(table[["label", "dataset", "model", "noise_rate", "baseline", "n", "new_mean", "base_mean",
+                             "mean_diff", "std_diff", "t", "p", "outcome"]]), ""]
+    if not pooled.empty:
+        lines += ["## Pooled over noise rates", "",
+                  "Every (noise rate, seed) both methods have is one pair; `lower` = pairs where the new method is "
+                  f"lower; t-test of the mean difference against 0 over all pairs (two-sided, p < {alpha}). Scope "
+                  "`noisy` = noise rates > 0, `all` = every rate (the wrong-label fit exists only with noise).", "",
+                  _md(pooled[["label", "dataset", "model", "scope", "baseline", "n", "lower", "new_mean", "base_mean",
+                              "mean_diff", "std_diff", "t", "p", "outcome"]]), ""]
+    if not table.empty:
+        lines += ["## Figures", ""]
+        lines += [f"![{f}]({f})" for f in figs]
+    path = to / "audit.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
