@@ -13,14 +13,7 @@ from .datafiles import resolve_data_root
 from .errors import RbolsError, SpecError
 from .grid import Grid, load_config, split_methods
 from .matrix import describe, print_summary, run_local, run_ray, set_threads
-from .methods import (
-    label_of,
-    list_methods,
-    method_class,
-    option_defaults,
-    parse_method,
-    plugin_names,
-)
+from .methods import label_of, list_methods, method_class, option_defaults, parse_method, plugin_names
 from .models import list_models
 from .options import EVAL_DEFAULTS, EVAL_FLAGS, EXEC_DEFAULTS, RUN_DEFAULTS
 from .regime import REFERENCE, fit_lines
@@ -50,7 +43,7 @@ def grid_from_args(args):
 
 
 def exec_from_args(args, progress: bool | None = None):
-    """ExecOptions from the execution options (`_exec_options`); `progress` overrides --progress."""
+    """ExecOptions from the execution options (cli.py's `_exec_options`); `progress` overrides --progress."""
     kw = {k: getattr(args, k) for k in EXEC_DEFAULTS if hasattr(args, k)}  # rbols eval has no --progress
     return ExecOptions(**{**kw, "progress": getattr(args, "progress", True) if progress is None else progress})
 

@@ -1,9 +1,9 @@
 """A RunSpec resolved once, at the entry: its texts turned into the objects every later step uses.
 
-`resolve(spec)` looks up the method class (with its full options and display label), parses and checks
-the noise against the dataset, and finds the dataset loader and the model factory in their registries,
-so a bad name or value fails here, before any data is loaded or any file written. Nothing downstream
-parses a text of the spec again.
+`resolve(spec)` builds the run's method (its class looked up, its options converted and checked, its display
+label), parses the noise and checks it against the dataset, and finds the dataset loader and the model
+factory in their registries, so a bad name or value fails here, before any data is loaded or any file is
+written. Nothing downstream parses a text of the spec again.
 """
 from __future__ import annotations
 
