@@ -86,8 +86,8 @@ def cell_state(out: Path, spec: RunSpec, ev: EvalSpec) -> str:
     """done | needs-eval | failed | running | partial | todo."""
     d = out / spec.run_id
     if (d / "DONE").exists():
-        m = json.loads((d / "metrics.json").read_text())
-        scored = m.get("eval_id") == ev.eval_id or (d / "evals" / f"{ev.eval_id}.json").exists()
+        scored = (store.read_metrics(d).get("eval_id") == ev.eval_id
+                  or store.eval_record_path(d, ev.eval_id).exists())
         return "done" if scored else "needs-eval"
     if failure_path(out, spec.run_id).exists():
         return "failed"
