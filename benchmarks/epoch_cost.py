@@ -33,12 +33,12 @@ import torch
 
 from robustbench_ols import __version__
 from robustbench_ols.data import TrainLoader, class_balanced_subset, load_dataset
-from robustbench_ols.grid import PRESETS
+from robustbench_ols.inference import evaluate
 from robustbench_ols.methods import FitInfo, build_method
 from robustbench_ols.models import create_model
+from robustbench_ols.presets import PRESETS
 from robustbench_ols.provenance import device_name, git_info
 from robustbench_ols.spec import RunSpec
-from robustbench_ols.inference import evaluate
 from robustbench_ols.training import make_optimizer, train_epoch
 
 

@@ -18,7 +18,7 @@ from .audit import (
     verdicts,
 )
 from .markdown import markdown_table
-from .results import collect
+from .results import collect, unreadable
 
 
 def figures(table: pd.DataFrame, to: Path) -> list[str]:
@@ -99,6 +99,7 @@ def write_audit(results_dir, to, method: str, against: list[str], *, about: str 
               f"Scale: datasets {sorted(set(df.dataset)) if len(df) else []}, models "
               f"{sorted(set(df.model)) if len(df) else []}, epochs {sorted(set(df.epochs)) if len(df) else []}, "
               f"train subset {sorted(set(df.train_subset)) if len(df) else []} (0 = all).", ""]
+    lines += [f"Left out, unreadable: {b['reason']}" for b in unreadable(results_dir, eval_id=eval_id)]
     if method not in present:
         lines += [f"**No finished run of `{method}`**: nothing can be said. Run the grid first.", ""]
     verdict = ([f"- {v}" for v in verdicts(table, method, alpha=alpha)] if not table.empty else

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from . import store
+from .errors import DataError
 from .spec import EvalSpec, RunSpec
 
 
@@ -83,12 +84,15 @@ def failure_path(out: Path, run_id: str) -> Path:
 
 
 def cell_state(out: Path, spec: RunSpec, ev: EvalSpec) -> str:
-    """done | needs-eval | failed | running | partial | todo."""
+    """done | needs-eval | unreadable (DONE, but metrics.json cannot be read: `rbols repair`) | failed | running |
+    partial | todo."""
     d = out / spec.run_id
     if (d / "DONE").exists():
-        scored = (store.read_metrics(d).get("eval_id") == ev.eval_id
-                  or store.eval_record_path(d, ev.eval_id).exists())
-        return "done" if scored else "needs-eval"
+        try:
+            own = store.read_metrics(d).get("eval_id")
+        except DataError:
+            return "unreadable"
+        return "done" if own == ev.eval_id or store.eval_record_path(d, ev.eval_id).exists() else "needs-eval"
     if failure_path(out, spec.run_id).exists():
         return "failed"
     if Claim(out, spec.run_id).holder() is not None:

@@ -1,11 +1,12 @@
-"""`rbols run | eval | matrix | report | audit | methods | models | data check`.
+"""`rbols run | eval | score | matrix | report | audit | repair | methods | models | data check`.
 
-Exit status: 0 success, 1 a run failed (its directory says why), 2 bad input (the message says what
-is valid).
+Exit status: 0 done; 1 a run failed (its directory says why); 2 bad input or an unusable state on disk (the
+message names it and the fix); 130 interrupted (Ctrl-C: rerun the same command to resume).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -16,11 +17,23 @@ from .options import (  # light: no torch (see attacks/spec.py)
     RUN,
     RUN_DEFAULTS,
 )
+from .presets import AUDIT_PRESET, PRESET_NAMES  # plain data
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, unless the help already says it or there is none (None, a flag)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        plain_flag = action.default is False and not isinstance(action, argparse.BooleanOptionalAction)
+        if action.default is None or plain_flag or action.default == argparse.SUPPRESS or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="train one model under label noise, score it and record everything",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     a = p.add_argument
     a("--dataset", default=RUN["dataset"], help="cifar10, cifar100 or synthetic (fast tests only)")
     a("--model", default=RUN["model"], help="a registered model (rbols models: see README)")
@@ -37,32 +50,44 @@ def _run_parser(sub) -> None:
 def _training_options(p, d) -> None:
     """Options that are part of the RunSpec (and so of the run_id). `d` holds their defaults; for
     `rbols matrix` it is empty, so only the options given on the command line override the grid."""
-    a = p.add_argument
-    a("--epochs", type=int, default=d.get("epochs"))
-    a("--batch-size", type=int, default=d.get("batch_size"))
-    a("--lr", type=float, default=d.get("lr"))
-    a("--momentum", type=float, default=d.get("momentum"))
-    a("--nesterov", action=argparse.BooleanOptionalAction, default=d.get("nesterov"))
-    a("--weight-decay", type=float, default=d.get("weight_decay"))
-    a("--schedule", default=d.get("schedule"), help="step (x lr-decay at the milestones) or cosine")
-    a("--milestones", default=None, help="comma-separated 0-based epochs (default: 50%% and 75%% of --epochs)")
-    a("--lr-decay", type=float, default=d.get("lr_decay"))
-    a("--train-subset", type=int, default=d.get("train_subset"),
-      help="class-balanced seeded subset of N training images (0: all)")
-    a("--subset-seed", type=int, default=d.get("subset_seed"))
-    a("--augment", action=argparse.BooleanOptionalAction, default=d.get("augment"),
-      help="random crop 32 (pad 4) and horizontal flip")
-    a("--amp", action=argparse.BooleanOptionalAction, default=d.get("amp"), help="bf16 autocast")
-    a("--val-split", type=int, default=d.get("val_split"),
-      help="hold N class-balanced images out of the training set (after the noise): the best epoch is "
-           "chosen on them and temperature scaling is fitted on them (0: neither)")
-    a("--val-labels", default=d.get("val_labels"), help="labels of the validation split: noisy (what a "
-      "practitioner has) or clean")
-    a("--test-every", type=int, default=d.get("test_every"),
+    a = _adder(p, d, RUN_DEFAULTS)
+    a("--epochs", type=int, help="training epochs")
+    a("--batch-size", type=int, help="training images per SGD step")
+    a("--lr", type=float, help="initial learning rate of SGD")
+    a("--momentum", type=float, help="SGD momentum")
+    a("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum")
+    a("--weight-decay", type=float, help="L2 weight decay of SGD")
+    a("--schedule", help="step (x lr-decay at the milestones) or cosine")
+    p.add_argument("--milestones", default=None, help="comma-separated 0-based epochs of the step schedule "
+                                                      "(default: 50%% and 75%% of --epochs)")
+    a("--lr-decay", type=float, help="factor of the learning rate at each milestone")
+    a("--train-subset", type=int, help="class-balanced seeded subset of N training images (0: all)")
+    a("--subset-seed", type=int, help="seed of that subset (and of the held-out splits)")
+    a("--augment", action=argparse.BooleanOptionalAction, help="random crop 32 (pad 4) and horizontal flip")
+    a("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast")
+    a("--val-split", type=int, help="hold N class-balanced images out of the training set (after the noise): the "
+      "best epoch is chosen on them and temperature scaling is fitted on them (0: neither)")
+    a("--val-labels", help="labels of the validation split: noisy (what a practitioner has) or clean")
+    a("--test-every", type=int,
       help="the per-epoch test pass (epochs.csv, Fig. 4, the best epoch) every K epochs and at the last one")
-    a("--test-subset", type=int, default=d.get("test_subset"),
-      help="that pass on a fixed class-balanced subset of N test images (0: all); the last epoch and the "
-           "final scores always use the whole test set")
+    a("--test-subset", type=int, help="that pass on a fixed class-balanced subset of N test images (0: all); the "
+      "last epoch and the final scores always use the whole test set")
+
+
+def _adder(p, d: dict, fallback: dict):
+    """p.add_argument with the default from `d` (the option's dest). With `d` empty (`rbols matrix`, `rbols
+    audit`: the grid decides), the default is None and the help says so, naming the value used when the grid
+    sets none; with `d` given, ArgumentDefaultsHelpFormatter prints it."""
+    def add(flag, **kw):
+        dest = flag.lstrip("-").replace("-", "_")
+        key = {"attack": "attacks", "bins": "n_bins"}.get(dest, dest)
+        kw["default"] = d.get(key)
+        if not d and key in fallback:
+            value = fallback[key]
+            shown = ",".join(value) if isinstance(value, tuple) and all(isinstance(v, str) for v in value) else value
+            kw["help"] = f"{kw.get('help', '')} (default: the grid's; {shown} when it sets none)".lstrip()
+        p.add_argument(flag, **kw)
+    return add
 
 
 def _exec_options(p) -> None:
@@ -75,7 +100,8 @@ def _exec_options(p) -> None:
       help="folder holding CIFAR (default: $RBOLS_DATA, else ~/.cache/robustbench_ols)")
     a("--download", action=argparse.BooleanOptionalAction, default=d["download"],
       help="download CIFAR through torchvision when it is missing")
-    a("--progress", action=argparse.BooleanOptionalAction, default=d["progress"])
+    a("--progress", action=argparse.BooleanOptionalAction, default=d["progress"],
+      help="progress bars (training steps, scoring); plain periodic lines when stderr is not a terminal")
     a("--eval-batch-size", type=int, default=d["eval_batch_size"],
       help="images per evaluation forward pass (256: 1.7x faster than 1000 for resnet8 on one CPU thread, "
            "benchmarks/epoch_cost.py)")
@@ -86,25 +112,27 @@ def _exec_options(p) -> None:
 def _eval_options(p, d) -> None:
     """How the final model is scored (not part of the run_id: `rbols eval` can add other settings)."""
     g = p.add_argument_group("scoring (not part of the run_id)")
-    a = g.add_argument
-    a("--attack", action="append", default=None, metavar="SPEC",
-      help="fgsm[:eps=8/255] or pgd[:eps=8/255,alpha=2/255,steps=20,random_start=true]; repeat for "
-           "several, 'none' for no attack (default: fgsm and pgd, i.e. PGD-20)")
-    a("--attack-examples", type=int, default=d.get("attack_examples"),
+    a = _adder(g, d, EVAL_DEFAULTS)
+    g.add_argument("--attack", action="append", default=None, metavar="SPEC",
+                   help="fgsm[:eps=8/255] or pgd[:eps=8/255,alpha=2/255,steps=20,random_start=true]; repeat for "
+                        "several, 'none' for no attack (default: fgsm and pgd, i.e. PGD-20"
+                        + ("" if d else ", unless the grid sets others") + ")")
+    a("--attack-examples", type=int,
       help="attack a class-balanced, seeded subset of N test images (0: the whole test set)")
-    a("--attack-seed", type=int, default=d.get("attack_seed"), help="seed of that subset and of PGD's random start")
-    a("--attack-batch-size", type=int, default=d.get("attack_batch_size"))
-    a("--bins", type=int, default=d.get("n_bins"), help="calibration bins (ECE, MCE, reliability diagram)")
-    a("--cifar10h", action=argparse.BooleanOptionalAction, default=d.get("cifar10h"),
+    a("--attack-seed", type=int, help="seed of that subset and of PGD's random start")
+    a("--attack-batch-size", type=int, help="images per attacked batch")
+    a("--bins", type=int, help="calibration bins (ECE, MCE, reliability diagram)")
+    a("--cifar10h", action=argparse.BooleanOptionalAction,
       help="CIFAR-10 only: score agreement with the CIFAR-10H human labels")
-    a("--attack-amp", action=argparse.BooleanOptionalAction, default=d.get("attack_amp"),
+    a("--attack-amp", action=argparse.BooleanOptionalAction,
       help="run the attacks under bf16 autocast (faster on GPUs and CPUs with bf16 units, much slower on "
            "others; a scoring setting of its own, not the default for reported scores)")
 
 
 def _matrix_parser(sub) -> None:
     p = sub.add_parser("matrix", help="run a grid of runs (methods x noise x seeds x models x datasets), "
-                                      "resumably, on this machine or a Ray cluster")
+                                      "resumably, on this machine or a Ray cluster",
+                       formatter_class=_Help)
     _grid_options(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print the cells and their state (done, partial, todo, ...); run nothing")
@@ -112,17 +140,24 @@ def _matrix_parser(sub) -> None:
 
 def _audit_parser(sub) -> None:
     p = sub.add_parser("audit", help="run (or reuse) a grid for a new method and its baselines, then write "
-                                     "audit.md: paired tests over seeds and a verdict per metric")
+                                     "audit.md: paired tests over seeds and a verdict per metric",
+                       description=f"Trains the grid of --preset or --config (without either: the {AUDIT_PRESET} "
+                                   "preset, about an hour of CPU time) for --method, the --against baselines and "
+                                   "hard labels, unless --no-run; then writes audit.md. --dry-run lists the cells "
+                                   "and what they would cost first.",
+                       formatter_class=_Help)
     p.add_argument("--method", required=True, help="the method to audit, e.g. mypkg.mod:MyMethod[:key=value,...]")
     p.add_argument("--against", default="ls,ols", help="comma-separated baselines")
     p.add_argument("--to", default=None, help="folder for audit.md (default: <out>/audit)")
     p.add_argument("--no-run", action="store_true", help="only read the runs already in --out; train nothing")
-    _grid_options(p)
-    p.set_defaults(dry_run=False)
+    p.add_argument("--dry-run", action="store_true", help="print the cells, their state and the cost estimate; "
+                                                          "run and write nothing")
+    _grid_options(p, f"(default: {AUDIT_PRESET} when --config is not given either)")
 
 
 def _report_parser(sub) -> None:
-    p = sub.add_parser("report", help="tables and figures (the OLS paper's) from finished run directories")
+    p = sub.add_parser("report", help="tables and figures (the OLS paper's) from finished run directories",
+                       formatter_class=_Help)
     p.add_argument("results_dir")
     p.add_argument("--to", required=True, help="folder for report.md, the tables and the figures")
     p.add_argument("--paper", action="store_true", help="add the paper's numbers beside ours where it has them")
@@ -132,9 +167,9 @@ def _report_parser(sub) -> None:
                    help="comma-separated figure formats among png, pdf, svg (default png,pdf; report.md shows the first)")
 
 
-def _grid_options(p) -> None:
+def _grid_options(p, preset_default: str = "") -> None:
     a = p.add_argument
-    a("--preset", default=None, help="smoke, quick, paper-table7, paper-table8, paper-table11, paper-table12")
+    a("--preset", default=None, help=f"one of {', '.join(PRESET_NAMES)} {preset_default}".rstrip())
     a("--config", default=None, help="a TOML file: methods, noise, seeds, models, datasets lists, [run] and "
                                      "[eval] tables, optionally preset = NAME as the base")
     a("--methods", default=None, help="comma-separated method texts, e.g. hard,ls,ols:alpha=0.5,init=zeros")
@@ -142,16 +177,36 @@ def _grid_options(p) -> None:
     a("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
     a("--models", default=None, help="comma-separated models")
     a("--datasets", default=None, help="comma-separated datasets")
+    a("--sweep", action="append", default=None, metavar="KEY=V1,V2",
+      help="sweep a run setting: every value is a cell (repeat for several: every combination), e.g. --sweep "
+           "lr=0.05,0.1 --sweep epochs=100,200; a --config file takes a [sweep] table")
     _training_options(p, {})
     _exec_options(p)
     _eval_options(p, {})
     a("--out", default="results", help="the folder of the grid's run directories")
     a("--retry-failed", action="store_true", help="run the cells recorded as failed again")
-    a("--backend", default="local", choices=("local", "ray"))
+    a("--backend", default="local", choices=("local", "ray"), help="where the cells run")
     a("--workers", type=int, default=None,
       help="local: processes sharing the grid (default 1; with GPUs one per visible GPU, each pinned to it)")
     a("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
-    a("--ray-cpus-per-task", type=int, default=1)
+    a("--ray-cpus-per-task", type=int, default=1, help="CPUs Ray reserves for each cell (GPU clusters: one GPU each)")
+
+
+def _scoring_options(p) -> None:
+    """`rbols eval` and `rbols score`: where and how the scoring runs, then what it scores."""
+    d = EXEC_DEFAULTS
+    p.add_argument("--device", default=d["device"], help="auto, cpu, cuda or cuda:i")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d["channels_last"],
+                   help="channels_last memory format (faster ResNets on CPUs and recent GPUs)")
+    p.add_argument("--data-root", default=d["data_root"],
+                   help="folder holding CIFAR (default: $RBOLS_DATA, else ~/.cache/robustbench_ols)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=d["download"],
+                   help="download CIFAR through torchvision when it is missing")
+    p.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"], help="images per forward pass")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d["progress"],
+                   help="a bar over the clean pass and each attack")
+    _eval_options(p, EVAL_DEFAULTS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,16 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     _report_parser(sub)
     _audit_parser(sub)
     ev = sub.add_parser("eval", help="score a finished run again with other settings (no retraining)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=_Help)
     ev.add_argument("run_dir", help="a run directory (<out>/<run_id>)")
-    d = EXEC_DEFAULTS
-    ev.add_argument("--device", default=d["device"])
-    ev.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d["channels_last"])
-    ev.add_argument("--data-root", default=d["data_root"])
-    ev.add_argument("--download", action=argparse.BooleanOptionalAction, default=d["download"])
-    ev.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"])
-    ev.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    _eval_options(ev, EVAL_DEFAULTS)
+    _scoring_options(ev)
+    sc = sub.add_parser("score", help="score a model trained outside the suite (a checkpoint) like a run",
+                        formatter_class=_Help)
+    sc.add_argument("--checkpoint", required=True, help="a file saved with torch.save(model.state_dict(), FILE) "
+                                                        "(or holding one under 'state_dict', 'model' or 'models')")
+    sc.add_argument("--model", required=True, help="the registered architecture of those weights (rbols models); "
+                                                   "it takes images in [0, 1] and normalises them itself")
+    sc.add_argument("--dataset", default=RUN["dataset"], help="whose test set scores it")
+    sc.add_argument("--out", default="scores", help="parent folder of the record folder <out>/<score_id>/")
+    _scoring_options(sc)
+    rep = sub.add_parser("repair", help="rebuild a finished run's unreadable metrics.json from its other records")
+    rep.add_argument("run_dir", help="a run directory (<out>/<run_id>)")
     sub.add_parser("methods", help="list the training methods with their paper and defaults")
     sub.add_parser("models", help="list the registered models")
     data = sub.add_parser("data", help="data utilities")
@@ -185,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # imported once the command line is parsed: commands.py imports torch (seconds), which --help never needs
-    from . import commands
     try:
+        from . import commands
         return getattr(commands, f"cmd_{args.command}")(args)
     except RunFailed as e:
         print(f"rbols: {e}", file=sys.stderr)
@@ -194,6 +253,12 @@ def main(argv=None) -> int:
     except RbolsError as e:
         print(f"rbols: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Interrupted says where and how to resume; a bare Ctrl-C, that nothing ran
+        print(f"\nrbols: {e or 'interrupted; nothing of a run was recorded yet'}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `rbols methods | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet too
+        return 0
 
 
 if __name__ == "__main__":

@@ -10,18 +10,20 @@ from .attacks import AttackSpec
 from .audit_report import write_audit
 from .data import describe_root, find_layout
 from .datafiles import resolve_data_root
-from .errors import RbolsError, SpecError
-from .grid import Grid, load_config, split_methods
-from .matrix import describe, print_summary, run_local, run_ray, set_threads
+from .errors import Interrupted, RbolsError, SpecError
+from .external import score_checkpoint
+from .grid import Grid, load_config, parse_sweeps, split_methods
+from .matrix import describe, estimate_line, print_summary, run_local, run_ray, set_threads, tally
 from .methods import label_of, list_methods, method_class, option_defaults, parse_method, plugin_names
 from .models import list_models
 from .options import EVAL_DEFAULTS, EVAL_FLAGS, EXEC_DEFAULTS, RUN_DEFAULTS
+from .presets import AUDIT_PRESET
 from .regime import REFERENCE, fit_lines
 from .report import write_report
-from .results import collect
-from .run import evaluate_run, execute
+from .results import collect, unreadable
+from .run import evaluate_run, execute, repair
 from .spec import DEFAULT_ATTACKS, EvalSpec, ExecOptions, RunSpec
-from .store import run_dirs
+from .store import ensure_writable, run_dirs
 
 
 def grid_from_args(args):
@@ -36,7 +38,8 @@ def grid_from_args(args):
         return [x.strip() for x in text.split(",") if x.strip()] if text else None
     over = {"methods": split_methods(args.methods) if args.methods else None, "noise": split(args.noise),
             "seeds": [_int(x, "--seeds") for x in split(args.seeds)] if args.seeds else None,
-            "models": split(args.models), "datasets": split(args.datasets), "run": run, "eval": ev}
+            "models": split(args.models), "datasets": split(args.datasets), "run": run, "eval": ev,
+            "sweep": parse_sweeps(args.sweep) or None}
     grid = Grid.build(args.preset, load_config(args.config) if args.config else None, **over)
     ex = exec_from_args(args)
     return grid, grid.cells(), grid.eval_spec(), ex
@@ -111,13 +114,25 @@ def cmd_run(args) -> int:
 
 def cmd_eval(args) -> int:
     ev = eval_spec_from_args(args)
-    ex = exec_from_args(args, progress=False)
+    ex = exec_from_args(args)
     set_threads(args.threads)
     record = evaluate_run(args.run_dir, ev, ex)
     if record["status"] == "already evaluated":
         print(f"already evaluated with these settings (record kept as it is): {record['when']}")
     _print_scores(record["metrics"])
     print(f"{args.run_dir.rstrip('/')}/evals/{record['eval_id']}.json")
+    return 0
+
+
+def cmd_score(args) -> int:
+    ev = eval_spec_from_args(args)
+    ex = exec_from_args(args)
+    set_threads(args.threads)
+    record = score_checkpoint(args.checkpoint, args.model, args.dataset, ev, ex, args.out)
+    if record["status"] == "already evaluated":
+        print(f"already scored with these settings (record kept as it is): {record['when']}")
+    _print_scores(record["metrics"])
+    print(record["path"])
     return 0
 
 
@@ -128,26 +143,39 @@ def cmd_matrix(args) -> int:
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {out} is a file; give a directory for the grid's run directories")
     if args.dry_run:
-        lines = describe(cells, out, ev)
-        print(f"grid {grid.name}: {len(cells)} cells ({grid.about or 'custom'}); scoring {ev.eval_id}: "
-              f"{', '.join(ev.attacks) or 'no attack'}, attack examples {ev.attack_examples or 'all'}")
-        print("\n".join(lines))
-        states = [ln.split()[0] for ln in lines]
-        print("; ".join(f"{k} {states.count(k)}" for k in ("done", "needs-eval", "partial", "running", "failed",
-                                                           "todo") if states.count(k)))
-        return 0
+        return _dry_run(grid, cells, ev, out)
+    ensure_writable(out)
+    print(estimate_line(grid, cells, out, ev, args.workers), file=sys.stderr)
     summary = _run_grid(args, cells, ev, ex, out)
     return 0 if summary.ok else 1
 
 
+def _dry_run(grid, cells, ev, out) -> int:
+    """`--dry-run`: the cells, their state, and what the grid would cost; nothing is run or written."""
+    lines = describe(cells, out, ev, swept=list(grid.sweep))
+    print(f"grid {grid.name}: {len(cells)} cells ({grid.about or 'custom'}); scoring {ev.eval_id}: "
+          f"{', '.join(ev.attacks) or 'no attack'}, attack examples {ev.attack_examples or 'all'}")
+    print("\n".join(lines))
+    states = [ln.split()[0] for ln in lines]
+    print("; ".join(f"{k} {states.count(k)}" for k in ("done", "needs-eval", "unreadable", "partial", "running",
+                                                       "failed", "todo") if states.count(k)))
+    print(estimate_line(grid, cells, out, ev, None))
+    return 0
+
+
 def _run_grid(args, cells, ev, ex, out):
     out.mkdir(parents=True, exist_ok=True)
-    if args.backend == "ray":
-        summary = run_ray(cells, out, ev, ex, address=args.ray_address, retry_failed=args.retry_failed,
-                          cpus_per_task=args.ray_cpus_per_task, progress=args.progress)
-    else:
-        summary = run_local(cells, out, ev, ex, workers=args.workers, retry_failed=args.retry_failed,
-                            threads=args.threads, progress=args.progress)
+    try:
+        if args.backend == "ray":
+            summary = run_ray(cells, out, ev, ex, address=args.ray_address, retry_failed=args.retry_failed,
+                              cpus_per_task=args.ray_cpus_per_task, progress=args.progress)
+        else:
+            summary = run_local(cells, out, ev, ex, workers=args.workers, retry_failed=args.retry_failed,
+                                threads=args.threads, progress=args.progress)
+    except KeyboardInterrupt:
+        s = tally(cells, out, ev)
+        raise Interrupted(f"grid interrupted with {s.done} of {s.total} cells done; the cells in training keep "
+                          "their checkpoints: run the same command to resume") from None
     print_summary(summary, out)
     return summary
 
@@ -163,6 +191,8 @@ def cmd_report(args) -> int:
         raise SpecError(f"--format {args.format!r}: {'unknown ' + ', '.join(bad) if bad else 'no format'}; "
                         "give one or more of png, pdf, svg, e.g. --format png")
     path = write_report(args.results_dir, Path(args.to), paper=args.paper, eval_id=args.eval_id, formats=formats)
+    for b in unreadable(args.results_dir, eval_id=args.eval_id):
+        print(f"warning: left out of the report: {b['reason']}", file=sys.stderr)
     print("\n".join(fit_lines(collect(args.results_dir, eval_id=args.eval_id))
                     or ["no hard-label run with label noise: the regime (memorising) cannot be read"]))
     print(path)
@@ -177,17 +207,33 @@ def cmd_audit(args) -> int:
     reference = [] if REFERENCE in labels else [REFERENCE]
     args.methods = ",".join([args.method, *against, *reference])
     if args.preset is None and args.config is None:
-        args.preset = "quick"
+        args.preset = AUDIT_PRESET
     grid, cells, ev, ex = grid_from_args(args)
     out = Path(args.out)
+    if args.dry_run:
+        return _dry_run(grid, cells, ev, out)
     ok = True
-    if not args.no_run:
+    if args.no_run:
+        found = set(collect(out, eval_id=ev.eval_id).get("method_label", ()))
+        wanted = list(dict.fromkeys([*labels, *reference]))
+        if not found & set(wanted):
+            raise SpecError(f"--no-run: no finished run of {', '.join(wanted)} under {out} (looked for run "
+                            f"directories with DONE{'; found only ' + ', '.join(sorted(found)) if found else ''}); "
+                            "give the --out of the grid that trained them, or drop --no-run to train them")
+    else:
+        ensure_writable(out)
+        print(estimate_line(grid, cells, out, ev, args.workers), file=sys.stderr)
         ok = _run_grid(args, cells, ev, ex, out).ok
     to = Path(args.to) if args.to else out / "audit"
     path = write_audit(out, to, labels[0], labels[1:], eval_id=ev.eval_id,
                        about=f"Grid: {grid.name} ({grid.about or 'custom'}); seeds {grid.seeds}; noise {grid.noise}.")
     print(path)
     return 0 if ok else 1
+
+
+def cmd_repair(args) -> int:
+    print(repair(args.run_dir))
+    return 0
 
 
 def cmd_methods(args) -> int:
@@ -210,7 +256,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_data(args) -> int:
-    print("\n".join(describe_root(args.data_root)))
+    for line in describe_root(args.data_root):
+        print(line, flush=True)
     root = resolve_data_root(args.data_root)
     if not any(find_layout(name, root) for name in ("cifar10", "cifar100")):
         print("no CIFAR data found: set --data-root or RBOLS_DATA to a folder holding it", file=sys.stderr)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cifar10h import describe_cifar10h
 from .datafiles import ENV_VAR, md5sum, resolve_data_root
 from .errors import DataError
 from .noise.human import describe_human_labels
@@ -112,9 +113,11 @@ def find_layout(name: str, root: Path) -> Path | None:
     return None
 
 
-def verify_folder(folder: Path) -> None:
-    """Check every file's md5; the error names the corrupt file and what to do."""
+def verify_folder(folder: Path, only: str | None = None) -> None:
+    """Check every file's md5 (or the file `only`); the error names the corrupt file and what to do."""
     for fname, want in _MD5[folder.name].items():
+        if only is not None and fname != only:
+            continue
         got = md5sum(folder / fname)
         if got != want:
             raise DataError(
@@ -307,21 +310,24 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Te
     return xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def describe_root(data_root=None, *, verify: bool = True) -> list[str]:
-    """Lines for `rbols data check`: what was found under the root, checked, and counted."""
+def describe_root(data_root=None, *, verify: bool = True):
+    """Lines for `rbols data check`, yielded as each file is checked (md5 of a CIFAR file: about a second):
+    the CIFAR folders found, their counts, CIFAR-10H and the human-label files (CIFAR-10N, CIFAR-100N).
+    DataError at the first corrupt file, naming it and the fix."""
     root = resolve_data_root(data_root)
-    lines = [f"data root: {root}"]
+    yield f"data root: {root}"
     for name in ("cifar10", "cifar100"):
         folder = find_layout(name, root)
         if folder is None:
-            lines.append(f"  {name}: not found (accepted: {', '.join(l + '/' for l in _LAYOUTS[name])})")
+            yield f"  {name}: not found (accepted: {', '.join(l + '/' for l in _LAYOUTS[name])})"
             continue
-        if verify:
-            verify_folder(folder)
+        for fname in _MD5[folder.name] if verify else ():
+            verify_folder(folder, only=fname)
+            yield f"  {folder.name}/{fname} md5 ok"
         d = load_dataset(name, root, download=False, verify=False)
         counts = np.bincount(d.train_y, minlength=d.num_classes)
-        lines.append(f"  {name}: {folder.name}/ md5 {'ok' if verify else 'not checked'}; "
-                     f"{len(d.train_y)} train + {len(d.test_y)} test images, {d.num_classes} classes, "
-                     f"{counts.min()}-{counts.max()} train images per class")
-    lines.extend(describe_human_labels(root))
-    return lines
+        yield (f"  {name}: {folder.name}/ md5 {'ok' if verify else 'not checked'}; "
+               f"{len(d.train_y)} train + {len(d.test_y)} test images, {d.num_classes} classes, "
+               f"{counts.min()}-{counts.max()} train images per class")
+    yield describe_cifar10h(root)
+    yield from describe_human_labels(root)

@@ -1,4 +1,5 @@
-"""Errors a user can fix. The CLI prints their message (no traceback) and exits with status 2."""
+"""Errors a user can fix. The CLI prints their message (no traceback) and exits with status 2 (1 for
+RunFailed, 130 for Interrupted)."""
 
 
 class RbolsError(Exception):
@@ -19,3 +20,8 @@ class RunFailed(RbolsError):
 
 class ContractError(RbolsError):
     """A method (usually a plugin) breaks the method contract; the message names the method and rule."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run, after its directory was recorded: status.json says `interrupted`
+    and where. A KeyboardInterrupt, so that nothing that catches Exception (a grid's cell) swallows it."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import progress as progress_bars
 from .attacks.robust import fold_batchnorm, robust_error
 from .calibration import (
     apply_temperature,
@@ -55,21 +56,37 @@ def load_human(dataset: str, ev: EvalSpec, data_root, download: bool, test_y):
         raise DataError(f"{e} To score without the CIFAR-10H figures, pass --no-cifar10h.") from None
 
 
-def _logits(model, images, *, batch_size, channels_last) -> torch.Tensor:
-    return torch.cat(list(predict_logits(model, images, batch_size=batch_size, channels_last=channels_last,
-                                         amp=False)))
+def _logits(model, images, *, batch_size, channels_last, bar=None) -> torch.Tensor:
+    chunks = []
+    for z in predict_logits(model, images, batch_size=batch_size, channels_last=channels_last, amp=False):
+        chunks.append(z)
+        if bar is not None:
+            bar.update(1)
+    return torch.cat(chunks)
+
+
+def _batches(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
 
 
 def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, val=None, human=None,
-          eval_batch_size: int = 256, channels_last: bool = False) -> tuple[dict, list, dict]:
+          eval_batch_size: int = 256, channels_last: bool = False, progress: bool = False,
+          progress_position: int | None = None) -> tuple[dict, list, dict]:
     """(metrics, reliability rows, notes) for `model` on uint8 `test_x` (on the model's device).
 
     `val`: (uint8 images, labels) of the run's validation split, or None (temperature scaling is then
     skipped: `temperature`, `ece_ts` and `nll_ts` are None and `notes` says why). `human`: the
-    CIFAR-10H array, or None for no human-agreement figures (they are then absent).
+    CIFAR-10H array, or None for no human-agreement figures (they are then absent). `progress`: a bar
+    over the clean pass and each attack's batches, named after the stage it is in.
     """
     timer = Timer()
-    logits = _logits(model, test_x, batch_size=eval_batch_size, channels_last=channels_last)
+    sub = torch.as_tensor(attack_subset(test_y.cpu().numpy(), ev), device=test_x.device)
+    attacks = ev.attack_specs
+    bar = progress_bars.bar(_batches(len(test_x), eval_batch_size)
+                            + len(attacks) * _batches(len(sub), ev.attack_batch_size),
+                            "scoring: clean pass", "batch", enabled=progress,
+                            position=progress_position, leave=progress_position is None)
+    logits = _logits(model, test_x, batch_size=eval_batch_size, channels_last=channels_last, bar=bar)
     num_classes = logits.shape[1]
     y = test_y.to(logits.device).long()
     m = {"clean_err": (logits.argmax(1) != y).double().mean().item()}
@@ -91,10 +108,8 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
         notes["temperature_scaling"] = "skipped: the run has no validation split (--val-split 0)"
     if human is not None:
         m.update(cifar10h_metrics(probs.cpu().numpy(), y.cpu().numpy(), human))
-    sub = torch.as_tensor(attack_subset(test_y.cpu().numpy(), ev), device=test_x.device)
     ax, ay = test_x[sub], test_y.to(test_x.device)[sub]
     m["attack_examples"] = int(len(sub))
-    attacks = ev.attack_specs
     # one eval-mode copy with the batch norms folded into the convolutions for every attack: the same
     # function up to float rounding, about 1.2x faster to attack (attacks.fold_batchnorm)
     folded = fold_batchnorm(model, channels_last=channels_last) if attacks else None
@@ -102,9 +117,14 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
     if ev.attack_amp:
         attacked = Bf16(attacked).eval()
     for spec in attacks:
+        if bar is not None:
+            bar.set_description(f"scoring: {spec.label}")
         m.update(robust_error(attacked, ax, ay, spec, seed=ev.attack_seed,
                               batch_size=ev.attack_batch_size, channels_last=channels_last,
-                              topk=5 if num_classes > 10 else 1, fold_bn=False))
+                              topk=5 if num_classes > 10 else 1, fold_bn=False,
+                              on_batch=None if bar is None else bar.update))
+    if bar is not None:
+        bar.close()
     m["eval_seconds"] = timer.seconds()
     notes["attacks"] = (f"{', '.join(ev.attacks) or 'none'} on "
                         + (f"a class-balanced subset of {len(sub)} test images (seed {ev.attack_seed})"

@@ -1,5 +1,5 @@
-"""Grids of runs (methods x noise x seeds x models x datasets) and the presets, among them the OLS
-paper's tables and the cpu-regime tier.
+"""Grids of runs (methods x noise x seeds x models x datasets), built from a preset (presets.py), a TOML
+file and command-line overrides.
 
 A grid is a list of `RunSpec`s plus one `EvalSpec`; it never changes how one run works. A preset, a
 TOML config and command-line overrides are layered (preset < config < overrides); `cells()` gives the
@@ -8,69 +8,16 @@ validated RunSpecs in the order they run (matrix.py runs them).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 
 import tomllib
 
 from .errors import RbolsError, SpecError
 from .methods import parse_method
+from .presets import CELL_SECONDS, PRESETS
 from .resolved import resolve
 from .spec import EvalSpec, RunSpec
-
-SYMMETRIC_0_80 = ["symmetric:0", "symmetric:0.2", "symmetric:0.4", "symmetric:0.6", "symmetric:0.8"]
-# The OLS paper's Table VII rows that this suite implements (Ren et al.'s L2RW is not among them).
-PAPER_METHODS = ["hard", "bootsoft", "boothard", "sce", "mwnet", "arazo", "pencil", "coteaching", "ls", "ols"]
-# The comparison `quick` runs: the paper's methods, MW-Net last (its step costs 8x a hard-label step on a
-# CPU; a quick cell about 3x: ~190 s against ~60 s; one seed of the ten methods takes about 67 min on 2 cores).
-QUICK_METHODS = ["hard", "ls", "ols", "sce", "bootsoft", "boothard", "coteaching", "pencil", "arazo", "mwnet"]
-# The cpu-regime tier: the core comparison, OLS's single-matrix variant and the four noisy-label baselines the
-# project's mission names (bootstrapping and MW-Net stay in `quick`: the budget of 6 hours on 2 cores).
-CPU_REGIME_METHODS = ["hard", "ls", "ols", "ols-single", "sce", "coteaching", "pencil", "arazo"]
-PAPER_RUN = {"epochs": 300}  # batch 128, SGD 0.9 Nesterov, wd 5e-4, lr 0.1, x0.1 at 150/225: the defaults
-
-PRESETS = {
-    "smoke": dict(
-        about="synthetic data, seconds: for tests and for trying the commands; says nothing about CIFAR",
-        datasets=["synthetic"], models=["resnet8"], methods=["hard", "ls", "ols"],
-        noise=["symmetric:0", "symmetric:0.4"], seeds=[0],
-        run=dict(epochs=2, batch_size=100, train_subset=300, milestones=()),
-        eval=dict(attacks=["fgsm", "pgd:steps=2"], attack_examples=50)),
-    "quick": dict(
-        about="CIFAR-10 at CPU scale: resnet8, 4,000 training images, 10 epochs (lr x0.1 at 5 and 8), "
-              "FGSM and PGD-20 on 500 test images; hard, ls, ols, sce, bootsoft, boothard, coteaching, pencil, "
-              "arazo and mwnet at five symmetric noise rates; seed 0 unless --seeds says otherwise",
-        datasets=["cifar10"], models=["resnet8"], methods=QUICK_METHODS, noise=SYMMETRIC_0_80, seeds=[0],
-        run=dict(epochs=10, train_subset=4000),
-        eval=dict(attack_examples=500)),
-    "cpu-regime": dict(
-        about="CIFAR-10 in the memorisation regime on a 2-core CPU: resnet8, 4,000 training images without "
-              "augmentation, 28 epochs (lr 0.1, x0.1 at 20 and 25), a test pass every 4 epochs, FGSM and PGD-20 at "
-              "8/255 and 2/255 on 500 test images; hard, ls, ols, ols-single, sce, coteaching, pencil and arazo "
-              "at five symmetric noise rates, seeds 0 and 1 (hard, ls and ols first)",
-        datasets=["cifar10"], models=["resnet8"], methods=CPU_REGIME_METHODS, core=["hard", "ls", "ols"],
-        noise=SYMMETRIC_0_80, seeds=[0, 1],
-        run=dict(epochs=28, milestones=[20, 25], train_subset=4000, augment=False, test_every=4),
-        # the paper's 8/255 drives these small models to ~100% robust error (a floor where every method
-        # ties), so 2/255 is scored too (PGD step eps/4)
-        eval=dict(attacks=["fgsm", "pgd", "fgsm:eps=2/255", "pgd:eps=2/255,alpha=1/510"], attack_examples=500)),
-    "paper-table7": dict(
-        about="OLS paper Table VII: CIFAR-100, ResNet-56 (bottleneck), 300 epochs, symmetric noise 0-80%, 3 seeds",
-        datasets=["cifar100"], models=["resnet56b"], methods=PAPER_METHODS, noise=SYMMETRIC_0_80,
-        seeds=[0, 1, 2], run=PAPER_RUN, eval={}),
-    "paper-table8": dict(
-        about="OLS paper Table VIII: CIFAR-10, ResNet-29 (bottleneck), clean labels, FGSM and PGD-20",
-        datasets=["cifar10"], models=["resnet29b"], methods=["hard", "ls", "ols"], noise=["none"],
-        seeds=[0, 1, 2], run=PAPER_RUN, eval={}),
-    "paper-table11": dict(
-        about="OLS paper Table XI: CIFAR-100, ResNet-56/74/110 (bottleneck), clean labels, error and ECE",
-        datasets=["cifar100"], models=["resnet56b", "resnet74b", "resnet110b"], methods=["hard", "ls", "ols"],
-        noise=["none"], seeds=[0, 1, 2], run=PAPER_RUN, eval={}),
-    "paper-table12": dict(
-        about="OLS paper Table XII: CIFAR-10, ResNet-29 (bottleneck), clean labels, CIFAR-10H KL "
-              "(the same cells as paper-table8)",
-        datasets=["cifar10"], models=["resnet29b"], methods=["hard", "ls", "ols"], noise=["none"],
-        seeds=[0, 1, 2], run=PAPER_RUN, eval={}),
-}
 
 GRID_KEYS = ("datasets", "models", "methods", "noise", "seeds")
 RUN_FIELDS = {f.name for f in dataclasses.fields(RunSpec)} - {"dataset", "model", "method", "method_options",
@@ -106,6 +53,8 @@ class Grid:
     # Methods whose cells run first, over every seed and noise rate, before the other methods' cells: a
     # partial grid then already holds the core comparison (empty: seed by seed, as below).
     core: list = field(default_factory=list)
+    # Run settings swept over: RunSpec field -> its values; every combination is a cell (innermost axis).
+    sweep: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, preset: str | None = None, config: dict | None = None, **overrides) -> "Grid":
@@ -121,28 +70,43 @@ class Grid:
                 return cls.build(config["preset"], {k: v for k, v in config.items() if k != "preset"}, **overrides)
             layers.append(config)
         layers.append(overrides)
-        g = {"run": {}, "eval": {}, "name": preset or "custom", "about": ""}
+        g = {"run": {}, "eval": {}, "sweep": {}, "name": preset or "custom", "about": ""}
         for layer in layers:
             for k, v in layer.items():
                 if v is None:
                     continue
-                if k in ("run", "eval"):
+                if k in ("run", "eval", "sweep"):
                     g[k] = {**g[k], **v}
                 elif k in GRID_KEYS or k in ("about", "name", "core"):
                     g[k] = v
                 else:
-                    raise SpecError(f"unknown grid key {k!r}; valid: {', '.join(GRID_KEYS)}, run, eval, preset")
+                    raise SpecError(f"unknown grid key {k!r}; valid: {', '.join(GRID_KEYS)}, run, eval, sweep, preset")
         if not isinstance(g.get("core", []), list):
             raise SpecError(f"grid key core must be a list of method texts, got {g['core']!r}")
         missing = [k for k in GRID_KEYS if not g.get(k)]
         if missing:
             raise SpecError(f"the grid has no {', '.join(missing)}: give --{missing[0]} (or a --preset, or "
                             f"--config with {missing[0]} = [...])")
+        for k, values in g["sweep"].items():
+            if k not in RUN_FIELDS:
+                raise SpecError(f"sweep {k!r}: not a run setting; sweepable: {', '.join(sorted(RUN_FIELDS))} (methods, "
+                                "noise, seeds, models and datasets are the grid's own axes)")
+            if not isinstance(values, list) or not values:
+                raise SpecError(f"sweep {k!r}: give a non-empty list of values, e.g. {k} = [...], got {values!r}")
         bad = sorted(set(g["run"]) - RUN_FIELDS) + sorted(set(g["eval"]) - EVAL_FIELDS)
         if bad:
             raise SpecError(f"unknown run/eval setting {bad[0]!r}; run settings: {', '.join(sorted(RUN_FIELDS))}; "
                             f"eval settings: {', '.join(sorted(EVAL_FIELDS))}")
         return cls(**g)
+
+    def measured_cell_seconds(self) -> dict:
+        """CELL_SECONDS of the preset by method label, when the grid keeps the preset's dataset, model and run
+        settings (else {}: an override such as --epochs makes them wrong)."""
+        p = PRESETS.get(self.name)
+        if (p is None or self.name not in CELL_SECONDS or self.datasets != p["datasets"]
+                or self.models != p["models"] or self.run != p["run"] or self.sweep):
+            return {}
+        return CELL_SECONDS[self.name]
 
     def eval_spec(self) -> EvalSpec:
         kw = dict(self.eval)
@@ -154,26 +118,66 @@ class Grid:
         """Every cell's RunSpec, validated, in the order they run: dataset, model, seed, noise, method
         (so a whole seed is finished before the next begins), the `core` methods' cells before the others."""
         out, seen = [], set()
-        run = dict(self.run)
-        if "milestones" in run and run["milestones"] is not None:
-            run["milestones"] = tuple(run["milestones"])
+        keys = list(self.sweep)
+        settings = [_milestones_tuple({**self.run, **dict(zip(keys, combo))})
+                    for combo in itertools.product(*self.sweep.values())]
         for dataset in self.datasets:
             for model in self.models:
                 for seed in self.seeds:
                     for noise in self.noise:
                         for text in self.methods:
                             name, raw = parse_method(text)
-                            kw = {"noise_seed": int(seed), **run}
-                            try:
-                                spec = RunSpec(dataset=dataset, model=model, method=name,
-                                               method_options=tuple(raw.items()), noise=noise, seed=int(seed), **kw)
-                                resolve(spec)  # every name and option value, before any cell runs
-                            except RbolsError as e:
-                                raise type(e)(f"grid cell {dataset}/{model}/{text}/{noise}/seed {seed}: {e}") from None
-                            if spec.run_id not in seen:
-                                seen.add(spec.run_id)
-                                out.append((text not in self.core, spec))
+                            for run in settings:
+                                kw = {"noise_seed": int(seed), **run}
+                                try:
+                                    spec = RunSpec(dataset=dataset, model=model, method=name,
+                                                   method_options=tuple(raw.items()), noise=noise, seed=int(seed),
+                                                   **kw)
+                                    resolve(spec)  # every name and option value, before any cell runs
+                                except (RbolsError, TypeError) as e:  # TypeError: a TOML value of the wrong type
+                                    swept = "".join(f"/{k}={run[k]}" for k in keys)
+                                    raise (type(e) if isinstance(e, RbolsError) else SpecError)(
+                                        f"grid cell {dataset}/{model}/{text}/{noise}/seed {seed}{swept}: {e}") from None
+                                if spec.run_id not in seen:
+                                    seen.add(spec.run_id)
+                                    out.append((text not in self.core, spec))
         return [spec for _, spec in sorted(out, key=lambda c: c[0])]  # stable: the order above within each part
+
+
+def _milestones_tuple(run: dict) -> dict:
+    if run.get("milestones") is not None:
+        run["milestones"] = tuple(run["milestones"])
+    return run
+
+
+def parse_sweeps(texts) -> dict:
+    """`--sweep KEY=V1,V2` options -> {key: [values]}, each value converted to the type of the RunSpec field
+    (int, float, bool: true/false, str). Milestones (a list each) are swept in the TOML file's [sweep] table."""
+    types = {f.name: type(f.default) for f in dataclasses.fields(RunSpec)}
+    out = {}
+    for text in texts or ():
+        key, sep, values = text.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise SpecError(f"--sweep {text!r}: give KEY=V1,V2,..., e.g. --sweep lr=0.05,0.1")
+        if key not in RUN_FIELDS:
+            raise SpecError(f"--sweep {text!r}: {key!r} is not a run setting; sweepable: {', '.join(sorted(RUN_FIELDS))}")
+        if key == "milestones":
+            raise SpecError("--sweep milestones: each value is a list; sweep it in a --config file: "
+                            "[sweep] milestones = [[20, 25], [40, 50]]")
+        out[key] = [_convert(v.strip(), types[key], text) for v in values.split(",") if v.strip()]
+    return out
+
+
+def _convert(value: str, kind: type, text: str):
+    try:
+        if kind is bool:
+            if value.lower() not in ("true", "false"):
+                raise ValueError
+            return value.lower() == "true"
+        return kind(value)
+    except ValueError:
+        raise SpecError(f"--sweep {text!r}: {value!r} is not a {kind.__name__}") from None
 
 
 def load_config(path) -> dict:

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import progress as progress_bars
+from . import store
 from .claims import Claim, cell_state, failure_path, record_failure
 from .errors import SpecError
 from .methods import method_label
@@ -67,7 +69,7 @@ def _todo(cells, out, ev, retry_failed, skip=()):
         if spec.run_id in skip:
             continue
         state = cell_state(out, spec, ev)
-        if state == "done" or (state == "failed" and not retry_failed):
+        if state in ("done", "unreadable") or (state == "failed" and not retry_failed):
             continue
         if state == "running":
             held += 1
@@ -76,7 +78,7 @@ def _todo(cells, out, ev, retry_failed, skip=()):
     return take, held
 
 
-def _tally(cells, out, ev) -> Summary:
+def tally(cells, out, ev) -> Summary:
     s = Summary(total=len(cells))
     for spec in cells:
         state = cell_state(out, spec, ev)
@@ -84,13 +86,14 @@ def _tally(cells, out, ev) -> Summary:
             s.done += 1
         elif state == "failed":
             s.failed[spec.run_id] = json.loads(failure_path(out, spec.run_id).read_text())["error"]
+        elif state == "unreadable":  # finished, but its metrics.json is not: never retrained, repaired
+            s.failed[spec.run_id] = (f"finished, but {out / spec.run_id}/metrics.json is unreadable: "
+                                     f"`rbols repair {out / spec.run_id}` rebuilds it")
     return s
 
 
 def _bar(total, enabled, desc="grid"):
-    if not enabled:
-        return None
-    return tqdm(total=total, position=0, unit="cell", desc=desc, dynamic_ncols=True, leave=True)
+    return progress_bars.bar(total, desc, "cell", position=0, enabled=enabled)
 
 
 def _update_bar(bar, cells, out, ev):
@@ -119,7 +122,7 @@ def work_loop(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, retry_failed: 
                 continue
             try:
                 state = cell_state(out, spec, ev)  # it may have finished while we looked elsewhere
-                if state == "done" or (state == "failed" and not retry_failed):
+                if state in ("done", "unreadable") or (state == "failed" and not retry_failed):
                     continue
                 _update_bar(bar, cells, out, ev)
                 if retry_failed:
@@ -162,7 +165,10 @@ def _worker_main(cells, out, ev, ex, retry_failed, threads, lock=None):
     set_threads(threads)
     if lock is not None:  # the parent's tqdm lock: the processes' bars don't write over each other
         tqdm.set_lock(lock)
-    work_loop(cells, Path(out), ev, ex, retry_failed=retry_failed)
+    try:
+        work_loop(cells, Path(out), ev, ex, retry_failed=retry_failed)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent says it once
+        sys.exit(130)
 
 
 def _devices(ex: ExecOptions, workers: int | None) -> list[str]:
@@ -213,15 +219,20 @@ def run_local(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, workers: int |
                 retry_failed, per, lock)) for i, d in enumerate(devices)]
             for p in procs:
                 p.start()
-            while any(p.is_alive() for p in procs):
-                _update_bar(bar, cells, out, ev)
-                time.sleep(1.0)
+            try:
+                while any(p.is_alive() for p in procs):
+                    _update_bar(bar, cells, out, ev)
+                    time.sleep(1.0)
+            except KeyboardInterrupt:  # the workers got it too: let them record `interrupted` first
+                for p in procs:
+                    p.join(timeout=60)
+                raise
             ran = None
     finally:
         if bar is not None:
             _update_bar(bar, cells, out, ev)
             bar.close()
-    s = _tally(cells, out, ev)
+    s = tally(cells, out, ev)
     s.trained_here = ran if ran is not None else -1
     s.seconds = time.perf_counter() - t0
     return s
@@ -292,24 +303,69 @@ def run_ray(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, address: str | N
     finally:
         if started_here:
             ray.shutdown()
-    s = _tally(cells, out, ev)
+    s = tally(cells, out, ev)
     s.seconds = time.perf_counter() - t0
     return s
 
 
-def describe(cells, out: Path, ev: EvalSpec) -> list[str]:
-    """One line per cell for --dry-run: state, run_id, dataset, model, method, noise, seed."""
+def describe(cells, out: Path, ev: EvalSpec, swept=()) -> list[str]:
+    """One line per cell for --dry-run: state, run_id, dataset, model, method, noise, seed, swept settings."""
     lines = []
     for s in cells:
         state = cell_state(out, s, ev)
         lines.append(f"{state:10s} {s.run_id}  {s.dataset:9s} {s.model:11s} "
-                     f"{method_label(s.method, s.options):14s} {s.noise:14s} seed {s.seed}")
+                     f"{method_label(s.method, s.options):14s} {s.noise:14s} seed {s.seed}"
+                     + "".join(f"  {k}={getattr(s, k)}" for k in swept))
     return lines
+
+
+def estimate_line(grid, cells, out: Path, ev: EvalSpec, workers: int | None) -> str:
+    """What the cells still to train will cost: seconds per cell from the cells of the same dataset, model and
+    method already finished in `out` (training + scoring, from their metrics.json), else the preset's
+    measurement on the 2-core development machine (presets.CELL_SECONDS), else unknown."""
+    states = {s.run_id: cell_state(out, s, ev) for s in cells}
+    todo = [s for s in cells if states[s.run_id] in ("todo", "partial", "running", "failed")]
+    if not todo:
+        return f"estimate: nothing to train ({len(cells)} cells, {sum(v == 'needs-eval' for v in states.values())} "\
+               "to score)"
+    here: dict = {}
+    for s in cells:
+        if states[s.run_id] in ("done", "needs-eval"):
+            m = store.read_metrics(out / s.run_id)
+            key = (s.dataset, s.model, method_label(s.method, s.options))
+            here.setdefault(key, []).append((m.get("train_seconds") or 0) + (m.get("eval_seconds") or 0))
+    preset = grid.measured_cell_seconds()
+    total, unknown, sources = 0.0, 0, set()
+    for s in todo:
+        label = method_label(s.method, s.options)
+        done = here.get((s.dataset, s.model, label))
+        if done:
+            total += sum(done) / len(done)
+            sources.add(f"finished cells in {out}")
+        elif label in preset:
+            total += preset[label]
+            sources.add(f"the {grid.name} preset measured on a 2-core CPU (two one-thread workers)")
+        else:
+            unknown += 1
+    n = workers or cpu_layout(None, None, len(todo))[0]
+    text = f"estimate: {len(todo)} of {len(cells)} cells to train"
+    if total:
+        text += (f", about {_duration(total)} of cell time ({n} worker{'s' * (n > 1)}: about {_duration(total / n)}"
+                 f" on this machine if it is as fast), from {' and '.join(sorted(sources))}")
+    if unknown:
+        text += (f"; {unknown} cell{'s' * (unknown > 1)} without an estimate (no finished cell of their method and "
+                 "setting yet: the first one gives it)")
+    return text
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 def print_summary(s: Summary, out: Path, file=sys.stdout) -> None:
     print(f"grid: {s.done} of {s.total} cells done, {len(s.failed)} failed "
           f"({s.seconds:.0f} s); results in {out}", file=file)
     for run_id, err in s.failed.items():
-        print(f"  failed {run_id}: {err.splitlines()[0] if err else ''} (see {out}/.failed/{run_id}.json; "
-              "--retry-failed runs it again)", file=file)
+        hint = (f" (see {out}/.failed/{run_id}.json; --retry-failed runs it again)"
+                if failure_path(out, run_id).exists() else "")
+        print(f"  failed {run_id}: {err.splitlines()[0] if err else ''}{hint}", file=file)

@@ -6,6 +6,7 @@ before anything is written, and a finished run is never retrained.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from . import store
 from .data import ImageData, TrainLoader, class_balanced_subset, load_dataset
 from .datafiles import resolve_data_root
-from .errors import ContractError, RunFailed, SpecError
+from .errors import ContractError, Interrupted, RbolsError, RunFailed, SpecError
 from .evaluation import attack_subset, load_human, score
 from .inference import resolve_device
 from .methods import FitInfo
@@ -40,8 +41,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     device = resolve_device(ex.device)
     r = resolve(spec)  # every name and option checked before anything is read or written
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SpecError(f"--out {out} is a file; give a directory for the run directories")
+    store.ensure_writable(out)
     run_dir = out / spec.run_id
     if store.is_done(run_dir):
         return _already_done(run_dir, ev, ex)
@@ -64,13 +64,26 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     optimizer = make_optimizer(spec, models)
     # the first file: spec.json, the noisy labels and which images each split holds
     store.write_record(run_dir, _spec_record(r, ex, device, x.data.source, x.num_meta), x.noisy.summary(), x.arrays)
-    state = (store.load_checkpoint(run_dir, models, optimizer, r.method, device)
+    state = (store.load_checkpoint(run_dir, models, optimizer, r.method, device, warn=_warn)
              or {"epoch": -1, "history": [], "train_seconds": 0.0})
     store.log_execution(run_dir, device, ex.channels_last, state["epoch"] + 1)
-    _fit(r, ex, run_dir, models, optimizer, loader, state, x)
-    metrics = _final_metrics(state, x.noisy, len(x.labels), x.num_meta, x.num_val)
-    scores, rel, notes = score(models[0], test_x=x.test[0], test_y=x.test[1], ev=ev, val=x.val, human=x.human,
-                               eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last)
+    stage = "training"
+    try:
+        _fit(r, ex, run_dir, models, optimizer, loader, state, x)
+        stage = "scoring"
+        metrics = _final_metrics(state, x.noisy.rate, int(x.noisy.is_noisy.sum()), len(x.labels), x.num_meta,
+                                 x.num_val)
+        scores, rel, notes = score(models[0], test_x=x.test[0], test_y=x.test[1], ev=ev, val=x.val,
+                                   human=x.human, eval_batch_size=ex.eval_batch_size,
+                                   channels_last=ex.channels_last, progress=ex.progress,
+                                   progress_position=ex.progress_position)
+    except KeyboardInterrupt:
+        kept = state["epoch"] + 1  # epochs in the checkpoint
+        store.set_status(run_dir, "interrupted", stage=stage, epochs_kept=kept)
+        where = (f"at epoch {kept + 1} of {spec.epochs}" if stage == "training"
+                 else f"while scoring, after all {spec.epochs} epochs")
+        raise Interrupted(f"interrupted {where}; the checkpoint keeps {kept} epoch(s) of {run_dir}: run the "
+                          "same command to resume") from None
     store.save_final(run_dir, models, r.method)
     store.write_eval_record(run_dir, ev, scores, rel, notes, ex.channels_last, device)
     metrics = {**metrics, **scores, "eval_id": ev.eval_id}
@@ -103,6 +116,10 @@ class Inputs:
         return 0 if self.val is None else len(self.val[1])
 
 
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def _inputs(r: ResolvedRun, ex: ExecOptions, ev: EvalSpec, device) -> Inputs:
     spec = r.spec
     # The synthetic set has a fixed data seed: its labels must not change with --seed.
@@ -112,6 +129,12 @@ def _inputs(r: ResolvedRun, ex: ExecOptions, ev: EvalSpec, device) -> Inputs:
     human = load_human(spec.dataset, ev, ex.data_root, ex.download, data.test_y)
     idx = (class_balanced_subset(data.train_y, spec.train_subset, spec.subset_seed)
            if spec.train_subset else np.arange(len(data.train_y)))
+    k = data.num_classes
+    if spec.train_subset % k:
+        n, extra = spec.train_subset, spec.train_subset % k
+        _warn(f"note: --train-subset {n} is not a multiple of the {k} classes: {extra} classes drawn with "
+              f"--subset-seed {spec.subset_seed} get {n // k + 1} images, the other {k - extra} get {n // k} "
+              "(noise.npz: train_indices)")
     noisy = noisy_labels_for(data, idx, r.noise, spec.noise_seed, ex.data_root)
     clean = data.train_y[idx]
     # MW-Net-style methods get a clean, balanced meta set held out of the subset AFTER the noise is
@@ -188,7 +211,7 @@ def _hold_out(clean: np.ndarray, positions: np.ndarray, size: int, seed: int, wh
     return np.setdiff1d(positions, held), held
 
 
-def _final_metrics(state, noisy, num_train: int, num_meta: int, num_val: int) -> dict:
+def _final_metrics(state, noise_rate: float, num_noisy: int, num_train: int, num_meta: int, num_val: int) -> dict:
     hist = state["history"]
     last = hist[-1]
     # With a validation split the best epoch is chosen on it (the earliest of equals), never on the
@@ -200,11 +223,46 @@ def _final_metrics(state, noisy, num_train: int, num_meta: int, num_val: int) ->
          "best_epoch": best["epoch"], "test_loss_last": last["test_loss"],
          "train_err_last": last["train_err"], "train_loss_last": last["train_loss"],
          "noisy_err_last": last["noisy_err"], "noisy_true_acc_last": last["noisy_true_acc"],
-         "clean_subset_err_last": last["clean_subset_err"], "noise_rate_realised": noisy.rate,
+         "clean_subset_err_last": last["clean_subset_err"], "noise_rate_realised": noise_rate,
          "num_train": num_train, "num_meta": num_meta, "num_val": num_val,
-         "val_err_best": best["val_err"], "num_noisy": int(noisy.is_noisy.sum()),
+         "val_err_best": best["val_err"], "num_noisy": num_noisy,
          "epochs": len(hist), "train_seconds": state["train_seconds"]}
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
+
+
+def repair(run_dir) -> str:
+    """Rebuild a finished run's unreadable metrics.json from its other records: the figures of training from
+    epochs.csv (their values, written by repr, read back exactly) and noise.json/noise.npz, the scores from
+    its first evaluation record (the one written right after training). The unreadable file is set aside.
+    Returns what was done."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.json"
+    try:
+        store.read_metrics(run_dir)
+        return f"{path} is readable: nothing to repair"
+    except RbolsError:
+        pass
+    if not (run_dir / "model.pt").exists():
+        raise SpecError(f"{run_dir} has no model.pt: it never finished training, so there are no final figures "
+                        "to rebuild; run its `rbols run` command again to resume")
+    store.read_spec(run_dir)  # a run directory at all
+    history = store.read_epochs(run_dir)
+    noise = store.read_noise_summary(run_dir)
+    z = np.load(run_dir / "noise.npz")
+    held = {k: len(z[k]) if k in z.files else 0 for k in ("meta_indices", "val_indices")}
+    state = {"history": history, "train_seconds": sum((r["seconds"] for r in history), 0.0)}
+    metrics = _final_metrics(state, noise["noise_rate_realised"], noise["num_noisy"],
+                             len(z["train_indices"]) - held["meta_indices"] - held["val_indices"],
+                             held["meta_indices"], held["val_indices"])
+    first = store.first_eval_record(run_dir)
+    if first is None:
+        raise SpecError(f"{run_dir} has no evaluation record (evals/*.json) to take the scores from; move the "
+                        "directory away and run its spec again")
+    if path.exists():
+        store.set_aside(path)
+    store.write_json(path, {**metrics, **first["metrics"], "eval_id": first["eval_id"]})
+    return (f"{path} rebuilt from epochs.csv ({len(history)} epochs), noise.json and evals/{first['eval_id']}.json; "
+            "the unreadable file was set aside")
 
 
 def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptions()) -> dict:
@@ -233,7 +291,8 @@ def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptio
         val = (data.train_x[z["val_indices"]].to(device), torch.as_tensor(z["val_labels"], device=device))
     scores, rel, notes = score(model, test_x=data.test_x.to(device),
                                test_y=torch.as_tensor(data.test_y, device=device), ev=ev, val=val, human=human,
-                               eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last)
+                               eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
+                               progress=ex.progress, progress_position=ex.progress_position)
     store.write_eval_record(run_dir, ev, scores, rel, notes, ex.channels_last, device)
     return {**store.read_eval_record(run_dir, ev.eval_id), "status": "evaluated"}
 

@@ -16,12 +16,14 @@ import json
 import math
 import os
 import socket
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import ContractError, SpecError
+from .errors import ContractError, DataError, SpecError
 from .provenance import device_name, git_info, now, versions
 from .spec import RunSpec
 
@@ -75,6 +77,25 @@ def save_torch(path: Path, obj) -> None:
     os.replace(tmp_path(path), path)
 
 
+def ensure_writable(folder) -> None:
+    """SpecError, before any work starts, when `folder` (or, if it does not exist yet, its nearest existing
+    parent, where it would be created) is not a folder this process can write in. A probe file proves it
+    (permission bits say nothing to root, nor about read-only mounts) and is removed; nothing is created."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SpecError(f"--out {folder} is a file; give a directory for the run directories")
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".rbols-write-test-"):
+            pass
+    except OSError as e:
+        where = "" if probe == folder else f" (it would be created in {probe})"
+        raise SpecError(f"--out {folder} is not writable{where}: {e.strerror or e}; give a folder you can "
+                        "write to (--out) or change its permissions") from None
+
+
 # ---------------------------------------------------------------- one run's records
 
 def write_record(run_dir: Path, record: dict, noise_summary: dict, arrays: dict) -> None:
@@ -93,7 +114,8 @@ def write_record(run_dir: Path, record: dict, noise_summary: dict, arrays: dict)
 
 
 def set_status(run_dir: Path, status: str, **fields) -> None:
-    """status.json: running, failed (with the epoch and the reason) or done (with the epochs)."""
+    """status.json: running, failed (with the epoch and the reason), interrupted (with the epoch and the
+    stage: training or scoring) or done (with the epochs)."""
     write_json(run_dir / "status.json", {"status": status, **fields})
 
 
@@ -118,18 +140,33 @@ def save_checkpoint(run_dir: Path, models, optimizer, method, state: dict) -> No
                                            "state": state})
 
 
-def load_checkpoint(run_dir: Path, models, optimizer, method, device) -> dict | None:
+def load_checkpoint(run_dir: Path, models, optimizer, method, device, warn=print) -> dict | None:
     """The training state saved after the last finished epoch (models, optimizer and method restored
-    in place), or None when there is no checkpoint."""
+    in place), or None when there is none. An unreadable checkpoint (truncated, overwritten) is set
+    aside under a new name, never deleted, `warn` says so, and training restarts from the first epoch."""
     path = run_dir / "checkpoint.pt"
     if not path.exists():
         return None
-    ck = torch.load(path, map_location=device, weights_only=False)
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+        ck["models"], ck["optimizer"], ck["method"], ck["state"]  # noqa: B018 - every part is there
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types (OSError, RuntimeError, EOFError, ...)
+        aside = set_aside(path)
+        warn(f"warning: {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+             f"set aside as {aside.name}; training restarts from epoch 1")
+        return None
     for m, sd in zip(models, ck["models"]):
         m.load_state_dict(sd)
     optimizer.load_state_dict(ck["optimizer"])
     method.load_state_dict(ck["method"])
     return ck["state"]
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable file to `<name>.corrupt-<UTC time>` (kept for inspection, never deleted)."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    os.replace(path, aside)
+    return aside
 
 
 def save_final(run_dir: Path, models, method) -> None:
@@ -178,12 +215,49 @@ def is_done(run_dir: Path) -> bool:
 
 
 def read_metrics(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())
+    """metrics.json; DataError naming the file and the fix when it is unreadable."""
+    return _read_json(Path(run_dir) / "metrics.json", f"`rbols repair {run_dir}` rebuilds it from the run's "
+                      "epochs.csv, noise records and evaluation record (the unreadable file is set aside)")
+
+
+def _read_json(path: Path, fix: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is unreadable ({type(e).__name__}: {e}); {fix}") from None
+
+
+def read_epochs(run_dir: Path) -> list[dict]:
+    """epochs.csv as written (write_csv: floats by repr, so read back exactly; empty cells None)."""
+    path = Path(run_dir) / "epochs.csv"
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise DataError(f"{path} is unreadable ({e})") from None
+    if not rows or list(rows[0]) != list(EPOCH_COLUMNS):
+        raise DataError(f"{path} is empty or its columns are not {', '.join(EPOCH_COLUMNS)}")
+    return [{k: None if v == "" else int(v) if k == "epoch" else float(v) for k, v in r.items()} for r in rows]
+
+
+def read_noise_summary(run_dir: Path) -> dict:
+    return _read_json(Path(run_dir) / "noise.json", "it is rebuilt only by running the spec again")
+
+
+def first_eval_record(run_dir: Path) -> dict | None:
+    """The earliest evaluation record (by its `when`): the scoring done right after training."""
+    records = []
+    for p in sorted((Path(run_dir) / "evals").glob("*.json")):
+        try:
+            records.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue
+    return min(records, key=lambda r: r.get("when", ""), default=None)
 
 
 def read_record(run_dir: Path) -> dict:
     """spec.json as written (the spec, the method, the reporting rules, the execution)."""
-    return json.loads((Path(run_dir) / "spec.json").read_text())
+    return _read_json(Path(run_dir) / "spec.json", f"it names the run: move {run_dir} away and run its spec again")
 
 
 def read_spec(run_dir: Path) -> RunSpec:
@@ -191,7 +265,7 @@ def read_spec(run_dir: Path) -> RunSpec:
     f = Path(run_dir) / "spec.json"
     try:
         return RunSpec.from_dict(read_record(run_dir)["spec"])
-    except (OSError, ValueError, KeyError, TypeError) as e:  # SpecError is a ValueError
+    except (DataError, ValueError, KeyError, TypeError) as e:  # SpecError is a ValueError
         raise SpecError(f"{f} is missing or unreadable ({e}); is this a run directory?") from None
 
 
@@ -201,7 +275,7 @@ def check_existing(run_dir: Path, spec: RunSpec) -> None:
     if f.exists():
         try:
             old = RunSpec.from_dict(read_record(run_dir)["spec"])
-        except (ValueError, KeyError, TypeError) as e:
+        except (DataError, ValueError, KeyError, TypeError) as e:
             raise SpecError(f"{f} is unreadable ({e}); move {run_dir} away to rerun this spec") from None
         if old != spec:
             raise SpecError(f"{run_dir} holds a different run (its spec.json differs); move it away")
@@ -213,7 +287,9 @@ def eval_record_path(run_dir: Path, eval_id: str) -> Path:
 
 def read_eval_record(run_dir: Path, eval_id: str) -> dict | None:
     path = eval_record_path(run_dir, eval_id)
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    return _read_json(path, f"set it aside and `rbols eval {run_dir}` with the same scoring options writes it again")
 
 
 def without_scores(run_dir: Path, metrics: dict) -> dict:

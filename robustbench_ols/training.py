@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
 
+from . import progress as progress_bars
 from .errors import ContractError
 from .inference import autocast, evaluate
 from .methods import StepOutput
@@ -50,10 +50,12 @@ def train_epoch(models, method, optimizer, loader, epoch: int, *, is_noisy: torc
         optimizer.step()
         method.after_backward(batch, out)
         acc += _batch_stats(out, batch, is_noisy, clean)
-        if progress is not None and (step + 1) % refresh == 0:
-            _show(progress, acc, refresh)
+        if progress is not None:
+            progress.update(1)  # no synchronisation: the bar moves every step
+            if (step + 1) % refresh == 0:
+                _show(progress, acc)
     if progress is not None:
-        _show(progress, acc, len(loader) % refresh)
+        _show(progress, acc)
     return _epoch_figures(acc.tolist())
 
 
@@ -90,9 +92,9 @@ def _batch_stats(out, batch, is_noisy, clean) -> torch.Tensor:
                             ]).double()
 
 
-def _show(progress, acc, steps: int) -> None:
+def _show(progress, acc) -> None:
+    """The running loss and error in the bar (reading them back synchronises a GPU: every `refresh` steps)."""
     loss_sum, n, wrong = acc[:3].tolist()
-    progress.update(steps)
     if n:
         progress.set_postfix(loss=f"{loss_sum / n:.4f}", err=f"{wrong / n:.4f}", refresh=False)
 
@@ -154,16 +156,20 @@ def fit(spec, models, method, optimizer, loader, state: dict, *, is_noisy, clean
             if on_epoch_end is not None:
                 on_epoch_end(state)
             if bar is not None and row["test_err"] is not None:
-                bar.set_description(f"epoch {epoch + 1}/{spec.epochs} test_err {row['test_err']:.4f}")
+                bar.set_description(f"{_run_label(spec)}, epoch {epoch + 1}/{spec.epochs} test_err {row['test_err']:.4f}")
     finally:
         if bar is not None:
             bar.close()
+
+
+def _run_label(spec) -> str:
+    return f"{spec.method} {spec.noise} seed {spec.seed}"
 
 
 def _progress_bar(spec, steps_per_epoch, state, enabled, position=None):
     if not enabled:
         return None
     done = (state["epoch"] + 1) * steps_per_epoch
-    return tqdm(total=spec.epochs * steps_per_epoch, initial=done, unit="step", dynamic_ncols=True,
-                desc=f"{spec.method} {spec.noise} seed {spec.seed}", position=position,
-                leave=position is None)  # a worker's line is reused by its next cell
+    return progress_bars.bar(spec.epochs * steps_per_epoch, _run_label(spec), "step",
+                             initial=done, position=position,
+                             leave=position is None)  # a worker's line is reused by its next cell

@@ -54,13 +54,14 @@ def fold_batchnorm(model, *, channels_last: bool = False):
 
 def robust_error(model, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec, *, seed: int = 0,
                  batch_size: int = 256, channels_last: bool = False, topk: int = 1,
-                 fold_bn: bool = True) -> dict:
+                 fold_bn: bool = True, on_batch=None) -> dict:
     """Top-1 (and top-`topk`) error of `model` on adversarial versions of uint8 `images`.
 
     Returns {spec.key: err} plus {spec.key[:-4] + "_err_top5": ...} when topk = 5. Each batch's
     attack is seeded with seed + batch number, so a subset evaluated in the same order is reproducible.
     `fold_bn`: attack (and classify) an eval-mode copy with the batch norms folded into the
     convolutions (`fold_batchnorm`; the same function, faster); `model` itself is left as it was.
+    `on_batch(1)` is called after each attacked batch (a progress bar's update).
     """
     wrong1 = torch.zeros((), dtype=torch.float64, device=images.device)
     wrongk = torch.zeros((), dtype=torch.float64, device=images.device)
@@ -80,6 +81,8 @@ def robust_error(model, images: torch.Tensor, labels: torch.Tensor, spec: Attack
             wrong1 += (logits.argmax(1) != y).sum()
             if topk > 1:
                 wrongk += (~(logits.topk(topk, 1).indices == y[:, None]).any(1)).sum()
+            if on_batch is not None:
+                on_batch(1)
     finally:
         model.train(was_training)
     out = {spec.key: wrong1.item() / len(images)}

@@ -27,7 +27,7 @@ from ..errors import DataError
 
 __all__ = ["FOLDER", "FILENAME", "MD5", "URL", "NUM_IMAGES", "NUM_CLASSES", "METRIC_KEYS",
            "cifar10h_path", "load_cifar10h", "kl_human_model", "cross_entropy_human_model",
-           "cifar10h_metrics"]
+           "cifar10h_metrics", "describe_cifar10h"]
 
 FOLDER = "cifar-10h"
 FILENAME = "cifar10h-probs.npy"
@@ -82,6 +82,17 @@ def load_cifar10h(data_root=None, *, test_labels=None, download: bool = True,
         raise DataError(f"unreadable CIFAR-10H file {path} ({type(e).__name__}: {e}); it is damaged "
                         f"or not a .npy array: download or copy {FILENAME} again") from None
     return check_cifar10h(human, test_labels=test_labels, source=path)
+
+
+def describe_cifar10h(root: Path) -> str:
+    """`rbols data check`'s line for the CIFAR-10H file under the data root `root` (md5 and contents checked)."""
+    path = Path(root) / FOLDER / FILENAME
+    if not path.is_file():
+        return (f"  CIFAR-10H: not found ({path}); only the CIFAR-10H figures need it (score without them: "
+                "--no-cifar10h)")
+    human = load_cifar10h(root, download=False)
+    return (f"  CIFAR-10H: {FOLDER}/{FILENAME} md5 ok; {human.shape[0]} test images x {human.shape[1]} classes, "
+            "each row a distribution")
 
 
 def check_cifar10h(human, *, test_labels=None, source="CIFAR-10H array") -> np.ndarray:

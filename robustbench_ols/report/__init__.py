@@ -32,7 +32,7 @@ import pandas as pd
 from ..attacks import AttackSpec
 from ..markdown import markdown_table
 from ..regime import MIN_WRONG_FIT, fit_markdown
-from ..results import collect, epochs
+from ..results import collect, epochs, unreadable
 from ..store import incomplete
 from .cost import cost_markdown
 from .figures import (
@@ -186,6 +186,7 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
         md.append(f"Scores (clean, attacks, calibration, CIFAR-10H) come from evaluation record `{eval_id}`; "
                   "runs without that record show no figure for them.\n")
     md.append(_incomplete_md(bad))
+    md.append(_unreadable_md(unreadable(results_dir, eval_id=eval_id)))
     if runs.empty:
         md.append("No finished runs: nothing to tabulate.\n")
         for stem in ("table7", "table8", "table11", "table12"):
@@ -240,6 +241,13 @@ def _regime_md(d: pd.DataFrame) -> str:
             lines.append(f"**{setting_title(g.iloc[0])}**\n")
         lines.append(fit_markdown(g))
     return "\n".join(lines) + "\n"
+
+
+def _unreadable_md(bad: list[dict]) -> str:
+    if not bad:
+        return ""
+    return ("## Unreadable runs\n\nFinished (DONE) but left out: a record cannot be read. The reason names the file "
+            "and the fix.\n\n" + markdown_table(["run", "reason"], [[b["run_id"], b["reason"]] for b in bad]) + "\n")
 
 
 def _incomplete_md(bad: list[dict]) -> str:

@@ -163,7 +163,7 @@ def test_corrupt_binary_file_named(tmp_path, cifar10_root):
         assert other not in msg
 
     with pytest.raises(DataError) as ei2:
-        describe_root(tmp_path)
+        list(describe_root(tmp_path))
     assert "data_batch_3.bin" in str(ei2.value) and "corrupt" in str(ei2.value)
     assert str(ei2.value) == msg
 

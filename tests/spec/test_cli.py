@@ -1,12 +1,14 @@
 """The CLI is one more entry to the same specs: its options and defaults come from the dataclasses, and a
 command line gives the RunSpec and EvalSpec the Python API gives."""
 import dataclasses
+import shlex
+from pathlib import Path
 
 import pytest
 
 from robustbench_ols import cli, commands
-from robustbench_ols.options import EVAL_FLAGS
 from robustbench_ols.errors import SpecError
+from robustbench_ols.options import EVAL_FLAGS
 from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
 
 
@@ -53,3 +55,17 @@ def test_bad_numbers_name_the_option():
         commands.spec_from_args(parse("run", "--milestones", "a,b"))
     with pytest.raises(SpecError, match="--seeds"):
         commands.grid_from_args(parse("matrix", "--preset", "smoke", "--seeds", "0,x"))
+
+
+def test_readme_python_example_is_command_one():
+    """The README's Python example says it is the same run as the quick start's command 1: same run_id."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    bash = readme.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    line = next(ln for ln in bash.splitlines() if "rbols run " in ln)
+    argv = shlex.split(line.split("rbols run ", 1)[1])
+    spec, _ = commands.spec_from_args(cli.build_parser().parse_args(["run", *argv]))
+    block = readme.split("```python\nfrom robustbench_ols import ExecOptions, RunSpec, execute\n", 1)[1]
+    statement = block.split("result = ", 1)[0]
+    scope = {"RunSpec": RunSpec}
+    exec(statement, scope)
+    assert scope["spec"].run_id == spec.run_id

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from robustbench_ols.claims import Claim, cell_state
 from robustbench_ols.cli import main
 from robustbench_ols.errors import SpecError
-from robustbench_ols.grid import PRESETS, Grid, split_methods
-from robustbench_ols.claims import Claim, cell_state
+from robustbench_ols.grid import Grid, split_methods
 from robustbench_ols.matrix import cpu_layout
+from robustbench_ols.presets import PRESETS
 
 SMOKE = ["matrix", "--preset", "smoke", "--device", "cpu", "--no-progress"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
