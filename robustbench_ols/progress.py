@@ -34,10 +34,10 @@ def bar(total: int, desc: str, unit: str = "it", *, initial: int = 0, position: 
 
 
 class LineProgress:
-    """`desc: n/total unit (pct%), elapsed, postfix` on its own line every LINE_SECONDS and at close()."""
+    """`desc: n/total unit (pct%), elapsed, time left, postfix` on its own line every LINE_SECONDS and at close()."""
 
     def __init__(self, total: int, desc: str, unit: str = "it", *, initial: int = 0, file=None):
-        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.total, self.desc, self.unit, self.n, self.initial = total, desc, unit, initial, initial
         self.file = sys.stderr if file is None else file
         self.postfix = ""
         self.start = self.last = time.monotonic()
@@ -62,7 +62,11 @@ class LineProgress:
 
     def _line(self) -> None:
         self.last = time.monotonic()
+        elapsed = self.last - self.start
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        left = ""
+        if self.total and self.initial < self.n < self.total:  # at this session's pace
+            left = f", about {elapsed / (self.n - self.initial) * (self.total - self.n):.0f} s left"
         extra = f", {self.postfix}" if self.postfix else ""
-        print(f"{self.desc}: {self.n}/{self.total} {self.unit}{pct}, {self.last - self.start:.0f} s{extra}",
+        print(f"{self.desc}: {self.n}/{self.total} {self.unit}{pct}, {elapsed:.0f} s{left}{extra}",
               file=self.file, flush=True)

@@ -174,3 +174,16 @@ def test_data_check_says_each_file(real_data, capsys):
         assert f"  cifar-10-batches-bin/{f} md5 ok" in lines
     assert any(ln.startswith("  CIFAR-10H: cifar-10h/cifar10h-probs.npy md5 ok; 10000 test images") for ln in lines)
     assert any("CIFAR-10_human.pt md5 ok" in ln for ln in lines)
+
+
+def test_preset_cell_seconds_are_the_published_measurements():
+    """CELL_SECONDS, the estimate's fallback, is each method's mean seconds per cell in the committed cost.csv
+    of that preset's report (rounded), not a typed-in guess."""
+    import csv
+
+    from robustbench_ols.presets import CELL_SECONDS
+    root = Path(__file__).resolve().parents[2] / "docs" / "results"
+    for preset, seconds in CELL_SECONDS.items():
+        with open(root / preset / "cost.csv") as f:
+            published = {r["method_label"]: round(float(r["mean_s"])) for r in csv.DictReader(f)}
+        assert {k: v for k, v in published.items() if k in seconds} == seconds, preset
