@@ -144,9 +144,7 @@ def cmd_matrix(args) -> int:
         raise SpecError(f"--out {out} is a file; give a directory for the grid's run directories")
     if args.dry_run:
         return _dry_run(grid, cells, ev, out)
-    ensure_writable(out)
-    print(estimate_line(grid, cells, out, ev, args.workers), file=sys.stderr)
-    summary = _run_grid(args, cells, ev, ex, out)
+    summary = _run_grid(args, grid, cells, ev, ex, out)
     return 0 if summary.ok else 1
 
 
@@ -163,7 +161,10 @@ def _dry_run(grid, cells, ev, out) -> int:
     return 0
 
 
-def _run_grid(args, cells, ev, ex, out):
+def _run_grid(args, grid, cells, ev, ex, out):
+    """Train the grid's cells (`rbols matrix`, `rbols audit`): --out checked first, the estimate printed."""
+    ensure_writable(out)
+    print(estimate_line(grid, cells, out, ev, args.workers), file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     try:
         if args.backend == "ray":
@@ -221,9 +222,7 @@ def cmd_audit(args) -> int:
                             f"directories with DONE{'; found only ' + ', '.join(sorted(found)) if found else ''}); "
                             "give the --out of the grid that trained them, or drop --no-run to train them")
     else:
-        ensure_writable(out)
-        print(estimate_line(grid, cells, out, ev, args.workers), file=sys.stderr)
-        ok = _run_grid(args, cells, ev, ex, out).ok
+        ok = _run_grid(args, grid, cells, ev, ex, out).ok
     to = Path(args.to) if args.to else out / "audit"
     path = write_audit(out, to, labels[0], labels[1:], eval_id=ev.eval_id,
                        about=f"Grid: {grid.name} ({grid.about or 'custom'}); seeds {grid.seeds}; noise {grid.noise}.")

@@ -17,8 +17,12 @@ RUN = ["run", "--dataset", "synthetic", "--model", "resnet8", "--train-subset", 
 
 
 def start(args, out: Path) -> subprocess.Popen:
+    """`rbols ARGS --out OUT` in a process group of its own, with SIGINT at its default: a process inherits an
+    ignored SIGINT (earlier tests, e.g. Ray's, may leave pytest ignoring it), and Python then installs no
+    KeyboardInterrupt handler, as for any job started in the background by a non-interactive shell."""
     return subprocess.Popen([sys.executable, "-m", "robustbench_ols", *args, "--out", str(out)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(pattern: str, folder: Path, proc, timeout: float = 120) -> Path:
