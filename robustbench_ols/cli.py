@@ -13,6 +13,7 @@ from . import __version__
 from .errors import RbolsError, RunFailed
 from .options import (  # light: no torch (see attacks/spec.py)
     EVAL_DEFAULTS,
+    EVAL_FLAGS,
     EXEC_DEFAULTS,
     RUN,
     RUN_DEFAULTS,
@@ -80,7 +81,7 @@ def _adder(p, d: dict, fallback: dict):
     sets none; with `d` given, ArgumentDefaultsHelpFormatter prints it."""
     def add(flag, **kw):
         dest = flag.lstrip("-").replace("-", "_")
-        key = {"attack": "attacks", "bins": "n_bins"}.get(dest, dest)
+        key = {flag: field for field, flag in EVAL_FLAGS.items()}.get(dest, dest)  # --bins is n_bins
         kw["default"] = d.get(key)
         if not d and key in fallback:
             value = fallback[key]

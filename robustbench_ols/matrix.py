@@ -320,8 +320,8 @@ def describe(cells, out: Path, ev: EvalSpec, swept=()) -> list[str]:
 
 
 def estimate_line(grid, cells, out: Path, ev: EvalSpec, workers: int | None) -> str:
-    """What the cells still to train will cost: seconds per cell from the cells of the same dataset, model and
-    method already finished in `out` (training + scoring, from their metrics.json), else the preset's
+    """What the cells still to train will cost: seconds per cell from the finished cells in `out` that differ
+    from it only in noise and seeds (training + scoring, from their metrics.json), else the preset's
     measurement on the 2-core development machine (presets.CELL_SECONDS), else unknown."""
     states = {s.run_id: cell_state(out, s, ev) for s in cells}
     todo = [s for s in cells if states[s.run_id] in ("todo", "partial", "running", "failed")]
@@ -332,13 +332,12 @@ def estimate_line(grid, cells, out: Path, ev: EvalSpec, workers: int | None) -> 
     for s in cells:
         if states[s.run_id] in ("done", "needs-eval"):
             m = store.read_metrics(out / s.run_id)
-            key = (s.dataset, s.model, method_label(s.method, s.options))
-            here.setdefault(key, []).append((m.get("train_seconds") or 0) + (m.get("eval_seconds") or 0))
+            here.setdefault(_cost_key(s), []).append((m.get("train_seconds") or 0) + (m.get("eval_seconds") or 0))
     preset = grid.measured_cell_seconds()
     total, unknown, sources = 0.0, 0, set()
     for s in todo:
         label = method_label(s.method, s.options)
-        done = here.get((s.dataset, s.model, label))
+        done = here.get(_cost_key(s))
         if done:
             total += sum(done) / len(done)
             sources.add(f"finished cells in {out}")
@@ -356,6 +355,12 @@ def estimate_line(grid, cells, out: Path, ev: EvalSpec, workers: int | None) -> 
         text += (f"; {unknown} cell{'s' * (unknown > 1)} without an estimate (no finished cell of their method and "
                  "setting yet: the first one gives it)")
     return text
+
+
+def _cost_key(spec: RunSpec) -> str:
+    """Everything that sets a cell's cost: its spec without the noise and the seeds."""
+    return json.dumps({k: v for k, v in spec.to_dict().items() if k not in ("noise", "noise_seed", "seed")},
+                      sort_keys=True)
 
 
 def _duration(seconds: float) -> str:

@@ -126,6 +126,17 @@ def test_estimate_before_a_grid(finished, tmp_path, capsys):
     assert "50 cells without an estimate" in line and "about" not in line
 
 
+def test_estimate_from_the_cells_finished_in_the_folder(finished, capsys):
+    grid = ["matrix", "--datasets", "synthetic", "--models", "resnet8", "--methods", "hard,ls", "--noise", "none",
+            "--train-subset", "300", "--batch-size", "100", "--out", str(finished), "--dry-run"]
+    assert main([*grid, "--seeds", "0,1", "--epochs", "2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("estimate: 2 of 4 cells to train, about ") and f"from finished cells in {finished}" in line
+    # another number of epochs costs something else: no estimate from those cells
+    assert main([*grid, "--seeds", "0", "--epochs", "3"]) == 0
+    assert "2 cells without an estimate" in capsys.readouterr().out.strip().splitlines()[-1]
+
+
 def test_closed_pipe_is_a_quiet_exit():
     p = subprocess.run(f"{sys.executable} -m robustbench_ols methods | head -n 1", shell=True, env=ENV,
                        capture_output=True, text=True, timeout=120)
