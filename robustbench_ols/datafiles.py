@@ -16,9 +16,14 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     return Path(root).expanduser().absolute()  # absolute, so the run record does not depend on the cwd
 
 
-def md5sum(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5", chunk: int = 1 << 22) -> str:
+    """Hex digest of a file, read in chunks (hashlib.file_digest needs Python 3.11; we support 3.10)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def md5sum(path: Path) -> str:
+    return file_digest(path, "md5")

@@ -18,20 +18,13 @@ import torch
 
 from . import store
 from .data import load_dataset
+from .datafiles import file_digest
 from .errors import SpecError
 from .evaluation import attack_subset, load_human, score
 from .inference import resolve_device
 from .models import create_model
 from .provenance import git_info, now, versions
 from .spec import EvalSpec, ExecOptions
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def state_dict_of(obj) -> dict:
@@ -73,7 +66,7 @@ def score_checkpoint(checkpoint, model_name: str, dataset: str, ev: EvalSpec = E
         raise SpecError(f"--checkpoint {checkpoint} does not fit --model {model_name} with {data.num_classes} "
                         f"classes: {str(e).splitlines()[0]} ... (run `rbols models` for the architectures; a "
                         "model of your own is registered through the robustbench_ols.models entry point)") from None
-    digest = sha256(checkpoint)
+    digest = file_digest(checkpoint, "sha256")
     score_id = hashlib.sha256(json.dumps([digest, model_name, dataset]).encode()).hexdigest()[:12]
     folder = Path(out) / score_id
     done = store.read_eval_record(folder, ev.eval_id) if folder.is_dir() else None
