@@ -13,6 +13,12 @@ Every comparison also carries the preconditions of its claim (`regime`): one who
 show the claim (hard labels never memorised at that noise rate, a run that stopped early) is
 "inconclusive: outside the regime (...)" whatever its test gives; the test's own outcome stays in
 `test_outcome`.
+
+Robustness is judged on the strongest attack recorded: `robust_err` is the per-image worst case over
+the attacks at 8/255 (`worst_err`, from each image's outcomes) when two or more ran, else the one
+attack's error. Where the gradient-masking checks (attacks/sanity.py) flagged a run of the audited
+method, a comparison it would win on a robustness metric is "unconfirmed: gradient masking suspected
+(...)" instead: a lower robust error from a model whose gradients mislead the attacks shows nothing.
 """
 from __future__ import annotations
 
@@ -30,22 +36,44 @@ from .regime import OUTSIDE
 ALPHA = 0.05
 # (column, label); all lower is better.
 METRICS = (("test_err_last", "test error (last epoch)"), ("fgsm_err", "FGSM error"), ("pgd_err", "PGD error"),
+           ("robust_err", "robust error (worst case over the attacks)"),
            ("ece", "ECE"), ("c10h_kl_correct", "CIFAR-10H KL (correct images)"),
            ("wrong_fit", "wrong-label fit (1 - noisy_err)"))
+MASKED = "unconfirmed: gradient masking suspected"
 GROUP = ["dataset", "model", "noise_rate"]
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
-    """Add the derived columns: `pgd_err` (PGD-20 when recorded, else the one PGD-k there is) and
-    `wrong_fit`."""
+    """Add the derived columns: `pgd_err` (PGD-20 when recorded, else the one PGD-k there is),
+    `robust_err` (the worst case over the attacks at 8/255: `worst_err` when recorded, else the one
+    attack's error) and `wrong_fit`."""
     df = df.copy()
-    pgd = [c for c in df.columns if isinstance(a := AttackSpec.from_key(c), PGD) and a.eps == DEFAULT_EPS]
+    at_default = {c: a for c in df.columns if (a := AttackSpec.from_key(c)) is not None and a.eps == DEFAULT_EPS}
+    pgd = [c for c, a in at_default.items() if isinstance(a, PGD)]
     if "pgd20_err" in df:
         df["pgd_err"] = df["pgd20_err"]
     elif len(pgd) == 1:
         df["pgd_err"] = df[pgd[0]]
+    attacks = [c for c, a in at_default.items() if a.kind != "worst"]
+    if attacks:
+        single = df[attacks].notna().sum(axis=1) == 1
+        worst = df["worst_err"] if "worst_err" in df else pd.Series(float("nan"), index=df.index)
+        df["robust_err"] = worst.where(worst.notna(), df[attacks].max(axis=1).where(single))
     df["wrong_fit"] = regime.wrong_fit(df)
     return df
+
+
+def _masked(row: dict, metric: str, new_runs: pd.DataFrame) -> dict:
+    """A robustness win of the audited method whose runs the gradient-masking checks flagged becomes
+    `MASKED (checks ...)`; the test's outcome stays in `test_outcome`."""
+    if (metric not in regime.ROBUSTNESS_METRICS or not str(row["outcome"]).startswith("win")
+            or "masking_suspected" not in new_runs):
+        return row
+    flagged = new_runs[new_runs["masking_suspected"].eq(True)]
+    if len(flagged):
+        checks = sorted({c for text in flagged["masking_checks"].fillna("") for c in text.split(",") if c})
+        row["outcome"] = f"{MASKED} ({', '.join(checks)} failed in {len(flagged)} of {len(new_runs)} runs)"
+    return row
 
 
 def _guard(row: dict, reason: str | None) -> dict:
@@ -100,7 +128,8 @@ def paired_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
                            std_diff=float(d.std(ddof=1)) if len(d) > 1 else math.nan, t=math.nan, p=math.nan)
                 row.update(_decide(d, alpha, lambda: stats.ttest_rel(new[seeds].to_numpy(), old[seeds].to_numpy())))
                 compared = g[g.method_label.isin([method, base]) & g.seed.isin(seeds)]
-                rows.append(_guard(row, regime.outside(records, metric, *key, compared)))
+                row = _guard(row, regime.outside(records, metric, *key, compared))
+                rows.append(_masked(row, metric, new_runs[new_runs.seed.isin(seeds)]))
     return pd.DataFrame(rows)
 
 
@@ -158,7 +187,8 @@ def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, alpha: fl
                                t=math.nan, p=math.nan)
                     row.update(_decide(d, alpha, lambda: stats.ttest_1samp(d, 0.0)))
                     row.update(regime="ok", test_outcome=row["outcome"])
-                    rows.append(row)
+                    runs = s[(s.method_label == method)].set_index(["noise_rate", "seed"], drop=False)
+                    rows.append(_masked(row, metric, runs[runs.index.isin(pairs)]))
     return pd.DataFrame(rows)
 
 
@@ -178,9 +208,10 @@ def tally(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame()
     outcome = table.outcome.str.replace(" (no spread)", "", regex=False)
-    t = table.assign(outcome=outcome.where(~outcome.str.startswith(OUTSIDE), "outside the regime"))
+    outcome = outcome.where(~outcome.str.startswith(OUTSIDE), "outside the regime")
+    t = table.assign(outcome=outcome.where(~outcome.str.startswith(MASKED), "masking suspected"))
     out = t.pivot_table(index=["label", "baseline"], columns="outcome", values="n", aggfunc="count", fill_value=0)
-    cols = ("win", "tie", "loss", "outside the regime", "untested", "missing")
+    cols = ("win", "tie", "loss", "masking suspected", "outside the regime", "untested", "missing")
     for c in cols:
         if c not in out:
             out[c] = 0
@@ -205,6 +236,12 @@ def verdicts(table: pd.DataFrame, method: str, *, alpha: float = ALPHA) -> list[
             lines.append(f"**{label}**: {'one seed' if n == 1 else 'no paired seeds'} per cell, so no test is "
                          f"possible; the differences in the table are single runs and may be noise.")
             continue
+        masked = tested[tested.outcome.str.startswith(MASKED)]
+        tested = tested[~tested.outcome.str.startswith(MASKED)]
+        if len(masked) and tested.empty:
+            lines.append(f"**{label}**: {method} looks better in {len(masked)} comparisons, but "
+                         f"{_masked_summary(masked)}.")
+            continue
         wins = tested.outcome.str.startswith("win").sum()
         losses = tested.outcome.str.startswith("loss").sum()
         ties = len(tested) - wins - losses
@@ -225,8 +262,16 @@ def verdicts(table: pd.DataFrame, method: str, *, alpha: float = ALPHA) -> list[
         else:
             verdict = f"in none of {n} comparisons can a difference be told apart from seed noise"
         rest = f" The other {len(out)}: {_outside_summary(out)}." if len(out) else ""
+        if len(masked):
+            rest += f" In {len(masked)} more it looks better, but {_masked_summary(masked)}."
         lines.append(f"**{label}**: {verdict} {what}.{rest}")
     return lines
+
+
+def _masked_summary(masked: pd.DataFrame) -> str:
+    """'unconfirmed: gradient masking suspected (...)' per noise rate, for the comparisons of `masked`."""
+    by_rate = masked.groupby("noise_rate").outcome.first()
+    return "; ".join(f"noise {r:g}: {why}" for r, why in by_rate.items())
 
 
 def _outside_summary(out: pd.DataFrame) -> str:
@@ -249,7 +294,7 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all", al
         parts = []
         for r in t.itertuples():
             outcome = str(r.outcome).replace(" (no spread)", "")
-            if outcome.startswith(OUTSIDE):
+            if outcome.startswith((OUTSIDE, MASKED)):
                 parts.append(f"against {r.baseline}, {outcome}")
                 continue
             if getattr(r, "outside_rates", "") and isinstance(r.outside_rates, str):

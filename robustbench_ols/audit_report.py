@@ -62,7 +62,10 @@ def _regime_section(records: pd.DataFrame) -> list[str]:
             "regime: the rates kept are those where hard labels fitted much, which can favour the new method "
             "there (regression to the mean); read that comparison with this in mind. A robustness comparison "
             f"in which every compared model errs on >= {regime.FLOOR:.0%} of the attacked images is at the floor "
-            "and inconclusive too.", "",
+            "and inconclusive too. Robustness is judged on the strongest attack recorded (`robust_err`: the "
+            "per-image worst case over the attacks at 8/255); where the gradient-masking checks flagged a run "
+            "of the audited method, a robustness comparison it wins is \"unconfirmed: gradient masking "
+            "suspected\" with the checks that failed.", "",
             regime.fit_markdown(records), ""]
 
 

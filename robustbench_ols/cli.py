@@ -115,9 +115,11 @@ def _eval_options(p, d) -> None:
     g = p.add_argument_group("scoring (not part of the run_id)")
     a = _adder(g, d, EVAL_DEFAULTS)
     g.add_argument("--attack", action="append", default=None, metavar="SPEC",
-                   help="fgsm[:eps=8/255] or pgd[:eps=8/255,alpha=2/255,steps=20,random_start=true]; repeat for "
-                        "several, 'none' for no attack (default: fgsm and pgd, i.e. PGD-20"
-                        + ("" if d else ", unless the grid sets others") + ")")
+                   help="fgsm[:eps=8/255], pgd[:eps=8/255,alpha=2/255,steps=20,random_start=true], "
+                        "autoattack[:version=standard,eps=8/255] (the official ensemble), or one of its attacks: "
+                        "apgd-ce, apgd-dlr [:steps=100,restarts=1], apgd-t, fab-t [:steps=100,targets=9], "
+                        "square[:queries=5000]; repeat for several, 'none' for no attack (default: fgsm and pgd, "
+                        "i.e. PGD-20" + ("" if d else ", unless the grid sets others") + ")")
     a("--attack-examples", type=int,
       help="attack a class-balanced, seeded subset of N test images (0: the whole test set)")
     a("--attack-seed", type=int, help="seed of that subset and of PGD's random start")
@@ -125,9 +127,22 @@ def _eval_options(p, d) -> None:
     a("--bins", type=int, help="calibration bins (ECE, MCE, reliability diagram)")
     a("--cifar10h", action=argparse.BooleanOptionalAction,
       help="CIFAR-10 only: score agreement with the CIFAR-10H human labels")
+    a("--checks", action=argparse.BooleanOptionalAction,
+      help="with any attack: the gradient-masking checks (eps 0, the eps sweep, a large eps, PGD-100 with restarts, "
+           "Square, zero gradients) and the masking_suspected flag")
+    a("--check-examples", type=int, help="images of the checks: a class-balanced subset of the attacked ones (0: all)")
+    a("--eps-sweep", type=_budgets, help="the checks' PGD-20 budgets in /255 units: robust error against eps")
     a("--attack-amp", action=argparse.BooleanOptionalAction,
       help="run the attacks under bf16 autocast (faster on GPUs and CPUs with bf16 units, much slower on "
            "others; a scoring setting of its own, not the default for reported scores)")
+
+
+def _budgets(text: str) -> tuple:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: need numbers in /255 units separated by commas, such as "
+                                         "0,1,2,4,8,16,64") from None
 
 
 def _matrix_parser(sub) -> None:

@@ -93,6 +93,9 @@ def _print_scores(m: dict) -> None:
     keys += sorted(k for k in m if AttackSpec.from_key(k.replace("_top5", "")) is not None)
     if keys:
         print("  ".join(f"{k} {m[k]:.4f}" for k in keys))
+    if m.get("masking_suspected") is not None:
+        print(f"gradient-masking checks ({m['check_examples']} images): " +
+              (f"masking suspected, failed: {m['masking_checks']}" if m["masking_suspected"] else "all passed"))
 
 
 def cmd_run(args) -> int:

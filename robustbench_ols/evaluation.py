@@ -3,7 +3,8 @@ scaling when the run has a validation split) and, on CIFAR-10, agreement with CI
 
 An `EvalSpec` says how a model is scored. It is not part of the run_id: one trained model can be
 scored under many settings. Each setting has its own `eval_id` (12 hex of the SHA-256 of its canonical
-form) and its own record `<run_dir>/evals/<eval_id>.json` (+ `<eval_id>.reliability.csv`); a record,
+form) and its own record `<run_dir>/evals/<eval_id>.json` (+ `<eval_id>.reliability.csv`, and with
+attacks `<eval_id>.robust.npz`: each attacked image's outcome under each attack); a record,
 once written to a finished run, is never overwritten. The evaluation a run does right after training
 is also copied into its `metrics.json` and `reliability.csv`.
 
@@ -12,14 +13,21 @@ clean and calibration figures, and on a fixed, seeded, class-balanced test subse
 `attack_examples` > 0. `attack_amp` runs the attacks (and the classification of their images) under
 bf16 autocast instead: faster on GPUs and CPUs with bf16 units (1.7-2.0x on an AVX-512 BF16 EPYC), ~10x
 slower on CPUs without them (AVX2 only), and not the default for reported scores; it has its own eval_id.
+With two or more attacks at one budget, `worst_err` is the per-image worst case over them; with any
+attack, the gradient-masking checks (attacks/sanity.py) run on a subset of the attacked images.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from . import progress as progress_bars
-from .attacks.robust import fold_batchnorm, robust_error
+from .attacks.parameter_free import Square
+from .attacks.robust import attack_outcomes, errors, fold_batchnorm
+from .attacks.sanity import run_checks
+from .attacks.spec import DEFAULT_EPS, WorstCase
 from .calibration import (
     apply_temperature,
     calibration_metrics,
@@ -69,10 +77,22 @@ def _batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
+@dataclass
+class Scores:
+    """What scoring a model gives: the record's metrics, the reliability rows, notes (how it was done),
+    the gradient-masking checks' details (None when they did not run) and the per-image attack outcomes
+    (arrays for `evals/<eval_id>.robust.npz`; None without attacks)."""
+    metrics: dict
+    reliability: list
+    notes: dict
+    checks: dict | None = None
+    outcomes: dict | None = None
+
+
 def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, val=None, human=None,
           eval_batch_size: int = 256, channels_last: bool = False, progress: bool = False,
-          progress_position: int | None = None) -> tuple[dict, list, dict]:
-    """(metrics, reliability rows, notes) for `model` on uint8 `test_x` (on the model's device).
+          progress_position: int | None = None) -> Scores:
+    """Score `model` on uint8 `test_x` (on the model's device).
 
     `val`: (uint8 images, labels) of the run's validation split, or None (temperature scaling is then
     skipped: `temperature`, `ece_ts` and `nll_ts` are None and `notes` says why). `human`: the
@@ -108,34 +128,82 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
         notes["temperature_scaling"] = "skipped: the run has no validation split (--val-split 0)"
     if human is not None:
         m.update(cifar10h_metrics(probs.cpu().numpy(), y.cpu().numpy(), human))
-    ax, ay = test_x[sub], test_y.to(test_x.device)[sub]
+    out = Scores(m, rel, notes)
     m["attack_examples"] = int(len(sub))
-    # one eval-mode copy with the batch norms folded into the convolutions for every attack: the same
-    # function up to float rounding, about 1.2x faster to attack (attacks.fold_batchnorm)
-    folded = fold_batchnorm(model, channels_last=channels_last) if attacks else None
-    attacked = folded if folded is not None else model
-    if ev.attack_amp:
-        attacked = Bf16(attacked).eval()
-    for spec in attacks:
-        if bar is not None:
-            bar.set_description(f"scoring: {spec.label}")
-        m.update(robust_error(attacked, ax, ay, spec, seed=ev.attack_seed,
-                              batch_size=ev.attack_batch_size, channels_last=channels_last,
-                              topk=5 if num_classes > 10 else 1, fold_bn=False,
-                              on_batch=None if bar is None else bar.update))
-    if bar is not None:
-        bar.close()
-    m["eval_seconds"] = timer.seconds()
     notes["attacks"] = (f"{', '.join(ev.attacks) or 'none'} on "
                         + (f"a class-balanced subset of {len(sub)} test images (seed {ev.attack_seed})"
                            if ev.attack_examples else f"the whole test set ({len(sub)} images)"))
+    if attacks:
+        _attack(model, test_x[sub], y.to(test_x.device)[sub], sub, ev, out, num_classes=num_classes,
+                channels_last=channels_last, bar=bar)
+    if bar is not None:
+        bar.close()
+    m["eval_seconds"] = timer.seconds()
     notes["precision"] = ("float32, eval mode (batch-norm running statistics), no augmentation" +
                           ("; the attacks under bf16 autocast (--attack-amp)" if ev.attack_amp else ""))
-    if attacks:
-        notes["attack_model"] = ("the model with its batch norms folded into the convolutions before them (the "
-                                 "same function up to float rounding)" if folded is not None else
-                                 "the model as trained (torch.fx could not trace it to fold its batch norms)")
-    return m, rel, notes
+    return out
+
+
+def _attack(model, ax, ay, sub, ev: EvalSpec, out: Scores, *, num_classes, channels_last, bar) -> None:
+    """The attacks, their per-image outcomes, the worst case over them at each budget and the checks."""
+    m, notes = out.metrics, out.notes
+    # one eval-mode copy with the batch norms folded into the convolutions for every attack: the same
+    # function up to float rounding, about 1.2x faster to attack (attacks.fold_batchnorm)
+    folded = fold_batchnorm(model, channels_last=channels_last)
+    attacked = folded if folded is not None else model
+    notes["attack_model"] = ("the model with its batch norms folded into the convolutions before them (the "
+                             "same function up to float rounding)" if folded is not None else
+                             "the model as trained (torch.fx could not trace it to fold its batch norms)")
+    if ev.attack_amp:
+        attacked = Bf16(attacked).eval()
+    with torch.no_grad():
+        clean_wrong = torch.cat([z.argmax(1).cpu() for z in predict_logits(
+            attacked, ax, batch_size=ev.attack_batch_size, channels_last=channels_last)]) != ay.cpu()
+    fooled = {}
+    for spec in ev.attack_specs:
+        if bar is not None:
+            bar.set_description(f"scoring: {spec.label}")
+        res = attack_outcomes(attacked, ax, ay, spec, seed=ev.attack_seed, batch_size=ev.attack_batch_size,
+                              channels_last=channels_last, topk=5 if num_classes > 10 else 1, fold_bn=False,
+                              on_batch=None if bar is None else bar.update)
+        fooled[spec] = res.fooled
+        m.update(errors(spec, res, 5 if num_classes > 10 else 1))
+        if res.messages:
+            notes.setdefault("attack_warnings", {})[spec.label] = res.messages
+    m.update(worst_case(fooled, clean_wrong))
+    out.outcomes = {"test_index": sub.cpu().numpy(), "label": ay.cpu().numpy(), "clean_wrong": clean_wrong.numpy(),
+                    **{spec.key[:-len("_err")]: f.numpy() for spec, f in fooled.items()}}
+    if ev.checks:
+        _check(attacked, ax, ay, ev, out, clean_wrong, fooled, channels_last=channels_last, bar=bar)
+
+
+def worst_case(fooled: dict, clean_wrong: torch.Tensor) -> dict:
+    """`worst_err` (`worst_eps2_err` at 2/255, ...): the share of images that at least one attack at that
+    budget fooled (or that were wrong already), for each budget at which two or more attacks ran."""
+    by_eps = {}
+    for spec, f in fooled.items():
+        by_eps.setdefault(spec.eps, []).append(f)
+    return {WorstCase(eps).key: torch.stack([clean_wrong, *fs]).any(0).double().mean().item()
+            for eps, fs in by_eps.items() if len(fs) > 1}
+
+
+def _check(attacked, ax, ay, ev: EvalSpec, out: Scores, clean_wrong, fooled: dict, *, channels_last, bar) -> None:
+    pos = np.arange(len(ay)) if not ev.check_examples or ev.check_examples >= len(ay) else \
+        class_balanced_subset(ay.cpu().numpy(), ev.check_examples, ev.attack_seed)
+    idx = torch.as_tensor(pos)
+    white = {s: f[idx] for s, f in fooled.items() if abs(s.eps - DEFAULT_EPS) < 1e-12
+             and s.kind not in ("square", "autoattack")}
+    square = next((f[idx] for s, f in fooled.items() if s == Square()), None)
+    on_stage = None if bar is None else bar.set_description
+    figures, details = run_checks(attacked, ax[idx.to(ax.device)], ay[idx.to(ay.device)],
+                                  clean_wrong=clean_wrong[idx], white_box=white, square=square,
+                                  sweep=ev.eps_sweep, seed=ev.attack_seed, batch_size=ev.attack_batch_size,
+                                  channels_last=channels_last, on_stage=on_stage)
+    out.metrics.update(figures)
+    out.checks = details
+    out.outcomes["check_position"] = pos
+    out.notes["checks"] = (f"gradient-masking checks on a class-balanced subset of {len(pos)} of the attacked "
+                           "images (attacks/sanity.py); failed: " + (figures["masking_checks"] or "none"))
 
 
 class Bf16(torch.nn.Module):

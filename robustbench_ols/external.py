@@ -76,7 +76,7 @@ def score_checkpoint(checkpoint, model_name: str, dataset: str, ev: EvalSpec = E
     human = load_human(dataset, ev, ex.data_root, ex.download, data.test_y)
     if ex.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    scores, rel, notes = score(model, test_x=data.test_x.to(device), test_y=torch.as_tensor(data.test_y, device=device),
+    scores = score(model, test_x=data.test_x.to(device), test_y=torch.as_tensor(data.test_y, device=device),
                                ev=ev, human=human, eval_batch_size=ex.eval_batch_size,
                                channels_last=ex.channels_last, progress=ex.progress)
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,5 +85,5 @@ def score_checkpoint(checkpoint, model_name: str, dataset: str, ev: EvalSpec = E
             "score_id": score_id, "checkpoint": str(checkpoint.resolve()), "sha256": digest, "model": model_name,
             "dataset": dataset, "num_classes": data.num_classes, "data_source": data.source, "when": now(),
             "git": git_info(), "versions": versions()})
-    path = store.write_eval_record(folder, ev, scores, rel, notes, ex.channels_last, device)
+    path = store.write_eval_record(folder, ev, scores, ex.channels_last, device)
     return {**store.read_eval_record(folder, ev.eval_id), "status": "evaluated", "path": str(path)}

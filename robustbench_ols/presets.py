@@ -30,7 +30,7 @@ PRESETS = {
         datasets=["synthetic"], models=["resnet8"], methods=["hard", "ls", "ols"],
         noise=["symmetric:0", "symmetric:0.4"], seeds=[0],
         run=dict(epochs=2, batch_size=100, train_subset=300, milestones=()),
-        eval=dict(attacks=["fgsm", "pgd:steps=2"], attack_examples=50)),
+        eval=dict(attacks=["fgsm", "pgd:steps=2"], attack_examples=50, check_examples=10)),
     "quick": dict(
         about="CIFAR-10 at CPU scale: resnet8, 4,000 training images, 10 epochs (lr x0.1 at 5 and 8), "
               "FGSM and PGD-20 on 500 test images; hard, ls, ols, sce, bootsoft, boothard, coteaching, pencil, "

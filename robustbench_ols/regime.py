@@ -31,7 +31,7 @@ MIN_WRONG_FIT = 0.6
 MEMORISATION_METRICS = ("test_err_last", "wrong_fit")
 # Robust error at the floor: when every compared model errs on nearly every attacked image, no difference in
 # robustness can show (the paper's 8/255 does this to small CPU-scale models).
-ROBUSTNESS_METRICS = ("fgsm_err", "pgd_err")
+ROBUSTNESS_METRICS = ("fgsm_err", "pgd_err", "robust_err")
 FLOOR = 0.99
 OUTSIDE = "inconclusive: outside the regime"
 

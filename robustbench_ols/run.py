@@ -73,7 +73,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
         stage = "scoring"
         metrics = _final_metrics(state, x.noisy.rate, int(x.noisy.is_noisy.sum()), len(x.labels), x.num_meta,
                                  x.num_val)
-        scores, rel, notes = score(models[0], test_x=x.test[0], test_y=x.test[1], ev=ev, val=x.val,
+        scores = score(models[0], test_x=x.test[0], test_y=x.test[1], ev=ev, val=x.val,
                                    human=x.human, eval_batch_size=ex.eval_batch_size,
                                    channels_last=ex.channels_last, progress=ex.progress,
                                    progress_position=ex.progress_position)
@@ -85,9 +85,9 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
         raise Interrupted(f"interrupted {where}; the checkpoint keeps {kept} epoch(s) of {run_dir}: run the "
                           "same command to resume") from None
     store.save_final(run_dir, models, r.method)
-    store.write_eval_record(run_dir, ev, scores, rel, notes, ex.channels_last, device)
-    metrics = {**metrics, **scores, "eval_id": ev.eval_id}
-    store.finish(run_dir, metrics, rel)
+    store.write_eval_record(run_dir, ev, scores, ex.channels_last, device)
+    metrics = {**metrics, **scores.metrics, "eval_id": ev.eval_id}
+    store.finish(run_dir, metrics, scores.reliability)
     return RunResult(run_dir, "done", metrics)
 
 
@@ -289,11 +289,11 @@ def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptio
     val = None
     if "val_indices" in z.files and len(z["val_indices"]):
         val = (data.train_x[z["val_indices"]].to(device), torch.as_tensor(z["val_labels"], device=device))
-    scores, rel, notes = score(model, test_x=data.test_x.to(device),
+    scores = score(model, test_x=data.test_x.to(device),
                                test_y=torch.as_tensor(data.test_y, device=device), ev=ev, val=val, human=human,
                                eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
                                progress=ex.progress, progress_position=ex.progress_position)
-    store.write_eval_record(run_dir, ev, scores, rel, notes, ex.channels_last, device)
+    store.write_eval_record(run_dir, ev, scores, ex.channels_last, device)
     return {**store.read_eval_record(run_dir, ev.eval_id), "status": "evaluated"}
 
 

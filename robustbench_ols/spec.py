@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from .attacks.spec import AttackSpec
+from .attacks.spec import DEFAULT_CHECK_EXAMPLES, DEFAULT_SWEEP, AttackSpec
 from .errors import SpecError
 
 SCHEDULES = ("step", "cosine")
@@ -182,6 +182,11 @@ class EvalSpec:
     n_bins: int = 15  # calibration bins
     cifar10h: bool = True  # CIFAR-10 only: the human-agreement figures
     attack_amp: bool = False  # attacks under bf16 autocast (a later field: in the eval_id only when True)
+    # The gradient-masking checks (attacks/sanity.py), whenever an attack is scored. Later fields: in the
+    # eval_id only when the checks run, so that a setting scored before they existed keeps its id.
+    checks: bool = True
+    check_examples: int = DEFAULT_CHECK_EXAMPLES  # a class-balanced subset of the attacked images; 0: all
+    eps_sweep: tuple = DEFAULT_SWEEP  # the checks' PGD-20 budgets, in /255 units
     # The attacks parsed once (AttackSpec objects, in order); derived from `attacks`, not part of the eval_id.
     attack_specs: tuple = dataclasses.field(init=False, repr=False, compare=False, default=())
 
@@ -192,7 +197,8 @@ class EvalSpec:
         dup = sorted({k for k in keys if keys.count(k) > 1})
         if dup:
             raise SpecError(f"two --attack settings record the same figure {dup[0]!r} (they differ only in "
-                            "alpha or random_start); score them in separate `rbols eval` calls")
+                            "options the key does not name, such as alpha or random_start); score them in "
+                            "separate `rbols eval` calls")
         object.__setattr__(self, "attacks", tuple(p.text for p in parsed))
         object.__setattr__(self, "attack_specs", tuple(parsed))
         for name in ("attack_examples", "attack_seed"):
@@ -202,18 +208,34 @@ class EvalSpec:
             raise SpecError(f"--attack-batch-size must be >= 1, got {self.attack_batch_size}")
         if self.n_bins < 1:
             raise SpecError(f"--bins must be >= 1, got {self.n_bins}")
+        sweep = tuple(sorted({float(e) if not float(e).is_integer() else int(e) for e in self.eps_sweep}))
+        if not sweep or not all(0 <= e <= 255 for e in sweep):
+            raise SpecError(f"--eps-sweep {','.join(map(str, self.eps_sweep)) or '(empty)'}: need one or more budgets "
+                            "in /255 units between 0 and 255, such as 0,1,2,4,8,16,64")
+        object.__setattr__(self, "eps_sweep", sweep)
+        if self.check_examples < 0:
+            raise SpecError(f"--check-examples must be >= 0, got {self.check_examples}")
+        if not self.attacks:  # nothing to check
+            object.__setattr__(self, "checks", False)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         d["attacks"] = list(self.attacks)
+        d["eps_sweep"] = list(self.eps_sweep)
         if not self.attack_amp:  # every setting scored before the field existed keeps its eval_id
             del d["attack_amp"]
+        if not self.checks:  # the same for the checks
+            for k in ("checks", "check_examples", "eps_sweep"):
+                del d[k]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalSpec":
         d = dict(d)
         d["attacks"] = tuple(d.get("attacks", ()))
+        d.setdefault("checks", False)  # a record from before the checks
+        if "eps_sweep" in d:
+            d["eps_sweep"] = tuple(d["eps_sweep"])
         return cls(**d)
 
     @property

@@ -3,7 +3,7 @@
 Files: `spec.json` (spec, execution, versions, git commit), `noise.json` + `noise.npz` (the noisy
 labels, is-noisy mask, transition matrix, realised rate, train indices), `status.json`,
 `executions.json` (one entry per session that trained it), `epochs.csv` (one row per epoch),
-`checkpoint.pt` while unfinished, then `model.pt`, `evals/<eval_id>.json` (+ `.reliability.csv`),
+`checkpoint.pt` while unfinished, then `model.pt`, `evals/<eval_id>.json` (+ `.reliability.csv`, `.robust.npz`),
 `reliability.csv`, `metrics.json` and last `DONE`. Every file is written to a temporary name and
 renamed, so a killed run never leaves a half-written file under a final name; a DONE directory is
 never touched again except to add evaluation records.
@@ -96,6 +96,13 @@ def ensure_writable(folder) -> None:
                         "write to (--out) or change its permissions") from None
 
 
+def write_npz(path: Path, arrays: dict) -> None:
+    """A compressed .npz written whole or not at all (temporary file, then rename)."""
+    with open(tmp_path(path), "wb") as f:  # a file object: numpy adds no suffix
+        np.savez_compressed(f, **arrays)
+    os.replace(tmp_path(path), path)
+
+
 # ---------------------------------------------------------------- one run's records
 
 def write_record(run_dir: Path, record: dict, noise_summary: dict, arrays: dict) -> None:
@@ -103,9 +110,7 @@ def write_record(run_dir: Path, record: dict, noise_summary: dict, arrays: dict)
     missing (spec.json last), then status `running`."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "noise.npz").exists():
-        with open(tmp_path(run_dir / "noise.npz"), "wb") as f:  # a file object: numpy adds no suffix
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp_path(run_dir / "noise.npz"), run_dir / "noise.npz")
+        write_npz(run_dir / "noise.npz", arrays)
     if not (run_dir / "noise.json").exists():
         write_json(run_dir / "noise.json", noise_summary)
     if not (run_dir / "spec.json").exists():
@@ -178,16 +183,19 @@ def load_model_weights(run_dir: Path, device) -> dict:
     return torch.load(run_dir / "model.pt", map_location=device, weights_only=True)["models"][0]
 
 
-def write_eval_record(run_dir: Path, ev, scores: dict, rel: list, notes: dict, channels_last: bool,
-                      device) -> Path:
-    """evals/<eval_id>.json (+ .reliability.csv): the figures of one evaluation setting, with how
-    and where they were computed."""
+def write_eval_record(run_dir: Path, ev, scores, channels_last: bool, device) -> Path:
+    """evals/<eval_id>.json (+ .reliability.csv, + .robust.npz: each attacked image's outcome under each
+    attack): the figures of one evaluation setting (`evaluation.Scores`), with how and where they were
+    computed. The JSON is written last: its presence means the record is whole."""
     folder = run_dir / "evals"
     folder.mkdir(exist_ok=True)
-    write_csv(folder / f"{ev.eval_id}.reliability.csv", RELIABILITY_COLUMNS, rel)
+    write_csv(folder / f"{ev.eval_id}.reliability.csv", RELIABILITY_COLUMNS, scores.reliability)
+    if scores.outcomes is not None:
+        write_npz(folder / f"{ev.eval_id}.robust.npz", scores.outcomes)
     path = eval_record_path(run_dir, ev.eval_id)
-    write_json(path, {"eval_id": ev.eval_id, "run_id": run_dir.name, "eval": ev.to_dict(), "metrics": scores,
-                      "notes": notes, "device": str(device), "device_name": device_name(device),
+    extra = {} if scores.checks is None else {"checks": scores.checks}
+    write_json(path, {"eval_id": ev.eval_id, "run_id": run_dir.name, "eval": ev.to_dict(), "metrics": scores.metrics,
+                      **extra, "notes": scores.notes, "device": str(device), "device_name": device_name(device),
                       "channels_last": channels_last, "torch_threads": torch.get_num_threads(),
                       "when": now(), "git": git_info(), "versions": versions()})
     return path

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_ols.audit import ALPHA, pooled_verdicts
-from robustbench_ols.regime import MEMORISATION_METRICS, MIN_WRONG_FIT, OUTSIDE
 from robustbench_ols.markdown import markdown_table
+from robustbench_ols.regime import FLOOR, MEMORISATION_METRICS, MIN_WRONG_FIT, OUTSIDE
 from robustbench_ols.report.cost import duration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +31,11 @@ TIER = Path("docs/results/cpu-regime")  # rbols report of the cpu-regime grid (a
 QUICK = Path("docs/results/quick")
 EXAMPLE = Path("docs/results/audit-example")
 CLAIMS = QUICK / "claims"
+AA = TIER / "autoattack"  # the tier re-scored with AutoAttack and the gradient-masking checks
+AA_BEGIN = "<!-- autoattack:begin (written by docs/results/build_readme.py from docs/results/; do not edit) -->"
+AA_END = "<!-- autoattack:end -->"
+AA_CLAIM = ("OLS is more robust to the strongest attack recorded", "robust_err", "all", 100, " points",
+            "per-image worst case over FGSM, PGD-20 and AutoAttack at 8/255")
 BEGIN = "<!-- results:begin (written by docs/results/build_readme.py from docs/results/; do not edit) -->"
 END = "<!-- results:end -->"
 
@@ -415,6 +420,77 @@ def tier_section() -> str:
         TIER_END])
 
 
+def _ordering(r: pd.DataFrame, col: str) -> str:
+    """'hard 99.0% < LS 99.5% = OLS 99.5%': the methods by their mean error under `col`."""
+    means = [(r[r.method_label == m][col].mean() * 100, name) for m, name in (("hard", "hard"), ("ls", "LS"),
+                                                                               ("ols", "OLS"))]
+    means.sort()
+    out = f"{means[0][1]} {means[0][0]:.1f}%"
+    for (a, _), (b, name) in zip(means, means[1:]):
+        out += f" {'=' if f'{a:.1f}' == f'{b:.1f}' else '<'} {name} {b:.1f}%"
+    return out
+
+
+def _survives(r: pd.DataFrame, eps: str) -> str:
+    """One sentence: does the FGSM/PGD-20 ordering of hard, LS and OLS survive AutoAttack at this budget?"""
+    sfx = "" if eps == "8" else f"_eps{eps}"
+    cols = [f"fgsm{sfx}_err", f"pgd20{sfx}_err", f"aa{sfx}_err"]
+    core = r[r.method_label.isin(["hard", "ls", "ols"])]
+    means = {c: [core[core.method_label == m][c].mean() for m in ("hard", "ls", "ols")] for c in cols}
+    head = (f"At {eps}/255, mean over each method's runs: FGSM {_ordering(core, cols[0])}; PGD-20 "
+            f"{_ordering(core, cols[1])}; AutoAttack {_ordering(core, cols[2])}")
+    floor = min(min(v) for v in means.values())
+    if floor >= FLOOR:
+        return head + f": every model is at the floor (>= {FLOOR:.0%}) under every attack, so there is no ordering to survive."
+    rank = {c: sorted(range(3), key=lambda i: round(means[c][i], 3)) for c in cols}
+    same = rank[cols[1]] == rank[cols[2]]
+    return head + (": the PGD-20 ordering survives AutoAttack." if same else
+                   ": the PGD-20 ordering does **not** survive AutoAttack.")
+
+
+def autoattack_section() -> str:
+    """The tier re-scored with AutoAttack and the checks (docs/results/cpu-regime/autoattack/)."""
+    if not (ROOT / AA / "robustness.csv").exists():
+        return "\n".join([AA_BEGIN, "", "Not published yet: no report under "
+                           f"[`{AA}`]({AA}) (`bash docs/results/publish_autoattack.sh`).", "", AA_END])
+    r = _read(AA, "robustness.csv")
+    r = r[r["aa_err"].notna()]
+    pooled = _read(AA / "claims", "audit_pooled.csv")
+    per_rate = _read(AA / "claims", "audit.csv")
+    flagged = r[r.masking_suspected.astype(str).str.lower() == "true"]
+    per_method = r.groupby("method_label").size()
+    rows = []
+    for m in _methods(r):
+        g = r[r.method_label == m]
+        rows.append([m, str(len(g)), *(f"{g[c].mean() * 100:.1f}" for c in (
+            "pgd20_err", "aa_err", "worst_err", "pgd20_eps2_err", "aa_eps2_err", "worst_eps2_err", "sweep_eps1_err")),
+            str(int((g.masking_suspected.astype(str).str.lower() == "true").sum()))])
+    flags = ("No run was flagged by the gradient-masking checks" if flagged.empty else
+             f"{len(flagged)} run(s) were flagged: " + "; ".join(
+                 f"{m} {int((flagged.method_label == m).sum())} of {per_method[m]} ({', '.join(sorted(set(','.join(flagged[flagged.method_label == m].masking_checks.fillna('')).split(',')) - {''}))})"
+                 for m in _methods(flagged)))
+    return "\n".join([
+        AA_BEGIN, "",
+        f"The tier's runs re-scored (no retraining) with FGSM, PGD-20 and the official standard AutoAttack at 8/255 "
+        f"and 2/255 on {int(r.attack_examples.iloc[0])} class-balanced test images per run, and the gradient-masking "
+        f"checks on all of them ({len(r)} runs; [report]({AA}/report.md), [table8]({AA}/table8.md), per run "
+        f"[robustness.csv]({AA}/robustness.csv), [claims]({AA}/claims/audit.md)):", "",
+        "```bash\nbash docs/results/publish_autoattack.sh   # rbols eval per run, rbols report, rbols audit, this section\n```",
+        "", "Robust error (%), mean over each method's runs (5 noise rates x 2 seeds); *worst* is the per-image worst "
+        "case over the three attacks at that budget; the sweep's 1/255 is PGD-20 with step 0.25/255:", "",
+        _table(["method", "runs", "PGD-20", "AutoAttack", "worst", "PGD-20 (2/255)", "AutoAttack (2/255)",
+                "worst (2/255)", "PGD-20 (1/255)", "flagged"], rows), "",
+        f"![Robust error against eps]({AA}/robust_vs_eps.png)", "",
+        "- " + _survives(r, "8"),
+        "- " + _survives(r, "2"),
+        claim_text(AA_CLAIM, pooled, per_rate),
+        f"- {flags} ({len(r)} runs, {int(r.check_examples.iloc[0])} images each: eps 0, the eps sweep, 64/255, "
+        "PGD-100 with restarts, Square, zero gradients).",
+        "- The `quick` grid's run records were not kept (only its report), so it was not re-scored; "
+        "retraining it (about 67 min per seed) and running the same commands would add it.",
+        "", AA_END])
+
+
 def _replace(readme: str, begin: str, end: str, text: str) -> str:
     if begin not in readme or end not in readme:
         raise SystemExit(f"README.md has no results markers: put the lines\n{begin}\n{end}\nwhere the section goes")
@@ -424,7 +500,8 @@ def _replace(readme: str, begin: str, end: str, text: str) -> str:
 
 
 def render(readme: str) -> str:
-    return _replace(_replace(readme, BEGIN, END, section()), TIER_BEGIN, TIER_END, tier_section())
+    readme = _replace(_replace(readme, BEGIN, END, section()), TIER_BEGIN, TIER_END, tier_section())
+    return _replace(readme, AA_BEGIN, AA_END, autoattack_section())
 
 
 def main(argv: list[str]) -> int:

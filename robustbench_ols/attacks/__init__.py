@@ -1,8 +1,10 @@
-"""L-inf attacks: their settings (spec.py: the registered kinds, option syntax, record keys, labels) and
-the robust error of a model under them (robust.py, through torchattacks)."""
+"""L-inf attacks: their settings (spec.py: the registered kinds, option syntax, record keys, labels;
+parameter_free.py: AutoAttack and its attacks), the robust error of a model under them image by image
+(robust.py) and the checks for gradient masking (sanity.py)."""
+from . import parameter_free  # noqa: F401  (registers autoattack, apgd-ce, apgd-dlr, apgd-t, fab-t, square)
 from .spec import ATTACKS, DEFAULT_EPS, FGSM, PGD, AttackSpec
 
-_ROBUST = ("adversarial", "fold_batchnorm", "robust_error")
+_ROBUST = ("adversarial", "attack_outcomes", "fold_batchnorm", "robust_error")
 
 
 def __getattr__(name):

@@ -1,30 +1,81 @@
-"""Robust error under L-inf attacks through torchattacks: FGSM and PGD-k.
+"""Robust error under L-inf attacks, image by image: FGSM and PGD-k through torchattacks, AutoAttack and
+its attacks through the official code (parameter_free.py).
 
 Conventions (RobustBench, torchattacks): images in [0, 1], normalisation inside the model, budgets in
 pixel units (8/255). The model is put in eval mode for the attack and its previous mode restored.
 FGSM (Goodfellow et al. 2015): x' = clip(x + eps * sign(grad_x CE), 0, 1), eps = 8/255.
 PGD-k (Madry et al. 2018): random start in the eps-ball, k steps of size alpha, projection onto the
 eps-ball and [0, 1] each step; PGD-20: eps = 8/255, alpha = 2/255 (torchattacks defaults to 10
-steps: set here). Attacks are seeded: PGD's random start draws from the global generator inside a
-forked RNG state seeded with `seed`, so the same model, images and options give the same robust error
-without disturbing the caller's random state.
+steps: set here). Attacks are seeded: the attack runs inside a forked RNG state seeded with `seed`
+(the official attacks also take it as their `seed`), so the same model, images and options give the
+same robust error without disturbing the caller's random state.
 """
 from __future__ import annotations
+
+import logging
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
 from .spec import AttackSpec
 
 
-def adversarial(model, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *, seed: int = 0) -> torch.Tensor:
-    """Adversarial images for float x in [0, 1] (any memory format); the model's mode is restored."""
+class ChannelsLastInput(torch.nn.Module):
+    """`model` fed channels_last copies of its inputs: the official AutoAttack code reshapes input
+    gradients with `.view`, which needs NCHW-contiguous inputs, while the model runs faster on
+    channels_last ones (the gradient flows back through the copy in the input's layout)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record):
+        self.into.append(record.getMessage())
+
+
+@contextmanager
+def _collecting(messages: list | None):
+    """Python warnings and AutoAttack's logger warnings go into `messages` (None: left alone)."""
+    if messages is None:
+        yield
+        return
+    logger, handler = logging.getLogger("auto-attack"), _Collect(messages)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        messages.extend(str(w.message) for w in caught)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def adversarial(model, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *, seed: int = 0,
+                messages: list | None = None) -> torch.Tensor:
+    """Adversarial images for float x in [0, 1] (any memory format); the model's mode is restored.
+    The attack's warnings go into `messages` instead of stderr when a list is given."""
     was_training = model.training
     model.eval()
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    if spec.needs_nchw and x.dim() == 4 and not x.is_contiguous():
+        model, x = ChannelsLastInput(model).eval(), x.contiguous()
     try:
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), _collecting(messages):
             torch.manual_seed(seed)
-            return spec.build(model)(x, y)
+            return spec.perturb(model, x, y, seed)
     finally:
         model.train(was_training)
 
@@ -52,19 +103,23 @@ def fold_batchnorm(model, *, channels_last: bool = False):
     return fused.to(memory_format=torch.channels_last) if channels_last else fused
 
 
-def robust_error(model, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec, *, seed: int = 0,
-                 batch_size: int = 256, channels_last: bool = False, topk: int = 1,
-                 fold_bn: bool = True, on_batch=None) -> dict:
-    """Top-1 (and top-`topk`) error of `model` on adversarial versions of uint8 `images`.
+@dataclass
+class Outcomes:
+    """Image by image, in the order of the images: fooled (top-1 wrong on the adversarial image, which
+    includes images already wrong without attack), top-k fooled when asked for, the attack's warnings."""
+    fooled: torch.Tensor  # bool, on the CPU
+    fooled_topk: torch.Tensor | None
+    messages: list
 
-    Returns {spec.key: err} plus {spec.key[:-4] + "_err_top5": ...} when topk = 5. Each batch's
-    attack is seeded with seed + batch number, so a subset evaluated in the same order is reproducible.
-    `fold_bn`: attack (and classify) an eval-mode copy with the batch norms folded into the
-    convolutions (`fold_batchnorm`; the same function, faster); `model` itself is left as it was.
-    `on_batch(1)` is called after each attacked batch (a progress bar's update).
-    """
-    wrong1 = torch.zeros((), dtype=torch.float64, device=images.device)
-    wrongk = torch.zeros((), dtype=torch.float64, device=images.device)
+
+def attack_outcomes(model, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec, *, seed: int = 0,
+                    batch_size: int = 256, channels_last: bool = False, topk: int = 1,
+                    fold_bn: bool = True, on_batch=None) -> Outcomes:
+    """Attack uint8 `images` batch by batch; batch b's attack is seeded with seed + b, so a subset
+    evaluated in the same order is reproducible. `fold_bn`: attack (and classify) an eval-mode copy
+    with the batch norms folded into the convolutions (`fold_batchnorm`; the same function, faster);
+    `model` itself is left as it was. `on_batch(1)` is called after each attacked batch."""
+    fooled, fooled_k, messages = [], [], []
     was_training = model.training
     model.eval()
     folded = fold_batchnorm(model, channels_last=channels_last) if fold_bn else None
@@ -75,17 +130,34 @@ def robust_error(model, images: torch.Tensor, labels: torch.Tensor, spec: Attack
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = labels[i:i + batch_size]
-            adv = adversarial(attacked, x, y, spec, seed=seed + b)
+            adv = adversarial(attacked, x, y, spec, seed=seed + b, messages=messages)
             with torch.no_grad():
                 logits = attacked(adv)
-            wrong1 += (logits.argmax(1) != y).sum()
+            fooled.append((logits.argmax(1) != y).cpu())
             if topk > 1:
-                wrongk += (~(logits.topk(topk, 1).indices == y[:, None]).any(1)).sum()
+                fooled_k.append((~(logits.topk(topk, 1).indices == y[:, None]).any(1)).cpu())
             if on_batch is not None:
                 on_batch(1)
     finally:
         model.train(was_training)
-    out = {spec.key: wrong1.item() / len(images)}
+    cat = (lambda parts: torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool))
+    return Outcomes(cat(fooled), cat(fooled_k) if topk > 1 else None, list(dict.fromkeys(messages)))
+
+
+def robust_error(model, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec, *, seed: int = 0,
+                 batch_size: int = 256, channels_last: bool = False, topk: int = 1,
+                 fold_bn: bool = True, on_batch=None) -> dict:
+    """Top-1 (and top-`topk`) error of `model` on adversarial versions of uint8 `images`:
+    {spec.key: err} plus {spec.key[:-4] + "_err_top5": ...} when topk = 5 (see `attack_outcomes`)."""
+    out = attack_outcomes(model, images, labels, spec, seed=seed, batch_size=batch_size,
+                          channels_last=channels_last, topk=topk, fold_bn=fold_bn, on_batch=on_batch)
+    return errors(spec, out, topk)
+
+
+def errors(spec: AttackSpec, out: Outcomes, topk: int = 1) -> dict:
+    """The record's figures for one attack's outcomes."""
+    n = max(len(out.fooled), 1)
+    res = {spec.key: out.fooled.double().sum().item() / n}
     if topk > 1:
-        out[spec.key[:-len("_err")] + f"_err_top{topk}"] = wrongk.item() / len(images)
-    return out
+        res[spec.key[:-len("_err")] + f"_err_top{topk}"] = out.fooled_topk.double().sum().item() / n
+    return res

@@ -13,6 +13,12 @@ from ..errors import SpecError
 from ..registry import Registry
 
 DEFAULT_EPS = 8 / 255  # RobustBench / the OLS paper's L-inf budget
+# The gradient-masking checks' settings (the checks themselves: sanity.py). Budgets of the eps sweep in
+# /255 units: 0 (the eps_zero check), RobustBench's 8/255 with its halvings and one doubling, and 64/255,
+# a budget that destroys any CIFAR image's content (Carlini et al. 2019, "On evaluating adversarial
+# robustness", sec. 5.2: an unbounded attack must reach 100% success).
+DEFAULT_SWEEP = (0, 1, 2, 4, 8, 16, 64)
+DEFAULT_CHECK_EXAMPLES = 100  # images of the checks: a class-balanced subset of the attacked ones
 # An attack kind is an AttackSpec subclass registered under its name: it owns its options (parsed from
 # `name:key=value,...`), its record key (`pgd20_err`), its label (`PGD-20`) and its torchattacks object.
 # Plugins: the entry-point group below.
@@ -20,11 +26,18 @@ ATTACKS = Registry("attack", group="robustbench_ols.attacks")
 
 
 def _fraction(value: str) -> float:
+    """a number or a fraction such as 8/255"""
     return float(Fraction(value))
 
 
 def _boolean(value: str) -> bool:
+    """true or false"""
     return {"true": True, "false": False}[value.lower()]
+
+
+def _accepts(converter) -> str:
+    """What an option's converter takes, for error messages (each of ours says it in its docstring)."""
+    return "a whole number" if converter is int else converter.__doc__
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,7 @@ class AttackSpec:
     kind: ClassVar[str] = ""
     # option -> converter from text (ValueError, KeyError or ZeroDivisionError: not valid)
     options: ClassVar[dict] = {"eps": _fraction}
+    needs_nchw: ClassVar[bool] = False  # the attack's code needs NCHW-contiguous inputs
 
     @staticmethod
     def parse(text: str) -> "AttackSpec":
@@ -53,7 +67,8 @@ class AttackSpec:
             try:
                 values[key] = cls.options[key](value)
             except (ValueError, KeyError, ZeroDivisionError):
-                raise SpecError(f"--attack {text!r}: {key}={value!r} is not valid") from None
+                raise SpecError(f"--attack {text!r}: {key}={value!r} is not valid; {key} takes "
+                                f"{_accepts(cls.options[key])}") from None
         spec = cls(**values)
         problem = spec.invalid()
         if problem:
@@ -64,15 +79,15 @@ class AttackSpec:
     def from_key(key: str) -> "AttackSpec | None":
         """The attack (at its default options apart from those the key names) whose record key is `key`
         (`pgd20_eps4_err`), or None when no registered kind writes it."""
-        for kind in ATTACKS.names():
-            spec = ATTACKS.get(kind).from_key(key)
+        for cls in [*(ATTACKS.get(kind) for kind in ATTACKS.names()), WorstCase]:
+            spec = cls.from_key(key)
             if spec is not None:
                 return spec
         return None
 
     def invalid(self) -> str | None:
         """What is wrong with the values, or None."""
-        return None if 0 < self.eps <= 1 else "need 0 < eps <= 1"
+        return None if 0 <= self.eps <= 1 else "need 0 <= eps <= 1"
 
     @classmethod
     def defaults_text(cls) -> str:
@@ -106,7 +121,12 @@ class AttackSpec:
         return f"{self.kind}:" + ",".join(f"{f.name}={_text(getattr(self, f.name))}" for f in fields(self))
 
     def build(self, model):
+        """The torchattacks object (or any callable (images, labels) -> adversarial images)."""
         raise NotImplementedError
+
+    def perturb(self, model, x, y, seed: int):
+        """Adversarial versions of x; the global RNG is already seeded with `seed` (in a fork)."""
+        return self.build(model)(x, y)
 
     @classmethod
     def _eps_from_key(cls, key: str, stem: str):
@@ -146,8 +166,8 @@ class PGD(AttackSpec):
     options: ClassVar[dict] = {"eps": _fraction, "alpha": _fraction, "steps": int, "random_start": _boolean}
 
     def invalid(self) -> str | None:
-        ok = 0 < self.eps <= 1 and self.steps >= 1 and self.alpha > 0
-        return None if ok else "need 0 < eps <= 1, steps >= 1 and alpha > 0"
+        ok = 0 <= self.eps <= 1 and self.steps >= 1 and self.alpha > 0
+        return None if ok else "need 0 <= eps <= 1, steps >= 1 and alpha > 0"
 
     @property
     def name(self) -> str:
@@ -169,6 +189,22 @@ class PGD(AttackSpec):
             return None
         eps = cls._eps_from_key(key, stem)
         return None if eps is None else cls(eps=eps, steps=int(stem[3:]))
+
+
+@dataclass(frozen=True)
+class WorstCase(AttackSpec):
+    """Not an attack one can ask for: the per-image worst case over the attacks an evaluation ran at one
+    budget (an image counts as fooled when any of them fooled it), `worst_err`."""
+    kind: ClassVar[str] = "worst"
+
+    @property
+    def display(self) -> str:
+        return "Worst case"
+
+    @classmethod
+    def from_key(cls, key: str):
+        eps = cls._eps_from_key(key, "worst")
+        return None if eps is None else cls(eps=eps)
 
 
 def _text(v) -> str:

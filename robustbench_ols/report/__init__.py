@@ -9,6 +9,9 @@
   `table12.md/.csv`: error and CIFAR-10H KL (CIFAR-10 only);
 - `fig4`, `fig5`, `error_vs_noise` and `reliability_<method>` as PNG and PDF, or the formats asked
   for (one set per setting);
+- `robustness.csv`: per run, the robust error under every attack, the gradient-masking checks' flag and
+  figures, and the eps sweep (where recorded);
+- `robust_vs_eps`: robust error against the budget (runs scored with the checks);
 - `cost.csv`: seconds per cell by setting and method, `provenance.json`: the wall time, its stretches,
   and the devices, torch and code versions with their run counts (see `cost.py`);
 - `report.md`, which says for every table which cells exist and which are missing, and closes with the
@@ -43,7 +46,9 @@ from .figures import (
     pool_reliability,
     reliability_figure,
     reliability_rows,
+    robust_vs_eps,
     save_figure,
+    sweep_columns,
 )
 from .tables import (
     SETTING,
@@ -83,9 +88,11 @@ def _tables(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, str, pd.DataFr
                for c in attack_columns(d) or ["fgsm_err", "pgd20_err"]]  # absent ones are said so
     body, csv = metric_markdown(d, "table8", [(err, "clean", 100.0, 2), *attacks], SETTING, cells, paper)
     out.append(("table8", "Table VIII: clean and adversarial error", (
-        f"Top-1 error (%) of the final model (last epoch) on clean test images (`{err}`) and under FGSM / "
-        "PGD-k at 8/255 on the attack subset (its size is listed as attack examples). PGD-20 is the paper's; "
-        "other step counts are shown as recorded.\n\n" + body), csv))
+        f"Top-1 error (%) of the final model (last epoch) on clean test images (`{err}`) and under each "
+        "attack on the attack subset (its size is listed as attack examples), at 8/255 unless the column "
+        "names another budget. PGD-20 is the paper's; AutoAttack is the official standard ensemble (APGD-CE, "
+        "APGD-T, FAB-T, Square); *Worst case* counts an image as fooled when any attack at that budget "
+        "fooled it (from the per-image outcomes).\n\n" + body + masking_markdown(d)), csv))
     ece = [("ece", "ECE", 100.0, 2)] + ([("ece_ts", "ECE (temp. scaled)", 100.0, 2)]
                                         if "ece_ts" in d and d["ece_ts"].notna().any() else [])
     body, csv = metric_markdown(d, "table11", [(err, "error", 100.0, 2), *ece],
@@ -108,6 +115,39 @@ def _tables(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, str, pd.DataFr
     return out
 
 
+def masking_markdown(d: pd.DataFrame) -> str:
+    """The gradient-masking checks of the scored runs: which were flagged, with the checks that failed."""
+    if "masking_suspected" not in d or d["masking_suspected"].isna().all():
+        return ("\nGradient-masking checks: none recorded for these runs (scored before the checks existed, or "
+                "with `--no-checks`): `rbols eval` with the default `--checks` adds them.\n")
+    checked = d[d["masking_suspected"].notna()]
+    flagged = checked[checked["masking_suspected"].astype(bool)]
+    head = (f"\nGradient-masking checks (attacks/sanity.py; eps 0, the eps sweep, 64/255, PGD-100 with restarts, "
+            f"Square, zero gradients) ran for {len(checked)} of {len(d)} runs on "
+            f"{', '.join(str(int(n)) for n in sorted(checked['check_examples'].dropna().unique()))} images each: ")
+    if flagged.empty:
+        return head + "no run was flagged.\n"
+    rows = [[r["method_label"], r["noise_col"], str(r["seed"]), r["masking_checks"]]
+            for _, r in flagged.sort_values(["method_label", "noise_col", "seed"]).iterrows()]
+    return head + f"{len(flagged)} flagged (masking suspected: their robust errors may overstate robustness).\n\n" \
+        + markdown_table(["method", "noise", "seed", "failed checks"], rows)
+
+
+ROBUSTNESS_COLUMNS = ["run_id", "method_label", "noise_col", "noise_rate", "seed", "clean_err", "attack_examples",
+                      "check_examples", "masking_suspected", "masking_checks", "check_zero_grad", "check_square_only",
+                      "check_pgd100_restarts_err"]
+
+
+def robustness_frame(d: pd.DataFrame) -> pd.DataFrame:
+    """robustness.csv: one row per run with an attack figure: its robust errors under every attack (and
+    the worst case), the gradient-masking checks' flag and figures and the eps sweep where recorded."""
+    attacks = [c for c in attack_columns(d)]
+    cols = [c for c in ROBUSTNESS_COLUMNS if c in d] + attacks + [c for _, c in sweep_columns(d)]
+    if not attacks:
+        return pd.DataFrame(columns=cols)
+    return d[d[attacks].notna().any(axis=1)][cols].sort_values(["method_label", "noise_rate", "seed"])
+
+
 def _links(names: list[str]) -> str:
     """The first file as an image, the others as links: `![stem](a.png) ([pdf](a.pdf))`."""
     rest = "".join(f" ([{n.rsplit('.', 1)[-1]}]({n}))" for n in names[1:])
@@ -126,8 +166,10 @@ def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id, formats) -> 
         e = select_rows(ep, SETTING, key)
         lines.append(f"### {title}\n")
         for stem, fig in (("fig4", fig4(e, title=f"Fig. 4: {title}")), ("fig5", fig5(e, title=f"Fig. 5: {title}")),
-                          ("error_vs_noise", error_vs_noise(g, title=f"Test error vs noise: {title}"))):
-            lines.append(_links(save_figure(fig, out / f"{stem}{sfx}", formats)))
+                          ("error_vs_noise", error_vs_noise(g, title=f"Test error vs noise: {title}")),
+                          ("robust_vs_eps", robust_vs_eps(g, title=f"Robust error vs eps: {title}"))):
+            if fig is not None:
+                lines.append(_links(save_figure(fig, out / f"{stem}{sfx}", formats)))
         rel = reliability_rows(g, eval_id)
         for m in sorted(g["method_label"].unique(), key=method_key):
             name = f"reliability_{slug(m)}{sfx}"
@@ -155,6 +197,9 @@ _FIGURE_NOTES = """\
   label (`noisy_err`; high = the wrong labels were not memorised); one panel per noise rate > 0.
 - `error_vs_noise`: test error against the symmetric noise rate, one line per method (mean ± std over
   seeds); left the last epoch (`test_err_last`), right the best epoch (`test_err_best`, rule above).
+- `robust_vs_eps` (runs scored with the gradient-masking checks): robust error against the L-inf budget,
+  PGD-20 with step eps/4 on the checks' images, one panel per noise rate, one line per method (mean ±
+  std over seeds); eps 0 is the clean error of those images, and every curve should rise to 100%.
 - `reliability_<method>`: the final model (last epoch); the calibration bins of all of that method's
   seeds are summed at each noise rate (counts add, confidence and accuracy are count-weighted), one
   panel per noise rate; the title gives the ECE of the pooled bins.
@@ -201,6 +246,7 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
         (out / f"{stem}.md").write_text(f"# {title}\n\nFrom `{results_dir}`.\n\n{body}")
         csv.to_csv(out / f"{stem}.csv", index=False)
         md.append(f"## {title}\n\nFiles: [{stem}.md]({stem}.md), [{stem}.csv]({stem}.csv)\n\n{body}")
+    robustness_frame(d).to_csv(out / "robustness.csv", index=False)
     ep = epochs(results_dir)
     ep = ep.merge(d[["run_id", "variant", "best_rule"]], on="run_id", how="inner")
     md.append("## Figures\n\n" + _FIGURE_NOTES + "\n" + "\n".join(_figures(d, ep, out, eval_id, formats)))

@@ -64,7 +64,7 @@ def run_times(d: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in d.iterrows():
         ex = _executions(r["run_dir"])
-        train, score = float(r.get("train_seconds") or 0.0), float(r.get("eval_seconds") or 0.0)
+        train, score = _seconds(r.get("train_seconds")), _seconds(r.get("eval_seconds"))
         start = end = None
         if ex:
             last = ex[-1]
@@ -188,3 +188,8 @@ def cost_markdown(d: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
                "stretches": [{"start": s["start"].isoformat(), "end": s["end"].isoformat(), "runs": s["runs"],
                               "wall_s": s["wall_s"]} for s in st], **prov}
     return "\n".join(lines) + "\n", pd.concat(frames, ignore_index=True), summary
+
+
+def _seconds(value) -> float:
+    """A recorded duration; 0 where the run has none (a run without the chosen evaluation record: NaN)."""
+    return 0.0 if value is None or pd.isna(value) else float(value)

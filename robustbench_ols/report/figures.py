@@ -144,6 +144,42 @@ def error_vs_noise(df: pd.DataFrame, *, title: str = ""):
     return fig
 
 
+def sweep_columns(df: pd.DataFrame) -> list[tuple[float, str]]:
+    """(budget in /255 units, column) of the gradient-masking checks' eps sweep, by budget."""
+    found = [(float(c[len("sweep_eps"):-len("_err")]), c) for c in df.columns
+             if c.startswith("sweep_eps") and c.endswith("_err") and df[c].notna().any()]
+    return sorted(found)
+
+
+def robust_vs_eps(df: pd.DataFrame, *, title: str = ""):
+    """Robust error (%) against the budget eps (the checks' PGD-20 sweep, alpha = eps/4), one panel per
+    noise rate, one line per method (mean over seeds, band ± std); x on a symmetric-log scale so that
+    eps = 0 (the clean error of the checked images) and 64/255 both show. None without a sweep."""
+    d = prepare(df)
+    cols = sweep_columns(d)
+    if not cols:
+        return None
+    panels = noise_panels(d)
+    fig, axes = _figure(1, len(panels))
+    colors = _colors(d["method_label"])
+    budgets = np.array([e for e, _ in cols])
+    for ax, panel in zip(axes[0], panels):
+        g = d[d["noise_col"] == panel]
+        for m in sorted(g["method_label"].unique(), key=method_key):
+            v = g[g["method_label"] == m][[c for _, c in cols]].astype(float) * 100
+            y, s = v.mean().to_numpy(), v.std(ddof=1).to_numpy()
+            ax.plot(budgets, y, marker="o", color=colors[m], label=f"{m} (n={len(v)})" if len(v) > 1 else m)
+            ok = ~np.isnan(s)
+            if ok.any():
+                ax.fill_between(budgets[ok], (y - s)[ok], (y + s)[ok], color=colors[m], alpha=0.2, lw=0)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(budgets, [f"{e:g}" for e in budgets])
+        ax.set(title=f"noise {panel}", xlabel="eps (/255)", ylabel="robust error (%)", ylim=(-2, 102))
+    _legend(fig, axes)
+    fig.suptitle(title or "Robust error against eps")
+    return fig
+
+
 def pool_reliability(rel: pd.DataFrame) -> pd.DataFrame:
     """Sum reliability bins over runs: counts add; confidence and accuracy are count-weighted means.
     `rel`: rows of reliability.csv with `noise_col`; returns one row per noise_col x bin."""

@@ -127,11 +127,20 @@ def table7(df: pd.DataFrame, *, which: str = "last") -> pd.DataFrame:
     return s.rename(columns={f"{m}_mean": "mean", f"{m}_std": "std", f"{m}_n": "n"})
 
 
+# Table VIII's column order within a budget: the paper's attacks, AutoAttack's, then the worst case over all.
+_KIND_ORDER = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "worst")
+
+
 def attack_columns(df: pd.DataFrame) -> list[str]:
-    """fgsm_err then every pgd{k}_err present (PGD-20, the paper's, first), at the default budget."""
-    found = [c for c in df.columns if (a := AttackSpec.from_key(c)) is not None and a.eps == DEFAULT_EPS
-             and df[c].notna().any()]
-    return sorted(found, key=lambda c: (c != "fgsm_err", c != "pgd20_err", _model_key(c)))
+    """Every attack figure present: the default budget (8/255) first, then the others from the largest;
+    within one, FGSM, PGD-k (PGD-20, the paper's, first), AutoAttack's attacks, AutoAttack, the worst case."""
+    found = {c: a for c in df.columns if (a := AttackSpec.from_key(c)) is not None and df[c].notna().any()}
+
+    def order(c):
+        a = found[c]
+        kind = _KIND_ORDER.index(a.kind) if a.kind in _KIND_ORDER else len(_KIND_ORDER)
+        return (a.eps != DEFAULT_EPS, -a.eps, kind, c != "pgd20_err", _model_key(c))
+    return sorted(found, key=order)
 
 
 # ---------------------------------------------------------------- Markdown

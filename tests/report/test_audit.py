@@ -168,3 +168,25 @@ def test_pooled_verdicts_name_each_baseline():
                     "(t-test of the mean difference, p < 0.05).")
     (line,) = pooled_verdicts(pooled, "new", scope="noisy")
     assert "noise rates > 0, new: worse than ls (lower in 0 of 8 pairs, p = 0.001)" in line
+
+
+def test_a_robustness_win_with_masking_suspected_is_unconfirmed():
+    """The audited method's lower robust error (the per-image worst case) is not "better" when the
+    gradient-masking checks flagged its runs: the verdict names the failed checks; unflagged, it is a win."""
+    from robustbench_ols.audit import MASKED, pooled_table
+    base = dict(dataset="cifar10", model="resnet8", epochs=1, train_subset=0)
+    rows = [{**base, "noise_rate": r, "method_label": m, "seed": s, "fgsm_err": e, "pgd20_err": e,
+             "worst_err": e + 0.01, "masking_suspected": m == "new", "masking_checks": "square,zero_grad" * (m == "new")}
+            for r in (0.0, 0.4) for s in range(5) for m, e in (("new", 0.50 + 0.01 * s), ("ls", 0.70 + 0.012 * s))]
+    flagged = pd.DataFrame(rows)
+    t = paired_table(flagged, "new", ["ls"])
+    robust = t[t.metric == "robust_err"]
+    assert robust.test_outcome.tolist() == ["win", "win"]
+    assert all(o == f"{MASKED} (square, zero_grad failed in 5 of 5 runs)" for o in robust.outcome)
+    line = next(v for v in verdicts(t, "new") if v.startswith("**robust error"))
+    assert "better" not in line.split("looks better")[0] and MASKED in line
+    pooled = pooled_table(flagged, "new", ["ls"])
+    assert pooled[pooled.metric == "robust_err"].outcome.str.startswith(MASKED).all()
+    assert MASKED in next(v for v in pooled_verdicts(pooled, "new") if v.startswith("**robust error"))
+    clean = paired_table(flagged.assign(masking_suspected=False, masking_checks=""), "new", ["ls"])
+    assert clean[clean.metric == "robust_err"].outcome.tolist() == ["win", "win"]

@@ -118,3 +118,18 @@ def test_claim_lines_read_the_guard_of_a_guarded_audit():
     assert "noise rates 20%, 40%, 60%):" in text
     assert "against hard labels **holds** (OLS − hard: mean −2.0 points" in text and "noise 80% left out" in text
     assert "against LS **inconclusive: outside the regime (hard labels fit 12-30%" in text
+
+
+def test_publish_autoattack_scores_with_the_setting_it_reports():
+    """docs/results/publish_autoattack.sh reports (and audits) the eval_id its own scoring options give."""
+    import re
+
+    from robustbench_ols import commands
+    from robustbench_ols.cli import build_parser
+    script = (ROOT / "docs/results/publish_autoattack.sh").read_text()
+    options = re.search(r'SCORING="([^"]*)"', script).group(1).split()
+    eval_id = re.search(r"EVAL_ID=(\w+)", script).group(1)
+    assert commands.eval_spec_from_args(build_parser().parse_args(["eval", "x", *options])).eval_id == eval_id
+    args = build_parser().parse_args(["audit", "--method", "ols", "--against", "hard,ls", "--preset", "cpu-regime",
+                                      "--no-run", *options])
+    assert commands.grid_from_args(args)[2].eval_id == eval_id

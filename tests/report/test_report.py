@@ -59,7 +59,7 @@ def test_every_table_and_figure_is_written(grid):
     root, out, path = grid
     assert path == out / "report.md"
     names = [f"table{k}.{x}" for k in (7, 8, 11, 12) for x in ("md", "csv")]
-    names += [f"{f}.{x}" for f in ("fig4", "fig5", "error_vs_noise") for x in ("png", "pdf")]
+    names += [f"{f}.{x}" for f in ("fig4", "fig5", "error_vs_noise", "robust_vs_eps") for x in ("png", "pdf")]
     names += ["reliability_hard.png", f"reliability_{report.slug(ls_label(root))}.png"]
     text = path.read_text()
     for n in names:
@@ -209,7 +209,34 @@ def test_reliability_pooled_over_seeds(grid):
 def test_attack_columns_found_whatever_the_steps():
     df = pd.DataFrame({"fgsm_err": [0.5], "pgd2_err": [0.6], "pgd20_err": [0.7], "pgd20_eps4_err": [0.1],
                        "pgd7_err": [np.nan]})
-    assert report.attack_columns(df) == ["fgsm_err", "pgd20_err", "pgd2_err"]
+    assert report.attack_columns(df) == ["fgsm_err", "pgd20_err", "pgd2_err", "pgd20_eps4_err"]
+    df = df.assign(aa_err=0.8, worst_err=0.8, square_err=0.7, apgd_ce_err=0.75, aa_eps4_err=0.2, worst_eps4_err=0.2)
+    assert report.attack_columns(df) == ["fgsm_err", "pgd20_err", "pgd2_err", "apgd_ce_err", "square_err", "aa_err",
+                                         "worst_err", "pgd20_eps4_err", "aa_eps4_err", "worst_eps4_err"]
+
+
+def test_robust_error_against_eps_and_the_masking_flags():
+    """One panel per noise rate, one line per method through the sweep's mean; the flagged runs listed."""
+    from robustbench_ols.report import masking_markdown
+    from robustbench_ols.report.figures import robust_vs_eps
+    df = fake_runs("cifar10", "resnet8")
+    sweep = {0: 0.3, 1: 0.5, 2: 0.7, 8: 0.95, 64: 1.0}
+    df = df.assign(**{f"sweep_eps{e}_err": v for e, v in sweep.items()}, check_examples=100,
+                   masking_suspected=False, masking_checks="")
+    df.loc[(df.method == "ols") & (df.seed == 2) & (df.noise_rate == 0.4), ["masking_suspected", "masking_checks"]] = \
+        [True, "square,zero_grad"]
+    fig = robust_vs_eps(df)
+    assert [ax.get_title() for ax in fig.axes] == ["noise 0%", "noise 40%"]
+    line = fig.axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == [0, 1, 2, 8, 64] and list(line.get_ydata()) == pytest.approx(
+        [100 * v for v in sweep.values()])
+    df = report.prepare(df)
+    text = masking_markdown(df)
+    assert "ran for 12 of 12 runs on 100 images each: 1 flagged" in text
+    assert "| ols | 40% | 2 | square,zero_grad |" in text
+    assert "no run was flagged" in masking_markdown(df.assign(masking_suspected=False))
+    assert "none recorded" in masking_markdown(df.drop(columns=["masking_suspected"]))
+    assert robust_vs_eps(df.drop(columns=[f"sweep_eps{e}_err" for e in sweep])) is None
 
 
 def test_table7_rejects_unknown_which(grid):

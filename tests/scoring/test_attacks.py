@@ -167,7 +167,7 @@ def test_top5_and_keys():
 
 
 @pytest.mark.parametrize("text, fragment", [("cw", "unknown attack 'cw'"), ("pgd:eps=x", "eps='x' is not valid"),
-                                            ("fgsm:steps=3", "fgsm takes eps"), ("pgd:eps=0", "0 < eps"),
+                                            ("fgsm:steps=3", "fgsm takes eps"), ("pgd:eps=-1/255", "0 <= eps"),
                                             ("pgd:steps", "bad option")])
 def test_bad_attack_specs(text, fragment):
     with pytest.raises(SpecError) as e:
