@@ -21,6 +21,7 @@ from robustbench_ols.audit import ALPHA, pooled_verdicts
 from robustbench_ols.markdown import markdown_table
 from robustbench_ols.regime import FLOOR, MEMORISATION_METRICS, MIN_WRONG_FIT, OUTSIDE
 from robustbench_ols.report.cost import duration
+from robustbench_ols.report.tables import method_key
 
 ROOT = Path(__file__).resolve().parents[2]
 SEARCH = Path("docs/results/tier-search")  # the records of the runs that chose the cpu-regime tier
@@ -420,32 +421,36 @@ def tier_section() -> str:
         TIER_END])
 
 
-def _ordering(r: pd.DataFrame, col: str) -> str:
-    """'hard 99.0% < LS 99.5% = OLS 99.5%': the methods by their mean error under `col`."""
-    means = [(r[r.method_label == m][col].mean() * 100, name) for m, name in (("hard", "hard"), ("ls", "LS"),
-                                                                               ("ols", "OLS"))]
-    means.sort()
-    out = f"{means[0][1]} {means[0][0]:.1f}%"
+def _ordering(r: pd.DataFrame, col: str, numbers: bool = True) -> str:
+    """'hard 99.0% < LS 99.5% = OLS 99.5%': hard labels, LS and OLS by their mean error under `col` (equal
+    when equal to the printed digit); without `numbers`, the order alone: 'hard < LS = OLS'."""
+    means = sorted((round(r[r.method_label == m][col].mean() * 100, 1), name)
+                   for m, name in (("hard", "hard"), ("ls", "LS"), ("ols", "OLS")))
+    out = means[0][1] + (f" {means[0][0]:.1f}%" if numbers else "")
     for (a, _), (b, name) in zip(means, means[1:]):
-        out += f" {'=' if f'{a:.1f}' == f'{b:.1f}' else '<'} {name} {b:.1f}%"
+        out += f" {'=' if a == b else '<'} {name}" + (f" {b:.1f}%" if numbers else "")
     return out
+
+
+def _by_method(r: pd.DataFrame) -> list[str]:
+    return sorted(r.method_label.unique(), key=method_key)  # the report's order (the paper's rows)
 
 
 def _survives(r: pd.DataFrame, eps: str) -> str:
     """One sentence: does the FGSM/PGD-20 ordering of hard, LS and OLS survive AutoAttack at this budget?"""
     sfx = "" if eps == "8" else f"_eps{eps}"
-    cols = [f"fgsm{sfx}_err", f"pgd20{sfx}_err", f"aa{sfx}_err"]
-    core = r[r.method_label.isin(["hard", "ls", "ols"])]
-    means = {c: [core[core.method_label == m][c].mean() for m in ("hard", "ls", "ols")] for c in cols}
-    head = (f"At {eps}/255, mean over each method's runs: FGSM {_ordering(core, cols[0])}; PGD-20 "
-            f"{_ordering(core, cols[1])}; AutoAttack {_ordering(core, cols[2])}")
-    floor = min(min(v) for v in means.values())
-    if floor >= FLOOR:
-        return head + f": every model is at the floor (>= {FLOOR:.0%}) under every attack, so there is no ordering to survive."
-    rank = {c: sorted(range(3), key=lambda i: round(means[c][i], 3)) for c in cols}
-    same = rank[cols[1]] == rank[cols[2]]
-    return head + (": the PGD-20 ordering survives AutoAttack." if same else
-                   ": the PGD-20 ordering does **not** survive AutoAttack.")
+    fgsm, pgd, aa = (f"{a}{sfx}_err" for a in ("fgsm", "pgd20", "aa"))
+    core = r[r.method_label.isin(["hard", "ls", "ols"])].dropna(subset=[aa])
+    head = (f"At {eps}/255 ({len(core)} runs of hard labels, LS and OLS; mean robust error): FGSM "
+            f"{_ordering(core, fgsm)}; PGD-20 {_ordering(core, pgd)}; AutoAttack {_ordering(core, aa)}")
+    if min(core.groupby("method_label")[c].mean().min() for c in (fgsm, pgd, aa)) >= FLOOR:
+        return head + (f": every model is at the floor (>= {FLOOR:.0%}) under every attack, so there is no ordering "
+                       "to survive.")
+    before, after = _ordering(core, pgd, False), _ordering(core, aa, False)
+    verdict = (f"the PGD-20 ordering ({before}) survives AutoAttack" if before == after else
+               f"the PGD-20 ordering ({before}) does **not** survive AutoAttack ({after})")
+    return head + (f": {verdict} (means over 100 images per run, no test at this budget: read differences of a "
+                   "point or two as noise).")
 
 
 def autoattack_section() -> str:
@@ -455,34 +460,52 @@ def autoattack_section() -> str:
                            f"[`{AA}`]({AA}) (`bash docs/results/publish_autoattack.sh`).", "", AA_END])
     r = _read(AA, "robustness.csv")
     r = r[r["aa_err"].notna()]
+    one = _read(AA / "eps1", "robustness.csv")
+    one = one[one["aa_eps1_err"].notna()]
+    r = r.merge(one[["run_id", "fgsm_eps1_err", "pgd20_eps1_err", "aa_eps1_err", "worst_eps1_err"]], on="run_id",
+                how="left")
     pooled = _read(AA / "claims", "audit_pooled.csv")
     per_rate = _read(AA / "claims", "audit.csv")
     flagged = r[r.masking_suspected.astype(str).str.lower() == "true"]
     per_method = r.groupby("method_label").size()
     rows = []
-    for m in _methods(r):
+    for m in _by_method(r):
         g = r[r.method_label == m]
-        rows.append([m, str(len(g)), *(f"{g[c].mean() * 100:.1f}" for c in (
-            "pgd20_err", "aa_err", "worst_err", "pgd20_eps2_err", "aa_eps2_err", "worst_eps2_err", "sweep_eps1_err")),
-            str(int((g.masking_suspected.astype(str).str.lower() == "true").sum()))])
+        rows.append([m, str(len(g)), *("—" if g[c].isna().all() else f"{g[c].mean() * 100:.1f}" for c in (
+            "pgd20_err", "aa_err", "worst_err", "pgd20_eps2_err", "aa_eps2_err", "worst_eps2_err", "pgd20_eps1_err",
+            "aa_eps1_err", "worst_eps1_err")), str(int((g.masking_suspected.astype(str).str.lower() == "true").sum()))])
+
+    def failed(m) -> str:
+        g = flagged[flagged.method_label == m]
+        checks = ", ".join(sorted(set(",".join(g.masking_checks.fillna("")).split(",")) - {""}))
+        runs = ", ".join(f"{r.noise_col} noise seed {r.seed}: clean error {r.clean_err * 100:.1f}%"
+                         for r in g.itertuples())
+        return f"{checks}; {runs}"
     flags = ("No run was flagged by the gradient-masking checks" if flagged.empty else
              f"{len(flagged)} run(s) were flagged: " + "; ".join(
-                 f"{m} {int((flagged.method_label == m).sum())} of {per_method[m]} ({', '.join(sorted(set(','.join(flagged[flagged.method_label == m].masking_checks.fillna('')).split(',')) - {''}))})"
-                 for m in _methods(flagged)))
+                 f"{m} {int((flagged.method_label == m).sum())} of {per_method[m]} ({failed(m)})"
+                 for m in _by_method(flagged)))
     return "\n".join([
         AA_BEGIN, "",
         f"The tier's runs re-scored (no retraining) with FGSM, PGD-20 and the official standard AutoAttack at 8/255 "
         f"and 2/255 on {int(r.attack_examples.iloc[0])} class-balanced test images per run, and the gradient-masking "
         f"checks on all of them ({len(r)} runs; [report]({AA}/report.md), [table8]({AA}/table8.md), per run "
-        f"[robustness.csv]({AA}/robustness.csv), [claims]({AA}/claims/audit.md)):", "",
-        "```bash\nbash docs/results/publish_autoattack.sh   # rbols eval per run, rbols report, rbols audit, this section\n```",
+        f"[robustness.csv]({AA}/robustness.csv), [claims]({AA}/claims/audit.md)), and the hard-label, LS and OLS runs "
+        f"also at 1/255 on the same images, where these models are off the floor ([table8]({AA}/eps1/table8.md)):",
+        "", "```bash\nbash docs/results/publish_autoattack.sh   # rbols eval per run, rbols report, rbols audit, "
+        "this section\n```", "",
+        f"The evaluation records themselves (figures, checks, per-image outcomes in `robust.npz`, provenance) are in "
+        f"[`evals.tar.xz`]({AA}/evals.tar.xz): `tar xJf {AA}/evals.tar.xz -C results/cpu-regime` adds them to the "
+        "restored runs, and the report and audit commands of the script then rebuild these files without re-scoring.",
         "", "Robust error (%), mean over each method's runs (5 noise rates x 2 seeds); *worst* is the per-image worst "
-        "case over the three attacks at that budget; the sweep's 1/255 is PGD-20 with step 0.25/255:", "",
+        "case over FGSM, PGD-20 and AutoAttack at that budget; *flagged*: runs the gradient-masking checks flagged:",
+        "",
         _table(["method", "runs", "PGD-20", "AutoAttack", "worst", "PGD-20 (2/255)", "AutoAttack (2/255)",
-                "worst (2/255)", "PGD-20 (1/255)", "flagged"], rows), "",
+                "worst (2/255)", "PGD-20 (1/255)", "AutoAttack (1/255)", "worst (1/255)", "flagged"], rows), "",
         f"![Robust error against eps]({AA}/robust_vs_eps.png)", "",
         "- " + _survives(r, "8"),
         "- " + _survives(r, "2"),
+        "- " + _survives(r, "1"),
         claim_text(AA_CLAIM, pooled, per_rate),
         f"- {flags} ({len(r)} runs, {int(r.check_examples.iloc[0])} images each: eps 0, the eps sweep, 64/255, "
         "PGD-100 with restarts, Square, zero gradients).",

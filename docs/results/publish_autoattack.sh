@@ -13,9 +13,19 @@ DOCS=docs/results/cpu-regime/autoattack
 SCORING="--attack fgsm --attack pgd --attack fgsm:eps=2/255 --attack pgd:eps=2/255 --attack autoattack
          --attack autoattack:eps=2/255 --attack-examples 100"
 EVAL_ID=b227a4026236
+# at 1/255, where these models are off the floor, for hard labels, LS and OLS (the same 100 images)
+SCORING_1="--attack fgsm:eps=1/255 --attack pgd:eps=1/255 --attack autoattack:eps=1/255 --no-checks --attack-examples 100"
+EVAL_ID_1=dcb8014774bf
+DATA="--threads 1 --no-progress --data-root ${RBOLS_DATA:-../shared/data}"
 for run in "$OUT"/*/; do
-  [ -f "$run/DONE" ] && rbols eval "$run" $SCORING --threads 1 --no-progress --data-root "${RBOLS_DATA:-../shared/data}" >/dev/null
+  [ -f "$run/DONE" ] || continue
+  rbols eval "$run" $SCORING $DATA >/dev/null
+  if grep -Eq '"method": "(hard|ls|ols)"' "$run/spec.json"; then rbols eval "$run" $SCORING_1 $DATA >/dev/null; fi
 done
+# the evaluation records themselves (figures, checks, per-image outcomes, provenance): small, kept beside the report
+(cd "$OUT" && tar --sort=name --owner=0 --group=0 --numeric-owner -cf - */evals/$EVAL_ID.* */evals/$EVAL_ID_1.*) \
+  | xz -9 > "$DOCS/evals.tar.xz"
 rbols report "$OUT" --to "$DOCS" --format png --eval-id "$EVAL_ID"
+rbols report "$OUT" --to "$DOCS/eps1" --format png --eval-id "$EVAL_ID_1"
 rbols audit --method ols --against hard,ls --preset cpu-regime --out "$OUT" --no-run $SCORING --to "$DOCS/claims"
 python docs/results/build_readme.py

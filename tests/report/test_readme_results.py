@@ -127,9 +127,12 @@ def test_publish_autoattack_scores_with_the_setting_it_reports():
     from robustbench_ols import commands
     from robustbench_ols.cli import build_parser
     script = (ROOT / "docs/results/publish_autoattack.sh").read_text()
+    for suffix in ("", "_1"):
+        opts = re.search(rf'SCORING{suffix}="([^"]*)"', script).group(1).split()
+        assert commands.eval_spec_from_args(build_parser().parse_args(["eval", "x", *opts])).eval_id == re.search(
+            rf"EVAL_ID{suffix}=(\w+)", script).group(1)
     options = re.search(r'SCORING="([^"]*)"', script).group(1).split()
     eval_id = re.search(r"EVAL_ID=(\w+)", script).group(1)
-    assert commands.eval_spec_from_args(build_parser().parse_args(["eval", "x", *options])).eval_id == eval_id
     args = build_parser().parse_args(["audit", "--method", "ols", "--against", "hard,ls", "--preset", "cpu-regime",
                                       "--no-run", *options])
     assert commands.grid_from_args(args)[2].eval_id == eval_id
