@@ -447,7 +447,7 @@ def _survives(r: pd.DataFrame, eps: str) -> str:
         return head + (f": every model is at the floor (>= {FLOOR:.0%}) under every attack, so there is no ordering "
                        "to survive.")
     before, after = _ordering(core, pgd, False), _ordering(core, aa, False)
-    verdict = (f"the PGD-20 ordering ({before}) survives AutoAttack" if before == after else
+    verdict = (f"the PGD-20 ordering ({before}; lower is more robust) survives AutoAttack" if before == after else
                f"the PGD-20 ordering ({before}) does **not** survive AutoAttack ({after})")
     return head + (f": {verdict} (means over 100 images per run, no test at this budget: read differences of a "
                    "point or two as noise).")

@@ -70,12 +70,13 @@ def adversarial(model, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *, se
     was_training = model.training
     model.eval()
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    attacked = model
     if spec.needs_nchw and x.dim() == 4 and not x.is_contiguous():
-        model, x = ChannelsLastInput(model).eval(), x.contiguous()
+        attacked, x = ChannelsLastInput(model).eval(), x.contiguous()
     try:
         with torch.random.fork_rng(devices=devices), _collecting(messages):
             torch.manual_seed(seed)
-            return spec.perturb(model, x, y, seed)
+            return spec.perturb(attacked, x, y, seed)
     finally:
         model.train(was_training)
 

@@ -92,7 +92,8 @@ def _tables(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, str, pd.DataFr
         "attack on the attack subset (its size is listed as attack examples), at 8/255 unless the column "
         "names another budget. PGD-20 is the paper's; AutoAttack is the official standard ensemble (APGD-CE, "
         "APGD-T, FAB-T, Square); *Worst case* counts an image as fooled when any attack at that budget "
-        "fooled it (from the per-image outcomes).\n\n" + body + masking_markdown(d)), csv))
+        "fooled it (from the per-image outcomes). Every run's figures: [robustness.csv](robustness.csv).\n\n"
+        + body + masking_markdown(d)), csv))
     ece = [("ece", "ECE", 100.0, 2)] + ([("ece_ts", "ECE (temp. scaled)", 100.0, 2)]
                                         if "ece_ts" in d and d["ece_ts"].notna().any() else [])
     body, csv = metric_markdown(d, "table11", [(err, "error", 100.0, 2), *ece],
@@ -141,7 +142,7 @@ ROBUSTNESS_COLUMNS = ["run_id", "method_label", "noise_col", "noise_rate", "seed
 def robustness_frame(d: pd.DataFrame) -> pd.DataFrame:
     """robustness.csv: one row per run with an attack figure: its robust errors under every attack (and
     the worst case), the gradient-masking checks' flag and figures and the eps sweep where recorded."""
-    attacks = [c for c in attack_columns(d)]
+    attacks = attack_columns(d)
     cols = [c for c in ROBUSTNESS_COLUMNS if c in d] + attacks + [c for _, c in sweep_columns(d)]
     if not attacks:
         return pd.DataFrame(columns=cols)
