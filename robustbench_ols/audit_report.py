@@ -9,21 +9,23 @@ import pandas as pd
 
 from . import regime
 from .audit import (
-    ALPHA,
     METRICS,
+    OUTCOMES,
     paired_table,
     pooled_table,
     pooled_verdicts,
     tally,
     verdicts,
 )
+from .comparison import MARGINS, POINTS, Settings
 from .markdown import markdown_table
 from .results import collect, unreadable
 
 
 def figures(table: pd.DataFrame, to: Path) -> list[str]:
-    """diff_<metric>.png: new - baseline against noise rate, one line per baseline, ±std of the paired
-    differences as error bars. Returns the file names."""
+    """diff_<metric>.png: new - baseline against noise rate, one line per baseline, the 95% t interval of
+    the mean difference as error bars (none with one seed), the equivalence margin shaded. Returns the file
+    names."""
     import matplotlib  # pyplot with the Agg backend: the backend is chosen before pyplot's import
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -35,12 +37,14 @@ def figures(table: pd.DataFrame, to: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for base, g in t.groupby("baseline"):
             g = g.sort_values("noise_rate")
-            ax.errorbar(g.noise_rate, g.mean_diff, yerr=g.std_diff.fillna(0), marker="o", capsize=3,
-                        label=f"- {base}")
+            err = [(g.mean_diff - g.ci_lo).fillna(0), (g.ci_hi - g.mean_diff).fillna(0)]
+            ax.errorbar(g.noise_rate, g.mean_diff, yerr=err, marker="o", capsize=3, label=f"- {base}")
         ax.axhline(0, color="grey", lw=0.8)
+        m = float(t.margin.iloc[0])
+        ax.axhspan(-m, m, color="grey", alpha=0.15, lw=0, label=f"±margin {m:g}")
         ax.set_xlabel("noise rate")
         ax.set_ylabel(f"difference in {label}")
-        ax.set_title(f"{label}: new - baseline (below 0: new is better)", fontsize=9)
+        ax.set_title(f"{label}: new - baseline, 95% CI (below 0: new is better)", fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
         name = f"diff_{metric}.png"
@@ -79,15 +83,39 @@ def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     return markdown_table([str(c) for c in df.columns], [[cell(v) for v in r] for _, r in df.iterrows()])
 
 
+def _statistics_section(s: Settings) -> list[str]:
+    """audit.md's account of how a comparison is decided, with the margins used."""
+    margins = ", ".join(f"`{k}` {v * 100:g} points" if k in POINTS else f"`{k}` {v:g}"
+                        for k, v in s.margins.items())
+    changed = [k for k in s.margins if s.margins[k] != MARGINS[k]]
+    return ["## How a comparison is decided", "",
+            f"For the paired differences new - baseline (lower is better for every metric): the mean with a 95% "
+            f"t interval (`ci_lo`, `ci_hi`) and a 95% percentile bootstrap interval over the pairs (`boot_lo`, "
+            f"`boot_hi`; it cannot reach beyond the observed differences, so with few seeds it is too narrow); "
+            f"the {s.describe().split(',')[0]} of a zero difference (`p`); the equivalence test (two one-sided "
+            f"tests, TOST) that the difference lies within ±margin (`p_equiv`). Each metric's comparisons are "
+            f"one family (per-rate: every noise rate and baseline; pooled: every baseline, per scope), and their "
+            f"p-values are adjusted together ({s.describe().split(', ')[-1]}: `p_adj`, `p_equiv_adj`; "
+            f"`family_size` comparisons). The outcome: **better** or **worse** when `p_adj` < {s.alpha:g}, else "
+            f"**equivalent** when `p_equiv_adj` < {s.alpha:g}, else **inconclusive**, with `seeds_needed`: the "
+            "seeds (pooled: (rate, seed) pairs) a t-test would need for power 0.8 at the observed mean and spread, "
+            "to show the difference or the equivalence (`seeds_for`), whichever needs fewer. With one paired "
+            "seed a comparison is **untested**. A claim outside its regime is inconclusive before any test is "
+            "read, and its tests (`test_outcome`) are in no family.", "",
+            f"Margins (`--margin METRIC=VALUE`): {margins}" + (f"; changed from the defaults: {', '.join(changed)}"
+                                                               if changed else " (the defaults)") + ".", ""]
+
+
 def write_audit(results_dir, to, method: str, against: list[str], *, about: str = "",
-                eval_id: str | None = None, alpha: float = ALPHA) -> Path:
-    """audit.md, audit.csv (every comparison) and the difference figures, from the run records."""
+                eval_id: str | None = None, settings: Settings = Settings()) -> Path:
+    """audit.md, audit.csv (every comparison), audit_pooled.csv and the difference figures, from the run
+    records."""
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
     records = collect(results_dir, eval_id=eval_id)
     df = records[records.method_label.isin([method, *against])] if len(records) else records
-    table = paired_table(df, method, against, alpha=alpha, records=records) if len(df) else pd.DataFrame()
-    pooled = pooled_table(df, method, against, alpha=alpha, records=records) if len(df) else pd.DataFrame()
+    table = paired_table(df, method, against, settings=settings, records=records) if len(df) else pd.DataFrame()
+    pooled = pooled_table(df, method, against, settings=settings, records=records) if len(df) else pd.DataFrame()
     if not table.empty:
         table.to_csv(to / "audit.csv", index=False)
     if not pooled.empty:
@@ -101,33 +129,38 @@ def write_audit(results_dir, to, method: str, against: list[str], *, about: str 
               + (", ".join(f"{k} {v}" for k, v in sorted(present.items())) or "none") + ".",
               f"Scale: datasets {sorted(set(df.dataset)) if len(df) else []}, models "
               f"{sorted(set(df.model)) if len(df) else []}, epochs {sorted(set(df.epochs)) if len(df) else []}, "
-              f"train subset {sorted(set(df.train_subset)) if len(df) else []} (0 = all).", ""]
+              f"train subset {sorted(set(df.train_subset)) if len(df) else []} (0 = all).",
+              f"Statistics: {settings.describe()}; equivalence margins below.", ""]
     lines += [f"Left out, unreadable: {b['reason']}" for b in unreadable(results_dir, eval_id=eval_id)]
     if method not in present:
         lines += [f"**No finished run of `{method}`**: nothing can be said. Run the grid first.", ""]
-    verdict = ([f"- {v}" for v in verdicts(table, method, alpha=alpha)] if not table.empty else
+    verdict = ([f"- {v}" for v in verdicts(table, method, settings=settings)] if not table.empty else
                ["- no comparison possible: missing runs"])
-    pooled_lines = [f"- {v}" for v in pooled_verdicts(pooled, method, alpha=alpha)] if not pooled.empty else []
+    pooled_lines = ([f"- {v}" for v in pooled_verdicts(pooled, method, settings=settings)]
+                    if not pooled.empty else [])
     lines += ["## Verdict", "", "Within each noise rate:", "", *verdict, ""]
     if pooled_lines:
         lines += ["Pooled over the noise rates (every (rate, seed) pair; more power with few seeds):", "",
                   *pooled_lines, ""]
+    lines += _statistics_section(settings)
     lines += _regime_section(records)
-    lines += ["## Wins, ties and losses", "",
-              f"A win or loss needs p < {alpha} in a two-sided paired t-test over seeds (lower is better for every "
-              "metric); \"untested\": one paired seed; \"missing\": no paired run.", ""]
+    lines += ["## Outcomes", "", "Comparisons per outcome: " + ", ".join(OUTCOMES) + ".", ""]
+    cols = ["n", "new_mean", "base_mean", "mean_diff", "ci_lo", "ci_hi", "boot_lo", "boot_hi", "p", "p_adj",
+            "p_equiv_adj", "seeds_needed", "outcome"]
     if not table.empty:
+        one_seed = "img_lo" in table and table.img_lo.notna().any()
+        per_rate = cols[:-1] + (["img_lo", "img_hi"] if one_seed else []) + cols[-1:]
         lines += [_md(tally(table), ".0f"), "", "## Every comparison", "",
-                  "`mean_diff` = mean over seeds of (new - baseline); negative is better for the new method.", "",
-                  _md(table[["label", "dataset", "model", "noise_rate", "baseline", "n", "new_mean", "base_mean",
-                             "mean_diff", "std_diff", "t", "p", "outcome"]]), ""]
+                  "`mean_diff` = mean over seeds of (new - baseline); negative is better for the new method."
+                  + (" `img_lo`, `img_hi`: with one paired seed, the 95% paired bootstrap interval of the "
+                     "difference over the test images (it says nothing of seed-to-seed variation)." if one_seed else ""),
+                  "", _md(table[["label", "dataset", "model", "noise_rate", "baseline", *per_rate]]), ""]
     if not pooled.empty:
         lines += ["## Pooled over noise rates", "",
                   "Every (noise rate, seed) both methods have is one pair; `lower` = pairs where the new method is "
-                  f"lower; t-test of the mean difference against 0 over all pairs (two-sided, p < {alpha}). Scope "
-                  "`noisy` = noise rates > 0, `all` = every rate (the wrong-label fit exists only with noise).", "",
-                  _md(pooled[["label", "dataset", "model", "scope", "baseline", "n", "lower", "new_mean", "base_mean",
-                              "mean_diff", "std_diff", "t", "p", "outcome"]]), ""]
+                  "lower. Scope `noisy` = noise rates > 0, `all` = every rate (the wrong-label fit exists only "
+                  "with noise).", "",
+                  _md(pooled[["label", "dataset", "model", "scope", "baseline", "lower", *cols]]), ""]
     if not table.empty:
         lines += ["## Figures", ""]
         lines += [f"![{f}]({f})" for f in figs]

@@ -10,6 +10,7 @@ import os
 import sys
 
 from . import __version__
+from .comparison import MARGINS  # numpy only
 from .errors import RbolsError, RunFailed
 from .options import (  # light: no torch (see attacks/spec.py)
     EVAL_DEFAULTS,
@@ -167,6 +168,14 @@ def _audit_parser(sub) -> None:
     p.add_argument("--against", default="ls,ols", help="comma-separated baselines")
     p.add_argument("--to", default=None, help="folder for audit.md (default: <out>/audit)")
     p.add_argument("--no-run", action="store_true", help="only read the runs already in --out; train nothing")
+    p.add_argument("--test", default="t", help="the difference and equivalence tests: t (paired t-test, TOST) or "
+                                               "wilcoxon (signed-rank, two one-sided signed-rank tests)")
+    p.add_argument("--correction", default="holm", help="multiple-testing correction within each metric's "
+                                                        "comparisons: holm (Holm-Bonferroni), bh "
+                                                        "(Benjamini-Hochberg) or none")
+    p.add_argument("--margin", action="append", default=[], metavar="METRIC=VALUE",
+                   help="equivalence margin of a metric in its own units (repeat for several), e.g. "
+                        "test_err_last=0.01; defaults: " + ", ".join(f"{k}={v:g}" for k, v in MARGINS.items()))
     p.add_argument("--dry-run", action="store_true", help="print the cells, their state and the cost estimate; "
                                                           "run and write nothing")
     _grid_options(p, f"(default: {AUDIT_PRESET} when --config is not given either)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .attacks import AttackSpec
 from .audit_report import write_audit
+from .comparison import Settings
 from .data import describe_root, find_layout
 from .datafiles import resolve_data_root
 from .errors import Interrupted, RbolsError, SpecError
@@ -84,7 +85,8 @@ def eval_spec_from_args(args):
 
 
 # The figures `rbols run` and `rbols eval` print, in this order, when present.
-SCORE_KEYS = ("clean_err", "clean_err_top5", "ece", "aece", "nll", "brier", "temperature", "ece_ts", "nll_ts",
+SCORE_KEYS = ("clean_err", "clean_err_top5", "ece", "aece", "ece_debiased", "smece", "aurc", "nll", "brier", "temperature",
+              "ece_ts", "smece_ts", "nll_ts",
               "c10h_kl_correct", "c10h_ce", "c10h_agree")
 
 
@@ -204,6 +206,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    settings = Settings.parse(test=args.test, correction=args.correction, margins=args.margin)
 
     against = split_methods(args.against)
     labels = [label_of(t) for t in [args.method, *against]]
@@ -227,7 +230,7 @@ def cmd_audit(args) -> int:
     else:
         ok = _run_grid(args, grid, cells, ev, ex, out).ok
     to = Path(args.to) if args.to else out / "audit"
-    path = write_audit(out, to, labels[0], labels[1:], eval_id=ev.eval_id,
+    path = write_audit(out, to, labels[0], labels[1:], eval_id=ev.eval_id, settings=settings,
                        about=f"Grid: {grid.name} ({grid.about or 'custom'}); seeds {grid.seeds}; noise {grid.noise}.")
     print(path)
     return 0 if ok else 1

@@ -34,12 +34,16 @@ from .calibration import (
     fit_temperature,
     reliability_table,
 )
+from .calibration.modern import SMECE_RESAMPLES, modern_metrics, top_label
 from .cifar10h import cifar10h_metrics, load_cifar10h
 from .data import class_balanced_subset
 from .errors import DataError, SpecError
 from .inference import predict_logits
 from .provenance import Timer
 from .spec import EvalSpec
+
+# the calibration figures recomputed after temperature scaling, recorded as <key>_ts
+TS_KEYS = ("ece", "aece", "ece_debiased", "smece", "smece_lo", "smece_hi", "aurc", "nll")
 
 
 def attack_subset(test_y: np.ndarray, ev: EvalSpec) -> np.ndarray:
@@ -80,13 +84,16 @@ def _batches(n: int, batch_size: int) -> int:
 @dataclass
 class Scores:
     """What scoring a model gives: the record's metrics, the reliability rows, notes (how it was done),
-    the gradient-masking checks' details (None when they did not run) and the per-image attack outcomes
-    (arrays for `evals/<eval_id>.robust.npz`; None without attacks)."""
+    the gradient-masking checks' details (None when they did not run), the per-image attack outcomes
+    (arrays for `evals/<eval_id>.robust.npz`; None without attacks) and each test image's top-label
+    confidence and correctness (`evals/<eval_id>.predictions.npz`: smoothed reliability diagrams and
+    bootstraps over images are drawn from it)."""
     metrics: dict
     reliability: list
     notes: dict
     checks: dict | None = None
     outcomes: dict | None = None
+    predictions: dict | None = None
 
 
 def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, val=None, human=None,
@@ -113,22 +120,28 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
     if num_classes > 10:
         m["clean_err_top5"] = (~(logits.topk(5, 1).indices == y[:, None]).any(1)).double().mean().item()
     probs = logits.double().softmax(1)
-    m.update(calibration_metrics(probs, y, n_bins=ev.n_bins))
+    m.update(_calibration(probs, y, ev))
     rel = reliability_table(probs, y, n_bins=ev.n_bins).rows()
-    notes = {}
+    notes = {"smece": f"relplot smECE; interval: {SMECE_RESAMPLES}-resample basic bootstrap over the test images "
+                      "(seed 0)", "ece_debiased": "Kumar et al. 2019 debiased top-label L2 ECE, 15 equal-mass bins"}
+    y_np = y.cpu().numpy()
+    conf, correct = top_label(probs.cpu().numpy(), y_np)
+    predictions = {"confidence": conf.astype(np.float32), "correct": correct.astype(bool)}
     if val is not None and len(val[0]):
         vz = _logits(model, val[0], batch_size=eval_batch_size, channels_last=channels_last)
         t = fit_temperature(vz, val[1].to(vz.device))
-        cal = calibration_metrics(apply_temperature(logits.double(), t).softmax(1), y, n_bins=ev.n_bins)
-        m.update(temperature=float(t), ece_ts=cal["ece"], nll_ts=cal["nll"])
+        probs_ts = apply_temperature(logits.double(), t).softmax(1)
+        m.update(temperature=float(t), **{f"{k}_ts": v for k, v in _calibration(probs_ts, y, ev).items()
+                                          if k in TS_KEYS})
+        predictions["confidence_ts"] = top_label(probs_ts.cpu().numpy(), y_np)[0].astype(np.float32)
         notes["temperature_scaling"] = (f"temperature fitted by NLL on the run's validation split "
                                         f"({len(val[0])} images) and applied to the test logits")
     else:
-        m.update(temperature=None, ece_ts=None, nll_ts=None)
+        m.update(temperature=None, **{f"{k}_ts": None for k in TS_KEYS})
         notes["temperature_scaling"] = "skipped: the run has no validation split (--val-split 0)"
     if human is not None:
         m.update(cifar10h_metrics(probs.cpu().numpy(), y.cpu().numpy(), human))
-    out = Scores(m, rel, notes)
+    out = Scores(m, rel, notes, predictions=predictions)
     m["attack_examples"] = int(len(sub))
     notes["attacks"] = (f"{', '.join(ev.attacks) or 'none'} on "
                         + (f"a class-balanced subset of {len(sub)} test images (seed {ev.attack_seed})"
@@ -175,6 +188,13 @@ def _attack(model, ax, ay, sub, ev: EvalSpec, out: Scores, *, num_classes, chann
                     **{spec.key[:-len("_err")]: f.numpy() for spec, f in fooled.items()}}
     if ev.checks:
         _check(attacked, ax, ay, ev, out, clean_wrong, fooled, channels_last=channels_last, bar=bar)
+
+
+def _calibration(probs: torch.Tensor, y: torch.Tensor, ev: EvalSpec) -> dict:
+    """The binned figures (calibration_metrics) and the recent ones (smooth ECE with its interval,
+    debiased ECE, AURC: calibration.modern) of the test probabilities."""
+    return {**calibration_metrics(probs, y, n_bins=ev.n_bins),
+            **modern_metrics(probs.cpu().numpy(), y.cpu().numpy(), n_bins=ev.n_bins)}
 
 
 def worst_case(fooled: dict, clean_wrong: torch.Tensor) -> dict:

@@ -184,14 +184,16 @@ def load_model_weights(run_dir: Path, device) -> dict:
 
 
 def write_eval_record(run_dir: Path, ev, scores, channels_last: bool, device) -> Path:
-    """evals/<eval_id>.json (+ .reliability.csv, + .robust.npz: each attacked image's outcome under each
-    attack): the figures of one evaluation setting (`evaluation.Scores`), with how and where they were
+    """evals/<eval_id>.json (+ .reliability.csv, + .predictions.npz: each test image's top-label confidence
+    and correctness, + .robust.npz: each attacked image's outcome under each attack): the figures of one evaluation setting (`evaluation.Scores`), with how and where they were
     computed. The JSON is written last: its presence means the record is whole."""
     folder = run_dir / "evals"
     folder.mkdir(exist_ok=True)
     write_csv(folder / f"{ev.eval_id}.reliability.csv", RELIABILITY_COLUMNS, scores.reliability)
     if scores.outcomes is not None:
         write_npz(folder / f"{ev.eval_id}.robust.npz", scores.outcomes)
+    if scores.predictions is not None:
+        write_npz(folder / f"{ev.eval_id}.predictions.npz", scores.predictions)
     path = eval_record_path(run_dir, ev.eval_id)
     extra = {} if scores.checks is None else {"checks": scores.checks}
     write_json(path, {"eval_id": ev.eval_id, "run_id": run_dir.name, "eval": ev.to_dict(), "metrics": scores.metrics,

@@ -10,7 +10,9 @@ Metrics (REFERENCE.md, section Evaluation), all on probabilities, never logits:
 - `c10h_kl_correct`: mean KL over the test images the model classifies correctly (the OLS paper's);
 - `c10h_kl_all`: mean KL over all images;
 - `c10h_ce`: Peterson et al.'s cross-entropy -sum_k h_k log p_k, mean over all images;
-- `c10h_agree`: top-1 agreement with the human majority.
+- `c10h_agree`: top-1 agreement with the human majority; on the images whose human votes tie for the
+  majority, a prediction of any of the tied classes counts as agreement (a convention: the strict
+  alternative, "the one human mode", is undefined there).
 """
 from __future__ import annotations
 

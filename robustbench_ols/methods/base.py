@@ -62,6 +62,9 @@ class Method:
     name: ClassVar[str] = ""
     citation: ClassVar[str] = ""
     num_models: ClassVar[int] = 1
+    # Options added after runs of the method were recorded, with their defaults: left out of options() (so
+    # out of the run_id) at the default, so that every run recorded before keeps its id.
+    LATER_OPTIONS: ClassVar[Mapping] = MappingProxyType({})
     # Set by `bind` (build_method): how the user named the method, and its options with their defaults.
     _label: str = ""
     _options: Mapping = MappingProxyType({})
@@ -97,8 +100,9 @@ class Method:
         return self._label or self.name
 
     def options(self) -> dict:
-        """The options as given, defaults included: part of the run_id."""
-        return dict(self._options)
+        """The options as given, defaults included (but LATER_OPTIONS at their defaults): part of the run_id."""
+        return {k: v for k, v in self._options.items()
+                if not (k in self.LATER_OPTIONS and v == self.LATER_OPTIONS[k])}
 
     def effective_options(self) -> dict:
         """The values actually used, after setup() (e.g. SCE's per-dataset alpha and beta); recorded

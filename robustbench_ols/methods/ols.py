@@ -18,7 +18,9 @@ class OLS(Method):
     Loss: alpha * CE(z, y) + (1 - alpha) * (-sum_k S[y, k] log softmax(z)_k).
     Accumulation, from the training forward pass, detached: for each sample whose top-1 prediction
     equals its (noisy) label, A[y] += softmax(z), c[y] += 1 (index_add_, so repeated labels in a batch
-    all count). At the end of each period S[y] = A[y] / c[y]; a class with no correct prediction
+    all count). Divergence: the paper's Algorithm 1 pseudo-code accumulates the prediction of every
+    sample, while its prose (before Eq. 5) and the authors' code accumulate the correctly classified
+    ones only; this follows the prose and the code. At the end of each period S[y] = A[y] / c[y]; a class with no correct prediction
     gets the uniform row 1/K (the authors' code). Then A and c are reset.
     init: `uniform` S0 = 1/K (the paper) or `zeros` (the authors' CIFAR code: first period 0.5*CE).
     period: update S every `period` iterations; 0 = once per epoch (the paper).

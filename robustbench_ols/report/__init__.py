@@ -44,6 +44,7 @@ from .figures import (
     fig5,
     noise_panels,
     pool_reliability,
+    prediction_rows,
     reliability_figure,
     reliability_rows,
     robust_vs_eps,
@@ -94,13 +95,16 @@ def _tables(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, str, pd.DataFr
         "APGD-T, FAB-T, Square); *Worst case* counts an image as fooled when any attack at that budget "
         "fooled it (from the per-image outcomes). Every run's figures: [robustness.csv](robustness.csv).\n\n"
         + body + masking_markdown(d)), csv))
-    ece = [("ece", "ECE", 100.0, 2)] + ([("ece_ts", "ECE (temp. scaled)", 100.0, 2)]
-                                        if "ece_ts" in d and d["ece_ts"].notna().any() else [])
+    ece = [("ece", "ECE", 100.0, 2)] + [(k, label, 100.0, 2) for k, label in CALIBRATION_COLUMNS
+                                        if k in d and d[k].notna().any()]
     body, csv = metric_markdown(d, "table11", [(err, "error", 100.0, 2), *ece],
                            [c for c in SETTING if c != "model"], ("noise_col", "model", "method_label"), paper)
     out.append(("table11", "Table XI: error and calibration", (
         f"Top-1 error (%, `{err}`) and ECE (x 100; 15 equal-width bins unless the runs' evaluation said "
-        "otherwise) of the final model (last epoch), per model and method.\n\n" + body), csv))
+        "otherwise) of the final model (last epoch), per model and method; where the runs recorded them, "
+        "the adaptive ECE (equal-mass bins), Kumar et al.'s debiased L2 ECE, the smooth ECE (relplot), the "
+        "area under the risk-coverage curve (AURC, x 100, lower is better), and each after temperature "
+        "scaling (runs with a validation split).\n\n" + body), csv))
     c10 = d[d["dataset"] == "cifar10"]
     if c10.empty or "c10h_kl_correct" not in c10 or c10["c10h_kl_correct"].isna().all():
         body, csv = ("No CIFAR-10 runs with CIFAR-10H figures in these results: Table XII is empty "
@@ -114,6 +118,12 @@ def _tables(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, str, pd.DataFr
         "classifies correctly (the paper's figure), over all images, and top-1 agreement with the human "
         "majority; final model (last epoch); CIFAR-10 only.\n\n" + body), csv))
     return out
+
+
+# Table XI's calibration columns beyond the paper's ECE, shown where the runs recorded them.
+CALIBRATION_COLUMNS = (("ece_ts", "ECE (temp. scaled)"), ("aece", "adaptive ECE"), ("ece_debiased", "debiased ECE"),
+                       ("smece", "smooth ECE"), ("smece_ts", "smooth ECE (temp. scaled)"), ("aurc", "AURC"),
+                       ("aurc_ts", "AURC (temp. scaled)"))
 
 
 def masking_markdown(d: pd.DataFrame) -> str:
@@ -172,6 +182,7 @@ def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id, formats) -> 
             if fig is not None:
                 lines.append(_links(save_figure(fig, out / f"{stem}{sfx}", formats)))
         rel = reliability_rows(g, eval_id)
+        preds = prediction_rows(g, eval_id)
         for m in sorted(g["method_label"].unique(), key=method_key):
             name = f"reliability_{slug(m)}{sfx}"
             while name in used:
@@ -183,8 +194,9 @@ def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id, formats) -> 
                 continue
             pooled = pool_reliability(rm)
             panels = [p for p in noise_panels(g[g["method_label"] == m]) if p in set(pooled["noise_col"])]
-            lines.append(_links(save_figure(reliability_figure(pooled, panels=panels, title=f"{m}: {title}"), out / name,
-                                      formats)))
+            smooth = {nc: v for (mm, nc), v in preds.items() if mm == m}
+            lines.append(_links(save_figure(reliability_figure(pooled, panels=panels, title=f"{m}: {title}",
+                                                               smooth=smooth or None), out / name, formats)))
     return lines
 
 
@@ -203,7 +215,10 @@ _FIGURE_NOTES = """\
   std over seeds); eps 0 is the clean error of those images, and every curve should rise to 100%.
 - `reliability_<method>`: the final model (last epoch); the calibration bins of all of that method's
   seeds are summed at each noise rate (counts add, confidence and accuracy are count-weighted), one
-  panel per noise rate; the title gives the ECE of the pooled bins.
+  panel per noise rate; the title gives the ECE of the pooled bins. For runs that recorded each test
+  image's prediction (`evals/<eval_id>.predictions.npz`), a second row draws relplot's smoothed
+  reliability diagram of the same images (Blasiok & Nakkiran 2024: kernel-smoothed accuracy against
+  confidence, its bootstrap band, the density of the confidences, the smooth ECE).
 """
 
 

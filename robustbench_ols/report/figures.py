@@ -2,6 +2,7 @@
 `matplotlib.figure.Figure` with the Agg canvas (pyplot's global state is never touched)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -192,11 +193,15 @@ def pool_reliability(rel: pd.DataFrame) -> pd.DataFrame:
     return g.drop(columns=["cw", "aw"])
 
 
-def reliability_figure(pooled: pd.DataFrame, *, panels=None, title: str = ""):
+def reliability_figure(pooled: pd.DataFrame, *, panels=None, title: str = "", smooth: dict | None = None):
     """Reliability diagram, one panel per noise rate: accuracy per confidence bin (bars; empty bins
-    left blank), the diagonal of perfect calibration, and the pooled ECE in the title."""
+    left blank), the diagonal of perfect calibration, and the pooled ECE in the title. With `smooth`
+    ({noise_col: (confidence, correct)} of every test image of the pooled runs), a second row draws
+    relplot's smoothed reliability diagram of the same images (Blasiok & Nakkiran 2024): the kernel-smoothed
+    accuracy against confidence with its bootstrap band, and the smooth ECE."""
     panels = panels or list(dict.fromkeys(pooled["noise_col"]))
-    fig, axes = _figure(1, max(len(panels), 1), width=3.4, height=3.4)
+    rows = 2 if smooth else 1
+    fig, axes = _figure(rows, max(len(panels), 1), width=3.4, height=3.4)
     for ax, nc in zip(axes[0], panels):
         g = pooled[pooled["noise_col"] == nc]
         ok = g["count"] > 0
@@ -206,8 +211,49 @@ def reliability_figure(pooled: pd.DataFrame, *, panels=None, title: str = ""):
         ece = (g["count"][ok] * (g["accuracy"][ok] - g["confidence"][ok]).abs()).sum() / max(g["count"].sum(), 1)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
                title=f"noise {nc}: pooled ECE {ece * 100:.2f}%")
+    for ax, nc in zip(axes[1] if smooth else [], panels):
+        if nc in smooth:
+            _smooth_panel(ax, *smooth[nc])
+            ax.set_title(f"noise {nc}: smoothed ({len(smooth[nc][0]):,} images)", fontsize=10)
+        else:
+            ax.set_axis_off()
     fig.suptitle(title or "Reliability diagram")
     return fig
+
+
+def _smooth_panel(ax, confidence, correct) -> None:
+    """relplot's smoothed reliability diagram on `ax`, without relplot's global matplotlib style; its
+    bootstrap band is drawn from numpy's global generator, seeded here (and restored) so that the same
+    records give the same figure."""
+    import relplot  # scikit-learn and seaborn come with it: imported only when a diagram is drawn
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # relplot 1.0.3's pandas calls, deprecated in pandas 3
+            diagram = relplot.prepare_rel_diagram(np.asarray(confidence, dtype=np.float64),
+                                                  np.asarray(correct, dtype=np.float64), report_CE_std=False)
+            relplot.plot_rel_diagram(diagram, fig=ax.figure, ax=ax, use_default_style=False)
+    finally:
+        np.random.set_state(state)
+    ax.set(xlabel="confidence", ylabel="accuracy")
+
+
+def prediction_rows(d: pd.DataFrame, eval_id: str | None) -> dict:
+    """{(method_label, noise_col): (confidence, correct)} pooled over the runs of `d` that recorded each
+    test image's prediction (`evals/<eval_id>.predictions.npz`, the run's own scoring when `eval_id` is
+    None); runs scored before these files existed are left out."""
+    out: dict = {}
+    for _, r in d.iterrows():
+        eid = eval_id or r.get("eval_id")
+        f = Path(r["run_dir"]) / "evals" / f"{eid}.predictions.npz"
+        if not eid or not f.exists():
+            continue
+        with np.load(f) as z:
+            key = (r["method_label"], r["noise_col"])
+            conf, corr = out.get(key, (np.empty(0), np.empty(0)))
+            out[key] = (np.concatenate([conf, z["confidence"]]), np.concatenate([corr, z["correct"]]))
+    return out
 
 
 def save_figure(fig, stem: Path, formats=("png", "pdf")) -> list[str]:

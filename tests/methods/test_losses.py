@@ -76,12 +76,32 @@ def test_sce_code_value_matches_clamped_one_hot():
     assert loss_of(m) == pytest.approx(0.1 * CE + rce, rel=1e-5)
 
 
+def test_sce_clamped_ce_is_the_ols_authors_loss():
+    """`ce=clamped`: the CE term against the one-hot clamped to [1e-4, 1] (and p to >= 1e-7), as in the OLS
+    authors' SCE baseline; by hand, -log p_y - 1e-4 sum_{k != y} log p_k, plus the same RCE."""
+    A = math.log(1e-4)
+    by_hand = mean([0.1 * (-math.log(p[y]) - 1e-4 * sum(math.log(max(pk, 1e-7)) for k, pk in enumerate(p) if k != y))
+                    + 1.0 * -A * (1 - p[y]) for p, y in zip(P, LABELS)])
+    m = setup("sce", 3, alpha="0.1", beta="1", A="code", ce="clamped")
+    assert loss_of(m) == pytest.approx(by_hand, rel=1e-6)
+    plain = loss_of(setup("sce", 3, alpha="0.1", beta="1", A="code"))
+    assert loss_of(m) > plain  # every -log p_k > 0 adds: a different loss
+    # a near-zero probability (here e^-40 and e^-80) costs 1e-4 * -ln(1e-7) per class, the clamp of the
+    # authors' code
+    far = [[40.0, 0.0, -40.0]]
+    extra = loss_of(m, far, [0]) - loss_of(setup("sce", 3, alpha="0.1", beta="1", A="code"), far, [0])
+    assert extra == pytest.approx(0.1 * 1e-4 * 2 * -math.log(1e-7), rel=1e-3)
+    assert m.options()["ce"] == "clamped" and "ce" not in setup("sce", 3).options()  # the default keeps old ids
+    with pytest.raises(Exception, match="ce must be plain"):
+        setup("sce", 3, ce="both")
+
+
 @pytest.mark.parametrize("dataset, alpha, beta", [("cifar10", 0.1, 1.0), ("cifar100", 6.0, 0.1),
                                                   ("synthetic", 0.1, 1.0)])
 def test_sce_dataset_defaults(dataset, alpha, beta):
     m = setup("sce", 3, dataset=dataset)
     assert m.options() == {"alpha": None, "beta": None, "A": -4.0}  # as given
-    assert m.effective_options() == {"alpha": alpha, "beta": beta, "A": -4.0}  # as used
+    assert m.effective_options() == {"alpha": alpha, "beta": beta, "A": -4.0, "ce": "plain"}  # as used
     ref = mean([alpha * -math.log(p[y]) + beta * 4.0 * (1 - p[y]) for p, y in zip(P, LABELS)])
     assert loss_of(m) == pytest.approx(ref, rel=1e-5)
     # A given value wins over the dataset default.

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from robustbench_ols.audit import paired_table, pooled_verdicts, verdicts
 from robustbench_ols.cli import main
@@ -84,7 +85,16 @@ def test_paired_statistics_equal_scipy(audited):
                     continue
                 res = stats.ttest_rel(new.to_numpy(), old.to_numpy())
                 assert row.t == pytest.approx(res.statistic) and row.p == pytest.approx(res.pvalue)
-                want = "tie" if not res.pvalue < 0.05 else ("win" if (new - old).mean() < 0 else "loss")
+                assert row.ci_lo == pytest.approx(res.confidence_interval().low)
+                # the family: this metric's comparisons inside the regime, adjusted together by Holm
+                fam = table[(table.metric == metric) & (table.regime == "ok") & table.p.notna()]
+                if row.regime == "ok":
+                    holm = multipletests(fam.p.to_numpy(), method="holm")[1]
+                    assert row.p_adj == pytest.approx(holm[list(fam.index).index(row.name)])
+                    assert row.family_size == len(fam)
+                p = row.p_adj if row.regime == "ok" else row.p  # outside the regime: its test alone
+                want = ("better" if (new - old).mean() < 0 else "worse") if p < 0.05 else \
+                    "equivalent" if (row.p_equiv_adj if row.regime == "ok" else row.p_equiv) < 0.05 else "inconclusive"
                 assert row.test_outcome == want
                 # test error at 40% noise is a claim about memorising: two smoke epochs never memorise
                 assert row.outcome == (want if rate == 0 or metric != "test_err_last" else row.outcome)
@@ -142,32 +152,42 @@ def test_verdicts_never_claim_more_than_the_test():
     assert t.outcome.tolist() == ["untested"]
     (line,) = verdicts(t, "new")
     assert "no test is possible" in line and "better" not in line
-    # Three seeds, a large but noisy difference: a tie, and the line says it cannot be told apart.
+    # Three seeds, a large but noisy difference: inconclusive, with the seeds that would decide.
     noisy = pd.DataFrame([{**base, "method_label": m, "seed": s, "test_err_last": e}
                           for s, (a, b) in enumerate([(0.1, 0.5), (0.6, 0.2), (0.3, 0.35)])
                           for m, e in (("new", a), ("ls", b))])
     t = paired_table(noisy, "new", ["ls"])
-    assert t.outcome.tolist() == ["tie"] and t.p.iloc[0] > 0.05
-    assert "in none of 1 comparisons can a difference be told apart" in verdicts(t, "new")[0]
-    # A consistent difference over five seeds: a win, with the test named.
+    assert t.outcome.tolist() == ["inconclusive"] and t.p.iloc[0] > 0.05
+    assert "better in 0, equivalent within ±0.50 points in 0, worse in 0, and 1 are inconclusive" in verdicts(t, "new")[0]
+    # A consistent difference over five seeds: better, with its interval and the test named.
     clear = pd.DataFrame([{**base, "method_label": m, "seed": s, "test_err_last": e}
                           for s in range(5) for m, e in (("new", 0.30 + 0.01 * s), ("ls", 0.40 + 0.012 * s))])
     t = paired_table(clear, "new", ["ls"])
-    assert t.outcome.tolist() == ["win"] and t.p.iloc[0] < 0.001
-    assert "better in 1 of 1 comparisons and never worse" in verdicts(t, "new")[0]
+    assert t.outcome.tolist() == ["better"] and t.p.iloc[0] < 0.001
+    line = verdicts(t, "new")[0]
+    assert "new is better in 1" in line and "noise 0 vs ls -10.40 points, 95% CI" in line
+    assert "paired t-test over 5 seeds" in line
 
 
 def test_pooled_verdicts_name_each_baseline():
+    nan = float("nan")
+    row = dict(metric="ece", label="ECE", dataset="cifar10", model="resnet8", margin=0.005, outside_rates="",
+               boot_lo=nan, boot_hi=nan, seeds_needed=nan, p_equiv_adj=nan, family_size=2, p_equiv=nan)
     pooled = pd.DataFrame([
-        dict(metric="ece", scope="all", baseline="ls", n=10, lower=9, p=0.004, outcome="win"),
-        dict(metric="ece", scope="all", baseline="ols", n=10, lower=4, p=0.6, outcome="tie"),
-        dict(metric="ece", scope="noisy", baseline="ls", n=8, lower=0, p=0.001, outcome="loss")])
+        dict(row, scope="all", baseline="ls", n=10, lower=9, mean_diff=-0.02, ci_lo=-0.03, ci_hi=-0.01, p=0.004,
+             p_adj=0.008, outcome="better"),
+        dict(row, scope="all", baseline="ols", n=10, lower=4, mean_diff=0.001, ci_lo=-0.01, ci_hi=0.012, p=0.6,
+             p_adj=0.6, seeds_needed=40.0, outcome="inconclusive"),
+        dict(row, scope="noisy", baseline="ls", n=8, lower=0, mean_diff=0.03, ci_lo=0.02, ci_hi=0.04, p=0.001,
+             p_adj=0.001, family_size=1, outcome="worse")])
     (line,) = pooled_verdicts(pooled, "new")
-    assert line == ("**ECE**, pooled over all noise rates, new: better than ls (lower in 9 of 10 pairs, "
-                    "p = 0.004); cannot be told apart from ols (lower in 4 of 10 pairs, p = 0.6) "
-                    "(t-test of the mean difference, p < 0.05).")
+    assert line == ("**ECE**, pooled over all noise rates, new: better than ls (-2.00 points, 95% CI -3.00 to -1.00; "
+                    "lower in 9 of 10 pairs; p = 0.004, adjusted 0.008); inconclusive against ols (+0.10 points, "
+                    "95% CI -1.00 to +1.20; lower in 4 of 10 pairs; p = 0.6, adjusted 0.6; 40 (rate, seed) pairs "
+                    "would decide at the observed spread) [two-sided paired t-test over 10 pairs, Holm-Bonferroni "
+                    "correction over the 2 pooled comparisons of this metric and scope (baselines), alpha 0.05].")
     (line,) = pooled_verdicts(pooled, "new", scope="noisy")
-    assert "noise rates > 0, new: worse than ls (lower in 0 of 8 pairs, p = 0.001)" in line
+    assert "noise rates > 0, new: worse than ls (+3.00 points" in line
 
 
 def test_a_robustness_win_with_masking_suspected_is_unconfirmed():
@@ -181,12 +201,12 @@ def test_a_robustness_win_with_masking_suspected_is_unconfirmed():
     flagged = pd.DataFrame(rows)
     t = paired_table(flagged, "new", ["ls"])
     robust = t[t.metric == "robust_err"]
-    assert robust.test_outcome.tolist() == ["win", "win"]
+    assert robust.test_outcome.tolist() == ["better", "better"]
     assert all(o == f"{MASKED} (square, zero_grad failed in 5 of 5 runs)" for o in robust.outcome)
     line = next(v for v in verdicts(t, "new") if v.startswith("**robust error"))
-    assert "better" not in line.split("looks better")[0] and MASKED in line
+    assert "new is better in 0" in line and "2 would be better, but" in line and MASKED in line
     pooled = pooled_table(flagged, "new", ["ls"])
     assert pooled[pooled.metric == "robust_err"].outcome.str.startswith(MASKED).all()
     assert MASKED in next(v for v in pooled_verdicts(pooled, "new") if v.startswith("**robust error"))
     clean = paired_table(flagged.assign(masking_suspected=False, masking_checks=""), "new", ["ls"])
-    assert clean[clean.metric == "robust_err"].outcome.tolist() == ["win", "win"]
+    assert clean[clean.metric == "robust_err"].outcome.tolist() == ["better", "better"]

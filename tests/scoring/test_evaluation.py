@@ -186,7 +186,7 @@ def test_rbols_eval_adds_a_record_and_never_touches_the_old_ones(val_run, tmp_pa
     after = snapshot(d)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing old changed
     assert set(after) - set(before) == {f"evals/{new.eval_id}.json", f"evals/{new.eval_id}.reliability.csv",
-                                        f"evals/{new.eval_id}.robust.npz"}
+                                        f"evals/{new.eval_id}.robust.npz", f"evals/{new.eval_id}.predictions.npz"}
     rec = json.loads((d / "evals" / f"{new.eval_id}.json").read_text())
     assert rec["eval"]["attacks"] == ["pgd:eps=2/255,alpha=2/255,steps=3,random_start=true", "fgsm:eps=2/255"]
     m = rec["metrics"]

@@ -56,7 +56,7 @@ def test_run_writes_every_file(finished):
     assert names == {"spec.json", "noise.json", "noise.npz", "epochs.csv", "metrics.json", "model.pt",
                      "status.json", "executions.json", "reliability.csv", "evals", "DONE"}  # no checkpoint, no .tmp
     assert {p.name for p in (d / "evals").iterdir()} == {f"{EV.eval_id}.json", f"{EV.eval_id}.reliability.csv",
-                                                         f"{EV.eval_id}.robust.npz"}
+                                                         f"{EV.eval_id}.robust.npz", f"{EV.eval_id}.predictions.npz"}
     (session,) = json.loads((d / "executions.json").read_text())
     assert session["first_epoch"] == 1 and session["device"] == "cpu" and session["pid"] == os.getpid()
     r = rows(d)
