@@ -79,11 +79,13 @@ def _masking(metric: str, new_runs: pd.DataFrame) -> str:
 
 def decide(table: pd.DataFrame, s: Settings, family: list[str]) -> pd.DataFrame:
     """The outcome of every comparison of `table` (rows from `summarize`, with `regime`, `reason` and
-    `masking`). An inconclusive one gets `seeds_needed` at alpha / family size. A family is the comparisons that share `family` (one metric: every noise rate and baseline)
+    `masking`). A family is the comparisons that share `family` (one metric: every noise rate and baseline)
     and were tested inside the regime; their p-values are adjusted together (`p_adj`, `p_equiv_adj`) and
-    `family_size` says how many they were. `test_outcome` is what the tests say (for a comparison outside
-    the regime: its own tests, uncorrected, in no family); `outcome` is the verdict: the regime's reason
-    first, then gradient masking for a robustness comparison the new method would win, then the test."""
+    `family_size` says how many they were; an inconclusive one gets `seeds_needed` at alpha / family size.
+    `test_outcome` is what the tests say (for a comparison outside the regime: its own tests, uncorrected,
+    in no family, and no seeds needed: more seeds do not bring an experiment into its regime); `outcome` is
+    the verdict: the regime's reason first, then gradient masking for a robustness comparison the new
+    method would win, then the test."""
     if table.empty:
         return table
     t = table.copy()
@@ -96,7 +98,7 @@ def decide(table: pd.DataFrame, s: Settings, family: list[str]) -> pd.DataFrame:
         t.loc[idx, "family_size"] = len(idx)
     alone = t.assign(p_adj=t.p_adj.where(inside, t.p), p_equiv_adj=t.p_equiv_adj.where(inside, t.p_equiv))
     t["test_outcome"] = [outcome(r, s.alpha) for _, r in alone.iterrows()]
-    for i in t.index[t.test_outcome.eq("inconclusive")]:
+    for i in t.index[t.test_outcome.eq("inconclusive") & inside]:
         level = s.alpha / max(int(t.at[i, "family_size"]), 1) if s.correction != "none" else s.alpha
         t.at[i, "seeds_needed"], t.at[i, "seeds_for"] = seeds_needed(t.at[i, "mean_diff"], t.at[i, "std_diff"],
                                                                      t.at[i, "margin"], level)

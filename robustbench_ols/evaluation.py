@@ -122,8 +122,9 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
     probs = logits.double().softmax(1)
     m.update(_calibration(probs, y, ev))
     rel = reliability_table(probs, y, n_bins=ev.n_bins).rows()
-    notes = {"smece": f"relplot smECE; interval: {SMECE_RESAMPLES}-resample basic bootstrap over the test images "
-                      "(seed 0)", "ece_debiased": "Kumar et al. 2019 debiased top-label L2 ECE, 15 equal-mass bins"}
+    notes = {"smece": f"relplot smECE; interval: {SMECE_RESAMPLES}-resample basic bootstrap over the test "
+                      "images (seed 0)",
+             "ece_debiased": f"Kumar et al. 2019 debiased top-label L2 ECE, {ev.n_bins} equal-mass bins"}
     y_np = y.cpu().numpy()
     conf, correct = top_label(probs.cpu().numpy(), y_np)
     predictions = {"confidence": conf.astype(np.float32), "correct": correct.astype(bool)}

@@ -367,7 +367,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
-def print_summary(s: Summary, out: Path, file=sys.stdout) -> None:
+def print_summary(s: Summary, out: Path, file=None) -> None:
+    file = sys.stdout if file is None else file  # looked up per call: pytest and redirects swap sys.stdout
     print(f"grid: {s.done} of {s.total} cells done, {len(s.failed)} failed "
           f"({s.seconds:.0f} s); results in {out}", file=file)
     for run_id, err in s.failed.items():
