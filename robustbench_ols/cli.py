@@ -148,11 +148,12 @@ def _budgets(text: str) -> tuple:
 
 def _matrix_parser(sub) -> None:
     p = sub.add_parser("matrix", help="run a grid of runs (methods x noise x seeds x models x datasets), "
-                                      "resumably, on this machine or a Ray cluster",
+                                      "resumably, on this machine, a Ray cluster or Slurm",
                        formatter_class=_Help)
     _grid_options(p)
     p.add_argument("--dry-run", action="store_true",
-                   help="print the cells and their state (done, partial, todo, ...); run nothing")
+                   help="print the cells and their state (done, partial, todo, ...) and, with --backend slurm, "
+                        "the sbatch file; run nothing")
 
 
 def _audit_parser(sub) -> None:
@@ -211,11 +212,23 @@ def _grid_options(p, preset_default: str = "") -> None:
     _eval_options(p, {})
     a("--out", default="results", help="the folder of the grid's run directories")
     a("--retry-failed", action="store_true", help="run the cells recorded as failed again")
-    a("--backend", default="local", choices=("local", "ray"), help="where the cells run")
+    a("--backend", default="local", choices=("local", "ray", "slurm"),
+      help="where the cells run: this machine, a Ray cluster, or a Slurm job array (submitit)")
     a("--workers", type=int, default=None,
       help="local: processes sharing the grid (default 1; with GPUs one per visible GPU, each pinned to it)")
     a("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
     a("--ray-cpus-per-task", type=int, default=1, help="CPUs Ray reserves for each cell (GPU clusters: one GPU each)")
+    s = p.add_argument_group("slurm (--backend slurm: one job array task per cell, through submitit)")
+    s.add_argument("--slurm-partition", default=None, help="the partition (default: the cluster's)")
+    s.add_argument("--slurm-time", default=None, help="each task's time limit: minutes or [D-]HH:MM[:SS] (default "
+                                                      "60 minutes; a task that runs out is requeued and resumes)")
+    s.add_argument("--slurm-gpus-per-task", type=int, default=None, help="GPUs per cell (default 0: on the CPU)")
+    s.add_argument("--slurm-cpus-per-task", type=int, default=None,
+                   help="CPUs per cell, also its torch threads (default 1)")
+    s.add_argument("--slurm-array-parallelism", type=int, default=None,
+                   help="cells running at once (default 256)")
+    s.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, without its dashes (repeat), e.g. account=myproj, qos=high")
 
 
 def _scoring_options(p) -> None:

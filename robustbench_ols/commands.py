@@ -14,7 +14,7 @@ from .datafiles import resolve_data_root
 from .errors import Interrupted, RbolsError, SpecError
 from .external import score_checkpoint
 from .grid import Grid, load_config, parse_sweeps, split_methods
-from .matrix import describe, estimate_line, print_summary, run_local, run_ray, set_threads, tally
+from .matrix import describe, estimate_line, print_summary, run_local, run_ray, set_threads, tally, to_take
 from .methods import label_of, list_methods, method_class, option_defaults, parse_method, plugin_names
 from .models import list_models
 from .options import EVAL_DEFAULTS, EVAL_FLAGS, EXEC_DEFAULTS, RUN_DEFAULTS
@@ -141,20 +141,31 @@ def cmd_score(args) -> int:
     return 0
 
 
-def cmd_matrix(args) -> int:
+def slurm_from_args(args):
+    """SlurmOptions from the --slurm-* options (None for the other backends); every value checked here."""
+    if getattr(args, "backend", None) != "slurm":
+        return None
+    from .slurm import SlurmOptions
+    return SlurmOptions.parse(partition=args.slurm_partition, time=args.slurm_time,
+                              gpus_per_task=args.slurm_gpus_per_task, cpus_per_task=args.slurm_cpus_per_task,
+                              array_parallelism=args.slurm_array_parallelism, extra=args.slurm_extra)
 
+
+def cmd_matrix(args) -> int:
+    args.slurm = slurm_from_args(args)
     grid, cells, ev, ex = grid_from_args(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {out} is a file; give a directory for the grid's run directories")
     if args.dry_run:
-        return _dry_run(grid, cells, ev, out)
+        return _dry_run(grid, cells, ev, out, args.slurm, args.retry_failed)
     summary = _run_grid(args, grid, cells, ev, ex, out)
     return 0 if summary.ok else 1
 
 
-def _dry_run(grid, cells, ev, out) -> int:
-    """`--dry-run`: the cells, their state, and what the grid would cost; nothing is run or written."""
+def _dry_run(grid, cells, ev, out, slurm=None, retry_failed=False) -> int:
+    """`--dry-run`: the cells, their state, what the grid would cost and, for Slurm, the sbatch file that
+    would be submitted; nothing is run or written."""
     lines = describe(cells, out, ev, swept=list(grid.sweep))
     print(f"grid {grid.name}: {len(cells)} cells ({grid.about or 'custom'}); scoring {ev.eval_id}: "
           f"{', '.join(ev.attacks) or 'no attack'}, attack examples {ev.attack_examples or 'all'}")
@@ -163,6 +174,11 @@ def _dry_run(grid, cells, ev, out) -> int:
     print("; ".join(f"{k} {states.count(k)}" for k in ("done", "needs-eval", "unreadable", "partial", "running",
                                                        "failed", "todo") if states.count(k)))
     print(estimate_line(grid, cells, out, ev, None))
+    if slurm is not None:
+        from .slurm import sbatch_preview
+        n = len(to_take(cells, out, ev, retry_failed)[0])
+        print(f"sbatch file for the {n} cell{'s' * (n != 1)} to submit (one array task each):\n"
+              + sbatch_preview(out, slurm, n))
     return 0
 
 
@@ -172,7 +188,11 @@ def _run_grid(args, grid, cells, ev, ex, out):
     print(estimate_line(grid, cells, out, ev, args.workers), file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        if args.backend == "ray":
+        if args.backend == "slurm":
+            from .slurm import run_slurm
+            summary = run_slurm(cells, out, ev, ex, args.slurm, retry_failed=args.retry_failed,
+                                progress=args.progress)
+        elif args.backend == "ray":
             summary = run_ray(cells, out, ev, ex, address=args.ray_address, retry_failed=args.retry_failed,
                               cpus_per_task=args.ray_cpus_per_task, progress=args.progress)
         else:
@@ -207,7 +227,7 @@ def cmd_report(args) -> int:
 
 def cmd_audit(args) -> int:
     settings = Settings.parse(test=args.test, correction=args.correction, margins=args.margin)
-
+    args.slurm = slurm_from_args(args)
     against = split_methods(args.against)
     labels = [label_of(t) for t in [args.method, *against]]
     # hard labels are the regime's reference (regime.py): run them too, or no noise claim can be checked
@@ -218,7 +238,7 @@ def cmd_audit(args) -> int:
     grid, cells, ev, ex = grid_from_args(args)
     out = Path(args.out)
     if args.dry_run:
-        return _dry_run(grid, cells, ev, out)
+        return _dry_run(grid, cells, ev, out, args.slurm, args.retry_failed)
     ok = True
     if args.no_run:
         found = set(collect(out, eval_id=ev.eval_id).get("method_label", ()))

@@ -1,4 +1,4 @@
-"""Running a grid (grid.py) of runs: resumable, shareable, on one machine or a Ray cluster.
+"""Running a grid (grid.py) of runs: resumable, shareable, on one machine or a Ray cluster (Slurm: slurm.py).
 
 Each cell is one `execute()`: its directory is `<out>/<run_id>`, so the same grid always maps to the same
 folders. A DONE cell is skipped (its scores for this grid's `EvalSpec` are added if missing); a cell with a
@@ -53,6 +53,7 @@ class Summary:
     total: int
     done: int = 0
     failed: dict = field(default_factory=dict)  # run_id -> error
+    unfinished: dict = field(default_factory=dict)  # run_id -> why (a Slurm task that ended early)
     trained_here: int = 0
     seconds: float = 0.0
 
@@ -61,7 +62,7 @@ class Summary:
         return not self.failed and self.done == self.total
 
 
-def _todo(cells, out, ev, retry_failed, skip=()):
+def to_take(cells, out, ev, retry_failed, skip=()):
     """Cells this process may take now (not in `skip`: run ids it already retried or has in flight),
     and how many are held by others."""
     take, held = [], 0
@@ -92,11 +93,11 @@ def tally(cells, out, ev) -> Summary:
     return s
 
 
-def _bar(total, enabled, desc="grid"):
+def grid_bar(total, enabled, desc="grid"):
     return progress_bars.bar(total, desc, "cell", position=0, enabled=enabled)
 
 
-def _update_bar(bar, cells, out, ev):
+def update_bar(bar, cells, out, ev):
     if bar is None:
         return
     states = [cell_state(out, s, ev) for s in cells]
@@ -112,7 +113,7 @@ def work_loop(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, retry_failed: 
     retried = set()
     ran = 0
     while True:
-        take, held = _todo(cells, out, ev, retry_failed, skip=retried)
+        take, held = to_take(cells, out, ev, retry_failed, skip=retried)
         if not take and not held:
             return ran
         progressed = False
@@ -124,7 +125,7 @@ def work_loop(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, retry_failed: 
                 state = cell_state(out, spec, ev)  # it may have finished while we looked elsewhere
                 if state in ("done", "unreadable") or (state == "failed" and not retry_failed):
                     continue
-                _update_bar(bar, cells, out, ev)
+                update_bar(bar, cells, out, ev)
                 if retry_failed:
                     retried.add(spec.run_id)
                     failure_path(out, spec.run_id).unlink(missing_ok=True)
@@ -133,10 +134,10 @@ def work_loop(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, retry_failed: 
                 progressed = True
             finally:
                 claim.release()
-            _update_bar(bar, cells, out, ev)
+            update_bar(bar, cells, out, ev)
         if not progressed:  # every cell left is held by another process: wait for it (or its death)
             time.sleep(poll)
-            _update_bar(bar, cells, out, ev)
+            update_bar(bar, cells, out, ev)
 
 
 def set_threads(threads: int | None) -> None:
@@ -198,9 +199,9 @@ def run_local(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, workers: int |
               retry_failed: bool = False, threads: int | None = None, progress: bool = True) -> Summary:
     t0 = time.perf_counter()
     if _devices(ex, None)[0] in ("cpu", "auto"):  # no GPU: processes x threads for this machine's cores
-        workers, threads = cpu_layout(workers, threads, len(_todo(cells, out, ev, retry_failed)[0]))
+        workers, threads = cpu_layout(workers, threads, len(to_take(cells, out, ev, retry_failed)[0]))
     devices = _devices(ex, workers)
-    bar = _bar(len(cells), progress)
+    bar = grid_bar(len(cells), progress)
     try:
         if len(devices) == 1:
             set_threads(threads)
@@ -221,7 +222,7 @@ def run_local(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, workers: int |
                 p.start()
             try:
                 while any(p.is_alive() for p in procs):
-                    _update_bar(bar, cells, out, ev)
+                    update_bar(bar, cells, out, ev)
                     time.sleep(1.0)
             except KeyboardInterrupt:  # the workers got it too: let them record `interrupted` first
                 for p in procs:
@@ -230,7 +231,7 @@ def run_local(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, workers: int |
             ran = None
     finally:
         if bar is not None:
-            _update_bar(bar, cells, out, ev)
+            update_bar(bar, cells, out, ev)
             bar.close()
     s = tally(cells, out, ev)
     s.trained_here = ran if ran is not None else -1
@@ -266,11 +267,11 @@ def run_ray(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, address: str | N
         task = ray.remote(max_retries=0)(_ray_task).options(**opts)
         device = "cuda" if gpus else "cpu"
         ex_dict = {**dataclasses.asdict(dataclasses.replace(ex, device=device, progress=False))}
-        bar = _bar(len(cells), progress)
+        bar = grid_bar(len(cells), progress)
         inflight, retried = {}, set()
         out_abs = str(Path(out).resolve())
         while True:
-            take, held = _todo(cells, out, ev, retry_failed,
+            take, held = to_take(cells, out, ev, retry_failed,
                                skip=retried | {c[0].run_id for c in inflight.values()})
             for spec in take:
                 if len(inflight) >= slots:
@@ -297,7 +298,7 @@ def run_ray(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, address: str | N
                     record_failure(out, spec, e, traceback.format_exc())
                 finally:
                     claim.release()
-            _update_bar(bar, cells, out, ev)
+            update_bar(bar, cells, out, ev)
         if bar is not None:
             bar.close()
     finally:
@@ -375,3 +376,5 @@ def print_summary(s: Summary, out: Path, file=None) -> None:
         hint = (f" (see {out}/.failed/{run_id}.json; --retry-failed runs it again)"
                 if failure_path(out, run_id).exists() else "")
         print(f"  failed {run_id}: {err.splitlines()[0] if err else ''}{hint}", file=file)
+    for run_id, why in s.unfinished.items():
+        print(f"  unfinished {run_id}: {why}", file=file)
