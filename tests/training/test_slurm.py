@@ -1,7 +1,8 @@
 """`rbols matrix --backend slurm` on a real single-node Slurm cluster (tests/slurm_cluster.py): the smoke grid
 equals the local backend's cell by cell; a task cancelled mid-run (scancel) leaves its cell's epochs, and the
-same command submits it again, resumes it, and leaves the finished cells alone. Without Slurm here the tests
-are skipped and say why; with RBOLS_REQUIRE=slurm (.ci/run) they fail instead."""
+same command submits it again, resumes it, and leaves the finished cells alone; a preempted task (USR2) is
+requeued by submitit and resumes its cell. Without Slurm here the tests are skipped and say why; with
+RBOLS_REQUIRE=slurm (.ci/run) they fail instead."""
 import csv
 import json
 import os
@@ -58,41 +59,59 @@ def _rows(run_dir):
         return list(csv.DictReader(f))
 
 
-def test_cancelled_task_resumes_on_resubmission(cluster, tmp_path):
+def _two_cells_underway(out, timeout=300):
+    """The two cells once each has at least 2 epochs and neither is finished."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        time.sleep(0.5)
+        dirs = [d.parent for d in out.glob("*/epochs.csv")]
+        if len(dirs) == 2 and all(len(_rows(d)) >= 2 and not (d / "DONE").exists() for d in dirs):
+            return sorted(dirs)
+    return None
+
+
+def test_preempted_task_is_requeued_and_a_cancelled_one_resumes_on_resubmission(cluster, tmp_path):
     out = tmp_path / "cancel"
     grid = ["matrix", "--preset", "smoke", "--methods", "hard", "--noise", "symmetric:0.4", "--seeds", "0,1",
-            "--epochs", "8", "--backend", "slurm", "--device", "cpu", "--no-progress", "--out", str(out)]
+            "--epochs", "10", "--backend", "slurm", "--device", "cpu", "--no-progress", "--out", str(out)]
     p = rbols(grid, env=cluster)
-    victim = None
-    t0 = time.monotonic()
-    while victim is None and time.monotonic() - t0 < 300:  # a cell with epochs done and more to go
-        time.sleep(0.5)
-        for d in out.glob("*/epochs.csv"):
-            if len(_rows(d.parent)) >= 2 and not (d.parent / "DONE").exists():
-                victim = d.parent
-                break
-    assert victim is not None, p.communicate(timeout=60)
+    dirs = _two_cells_underway(out)
+    assert dirs is not None, p.communicate(timeout=60)
+    preempted, cancelled = dirs
     jobs = {json.loads(x)["run_id"]: json.loads(x)["job_id"]
             for x in (out / ".slurm" / "jobs.jsonl").read_text().splitlines()}
-    subprocess.run(["scancel", jobs[victim.name]], env=cluster, check=True)
+    # preemption as Slurm signals it (USR2, submitit's --signal): submitit checkpoints and requeues the task
+    subprocess.run(["scancel", "--signal=USR2", jobs[preempted.name]], env=cluster, check=True)
+    subprocess.run(["scancel", jobs[cancelled.name]], env=cluster, check=True)  # killed outright
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60:  # Slurm holds a requeued job for 2 minutes: start it now
+        state = subprocess.run(["squeue", "--noheader", "--states=all", "--array", "--format=%T %r", "--jobs",
+                                jobs[preempted.name]], env=cluster, capture_output=True, text=True).stdout
+        if "PENDING" in state:
+            subprocess.run(["scontrol", "update", f"JobId={jobs[preempted.name]}", "StartTime=now"], env=cluster)
+            break
+        time.sleep(0.5)
     stdout, stderr = p.communicate(timeout=600)
     assert p.returncode == 1, stderr[-3000:]  # not every cell done
-    assert f"unfinished {victim.name}: Slurm task {jobs[victim.name]} ended" in stdout
-    assert not (victim / "DONE").exists()
-    kept = _rows(victim)
-    assert 2 <= len(kept) < 8
-    (other,) = [d.parent for d in out.glob("*/DONE")]
-    finished = files(other)
+    # the requeued task resumed its cell in a second session, after the epochs it had
+    assert (preempted / "DONE").exists()
+    sessions = json.loads((preempted / "executions.json").read_text())
+    assert len(sessions) == 2 and sessions[1]["first_epoch"] > 2  # 1-based: resumed after >= 2 epochs
+    assert f"unfinished {cancelled.name}: Slurm task {jobs[cancelled.name]} ended" in stdout
+    assert not (cancelled / "DONE").exists()
+    kept = _rows(cancelled)
+    assert 2 <= len(kept) < 10
+    finished = files(preempted)
     # the same command again: only the cancelled cell is submitted, and it resumes from its checkpoint
     again = rbols(grid, env=cluster)
     stdout, stderr = again.communicate(timeout=600)
     assert again.returncode == 0, stderr[-3000:]
     assert "1 cell submitted" in stdout and "2 of 2 cells done, 0 failed" in stdout
-    sessions = json.loads((victim / "executions.json").read_text())
+    sessions = json.loads((cancelled / "executions.json").read_text())
     assert len(sessions) == 2 and sessions[1]["first_epoch"] > len(kept)  # 1-based: resumed after them
-    rows = _rows(victim)
-    assert len(rows) == 8 and rows[:len(kept)] == kept  # the earlier epochs kept as they were
-    assert files(other) == finished  # the finished cell untouched
+    rows = _rows(cancelled)
+    assert len(rows) == 10 and rows[:len(kept)] == kept  # the earlier epochs kept as they were
+    assert files(preempted) == finished  # the finished cell untouched
 
 
 def test_dry_run_prints_the_sbatch_file_and_bad_options_exit_2(tmp_path, capsys):
