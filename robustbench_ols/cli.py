@@ -109,6 +109,12 @@ def _exec_options(p) -> None:
            "benchmarks/epoch_cost.py)")
     a("--threads", type=int, default=None, help="torch threads (default: torch's choice; `rbols matrix`: "
                                                 "per worker, cores / workers)")
+    a("--log", default=d["log"], metavar="TRACKERS",
+      help="stream each epoch, the spec, the final scores and the learning curves to experiment trackers: any of "
+           "tensorboard, mlflow, wandb, comma-separated (pip install 'robustbench_ols[trackers]'; W&B offline "
+           "unless logged in; default: none)")
+    a("--log-dir", default=d["log_dir"], help="folder of the trackers' logs: tensorboard/, mlruns/ (unless "
+                                              "MLFLOW_TRACKING_URI is set), wandb/ (default: <out>/tracking)")
 
 
 def _eval_options(p, d) -> None:
@@ -269,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--dataset", default=RUN["dataset"], help="whose test set scores it")
     sc.add_argument("--out", default="scores", help="parent folder of the record folder <out>/<score_id>/")
     _scoring_options(sc)
+    exp = sub.add_parser("export", help="replay finished runs into experiment trackers (TensorBoard, MLflow, W&B)")
+    exp.add_argument("results_dir", help="the --out folder of `rbols run` or `rbols matrix`")
+    exp.add_argument("--to", required=True, help="tensorboard, mlflow and/or wandb, comma-separated")
+    exp.add_argument("--log-dir", default=None,
+                     help="folder of the trackers' logs (default: RESULTS_DIR/tracking, where --log puts them)")
     rep = sub.add_parser("repair", help="rebuild a finished run's unreadable metrics.json from its other records")
     rep.add_argument("run_dir", help="a run directory (<out>/<run_id>)")
     sub.add_parser("methods", help="list the training methods with their paper and defaults")

@@ -25,6 +25,7 @@ from .results import collect, unreadable
 from .run import evaluate_run, execute, repair
 from .spec import DEFAULT_ATTACKS, EvalSpec, ExecOptions, RunSpec
 from .store import ensure_writable, run_dirs
+from .trackers import export
 
 
 def grid_from_args(args):
@@ -254,6 +255,12 @@ def cmd_audit(args) -> int:
                        about=f"Grid: {grid.name} ({grid.about or 'custom'}); seeds {grid.seeds}; noise {grid.noise}.")
     print(path)
     return 0 if ok else 1
+
+
+def cmd_export(args) -> int:
+    n = export(args.results_dir, args.to, args.log_dir)
+    print(f"{n} finished run(s) exported to {args.to}; logs under {args.log_dir or Path(args.results_dir) / 'tracking'}")
+    return 0
 
 
 def cmd_repair(args) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import store
+from . import store, trackers
 from .data import ImageData, TrainLoader, class_balanced_subset, load_dataset
 from .datafiles import resolve_data_root
 from .errors import ContractError, Interrupted, RbolsError, RunFailed, SpecError
@@ -62,33 +62,39 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
         noise_rate=r.noise.expected_wrong_rate(x.data.num_classes, x.data.name, x.data.fine_to_coarse),
         lr_at=spec.lr_at, meta_images=x.meta[0] if x.meta else None, meta_labels=x.meta[1] if x.meta else None))
     optimizer = make_optimizer(spec, models)
-    # the first file: spec.json, the noisy labels and which images each split holds
-    store.write_record(run_dir, _spec_record(r, ex, device, x.data.source, x.num_meta), x.noisy.summary(), x.arrays)
-    state = (store.load_checkpoint(run_dir, models, optimizer, r.method, device, warn=_warn)
-             or {"epoch": -1, "history": [], "train_seconds": 0.0})
-    store.log_execution(run_dir, device, ex.channels_last, state["epoch"] + 1)
-    stage = "training"
-    try:
-        _fit(r, ex, run_dir, models, optimizer, loader, state, x)
-        stage = "scoring"
-        metrics = _final_metrics(state, x.noisy.rate, int(x.noisy.is_noisy.sum()), len(x.labels), x.num_meta,
-                                 x.num_val)
-        scores = score(models[0], test_x=x.test[0], test_y=x.test[1], ev=ev, val=x.val,
-                                   human=x.human, eval_batch_size=ex.eval_batch_size,
-                                   channels_last=ex.channels_last, progress=ex.progress,
-                                   progress_position=ex.progress_position)
-    except KeyboardInterrupt:
-        kept = state["epoch"] + 1  # epochs in the checkpoint
-        store.set_status(run_dir, "interrupted", stage=stage, epochs_kept=kept)
-        where = (f"at epoch {kept + 1} of {spec.epochs}" if stage == "training"
-                 else f"while scoring, after all {spec.epochs} epochs")
-        raise Interrupted(f"interrupted {where}; the checkpoint keeps {kept} epoch(s) of {run_dir}: run the "
-                          "same command to resume") from None
-    store.save_final(run_dir, models, r.method)
-    store.write_eval_record(run_dir, ev, scores, ex.channels_last, device)
-    metrics = {**metrics, **scores.metrics, "eval_id": ev.eval_id}
-    store.finish(run_dir, metrics, scores.reliability)
-    return RunResult(run_dir, "done", metrics)
+    record = _spec_record(r, ex, device, x.data.source, x.num_meta)
+    # --log: opened before the first file, so that a tracker that cannot open loses nothing
+    tr = trackers.open_trackers(ex.log, run_dir, record, ex.log_dir or out / "tracking", warn=_warn)
+    with tr:  # each tracker closed as finished, interrupted (Ctrl-C) or failed
+        # the first file: spec.json, the noisy labels and which images each split holds
+        store.write_record(run_dir, record, x.noisy.summary(), x.arrays)
+        state = (store.load_checkpoint(run_dir, models, optimizer, r.method, device, warn=_warn)
+                 or {"epoch": -1, "history": [], "train_seconds": 0.0})
+        store.log_execution(run_dir, device, ex.channels_last, state["epoch"] + 1)
+        tr.epochs(state["history"])  # a resumed run: the checkpoint's epochs (each tracker keeps one copy)
+        stage = "training"
+        try:
+            _fit(r, ex, run_dir, models, optimizer, loader, state, x, tr)
+            stage = "scoring"
+            metrics = _final_metrics(state, x.noisy.rate, int(x.noisy.is_noisy.sum()), len(x.labels), x.num_meta,
+                                     x.num_val)
+            scores = score(models[0], test_x=x.test[0], test_y=x.test[1], ev=ev, val=x.val,
+                                       human=x.human, eval_batch_size=ex.eval_batch_size,
+                                       channels_last=ex.channels_last, progress=ex.progress,
+                                       progress_position=ex.progress_position)
+        except KeyboardInterrupt:
+            kept = state["epoch"] + 1  # epochs in the checkpoint
+            store.set_status(run_dir, "interrupted", stage=stage, epochs_kept=kept)
+            where = (f"at epoch {kept + 1} of {spec.epochs}" if stage == "training"
+                     else f"while scoring, after all {spec.epochs} epochs")
+            raise Interrupted(f"interrupted {where}; the checkpoint keeps {kept} epoch(s) of {run_dir}: run the "
+                              "same command to resume") from None
+        store.save_final(run_dir, models, r.method)
+        store.write_eval_record(run_dir, ev, scores, ex.channels_last, device)
+        metrics = {**metrics, **scores.metrics, "eval_id": ev.eval_id}
+        store.finish(run_dir, metrics, scores.reliability)
+        tr.finish(metrics)
+        return RunResult(run_dir, "done", metrics)
 
 
 @dataclass
@@ -159,11 +165,14 @@ def _inputs(r: ResolvedRun, ex: ExecOptions, ev: EvalSpec, device) -> Inputs:
              meta_indices=idx[meta_pos], val_indices=idx[val_pos], val_labels=val_labels))
 
 
-def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, loader, state: dict, x: Inputs) -> None:
-    """training.fit with a checkpoint and epochs.csv after every epoch; a failure is recorded in status.json."""
+def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, loader, state: dict, x: Inputs,
+         tr: trackers.Trackers) -> None:
+    """training.fit with a checkpoint, epochs.csv and the trackers' epoch after every epoch; a failure is
+    recorded in status.json."""
     def checkpoint(state):
         store.save_checkpoint(run_dir, models, optimizer, r.method, state)
         store.write_epochs_csv(run_dir / "epochs.csv", state["history"])
+        tr.epoch(state["history"][-1], state["history"][-1]["epoch"])
     try:
         fit(r.spec, models, r.method, optimizer, loader, state, is_noisy=x.is_noisy, clean=x.clean, test=x.test,
             epoch_test=x.epoch_test, val=x.val, eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .attacks.spec import DEFAULT_CHECK_EXAMPLES, DEFAULT_SWEEP, AttackSpec
 from .errors import SpecError
+from .trackers import parse_trackers  # light: no tracker library is imported
 
 SCHEDULES = ("step", "cosine")
 VAL_LABELS = ("noisy", "clean")
@@ -165,9 +166,14 @@ class ExecOptions:
     # The terminal line of the run's progress bar: None puts it below this process's other bars; a
     # matrix worker process gets its own line (1 + its number) under the grid bar.
     progress_position: int | None = None
+    # Experiment trackers (trackers.py): any of tensorboard, mlflow, wandb (text or tuple; stored as a tuple), and
+    # the folder of their logs (None: <out>/tracking)
+    log: tuple = ()
+    log_dir: str | None = None
 
     def __post_init__(self):
         _check(self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
+        object.__setattr__(self, "log", parse_trackers(self.log))  # SpecError for a bad or missing tracker
 
 
 DEFAULT_ATTACKS = ("fgsm", "pgd")
