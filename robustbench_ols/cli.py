@@ -198,6 +198,12 @@ def _report_parser(sub) -> None:
                                                    "default: each run's own")
     p.add_argument("--format", default="png,pdf",
                    help="comma-separated figure formats among png, pdf, svg (default png,pdf; report.md shows the first)")
+    p.add_argument("--html", action="store_true",
+                   help="also write report.html: one self-contained page (sortable tables, every figure, Fig. 4/5 "
+                        "with methods to show or hide, the audits, the provenance); needs the html extra")
+    p.add_argument("--audit", action="append", default=[], metavar="DIR",
+                   help="with --html: a folder of `rbols audit` output (audit.csv searched for in it); repeatable. "
+                        "RESULTS_DIR/audit is always looked in")
 
 
 def _grid_options(p, preset_default: str = "") -> None:

@@ -217,12 +217,15 @@ def cmd_report(args) -> int:
     if bad or not formats:
         raise SpecError(f"--format {args.format!r}: {'unknown ' + ', '.join(bad) if bad else 'no format'}; "
                         "give one or more of png, pdf, svg, e.g. --format png")
-    path = write_report(args.results_dir, Path(args.to), paper=args.paper, eval_id=args.eval_id, formats=formats)
+    path = write_report(args.results_dir, Path(args.to), paper=args.paper, eval_id=args.eval_id, formats=formats,
+                        html=args.html, audit_dirs=args.audit)
     for b in unreadable(args.results_dir, eval_id=args.eval_id):
         print(f"warning: left out of the report: {b['reason']}", file=sys.stderr)
     print("\n".join(fit_lines(collect(args.results_dir, eval_id=args.eval_id))
                     or ["no hard-label run with label noise: the regime (memorising) cannot be read"]))
     print(path)
+    if args.html:
+        print(Path(args.to) / "report.html")
     return 0
 
 

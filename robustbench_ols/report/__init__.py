@@ -15,7 +15,11 @@
 - `cost.csv`: seconds per cell by setting and method, `provenance.json`: the wall time, its stretches,
   and the devices, torch and code versions with their run counts (see `cost.py`);
 - `report.md`, which says for every table which cells exist and which are missing, and closes with the
-  cost (time per cell, wall time) and provenance (devices, torch and code versions) of the runs.
+  cost (time per cell, wall time) and provenance (devices, threads, torch and code versions) of the runs;
+- with `html=True` (or `write_html` alone), `report.html`: the same tables (sortable), figures, audits and
+  provenance in one self-contained page (`html.py`; the `html` extra).
+
+`build()` computes all of it once; report.md and report.html render that one computation.
 
 Conventions: the CSV files hold fractions in [0, 1] like metrics.json; the Markdown tables and the
 figures show percent (KL divergence as is). A *setting* is everything a run's spec fixes apart from the
@@ -27,7 +31,9 @@ pyplot's global state is never touched; the figure functions return the Figure f
 """
 from __future__ import annotations
 
+import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -39,6 +45,7 @@ from ..results import collect, epochs, unreadable
 from ..store import incomplete
 from .cost import cost_markdown
 from .figures import (
+    PNG_DPI,
     error_vs_noise,
     fig4,
     fig5,
@@ -58,8 +65,9 @@ from .tables import (
     images_per_run,
     images_text,
     method_key,
-    metric_markdown,
+    metric_parts,
     noise_column,
+    parts_markdown,
     prepare,
     select_rows,
     setting_title,
@@ -67,56 +75,63 @@ from .tables import (
     summarise,
     table7,
     table7_markdown,
+    table7_parts,
 )
 
-__all__ = ["write_report", "table7", "table7_markdown", "summarise", "prepare", "noise_column", "attack_columns",
-           "fig4", "fig5", "error_vs_noise", "pool_reliability", "reliability_figure"]
+__all__ = ["write_report", "write_html", "build", "table7", "table7_markdown", "summarise", "prepare", "noise_column",
+           "attack_columns", "fig4", "fig5", "error_vs_noise", "pool_reliability", "reliability_figure"]
 
 
 # ---------------------------------------------------------------- the report
 
 def _tables(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, str, pd.DataFrame]]:
     """(file stem, title, Markdown body, CSV frame) of Tables VII, VIII, XI and XII."""
+    return [(stem, title, parts_markdown(parts), csv) for stem, title, parts, csv in table_parts(d, paper)]
+
+
+def table_parts(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, list, pd.DataFrame]]:
+    """`_tables` with the body as parts: Markdown text and DataFrames of the cells as shown (the HTML
+    page renders the same parts)."""
     err = "clean_err" if "clean_err" in d and d["clean_err"].notna().any() else "test_err_last"
     cells = ("noise_col", "method_label")
     out = []
-    body, csv = table7_markdown(d, paper=paper)
-    out.append(("table7", "Table VII: test error under label noise", (
+    body, csv = table7_parts(d, paper=paper)
+    out.append(("table7", "Table VII: test error under label noise", [
         "Top-1 test error (%), mean ± std over seeds (ddof=1), rows = methods, columns = noise rates. The "
         "last-epoch and the best-epoch figures are separate tables; the best-epoch rule is quoted from the "
-        "runs' spec.json.\n\n" + body), csv))
+        "runs' spec.json.\n\n", *body], csv))
     attacks = [(c, AttackSpec.from_key(c).label, 100.0, 2)
                for c in attack_columns(d) or ["fgsm_err", "pgd20_err"]]  # absent ones are said so
-    body, csv = metric_markdown(d, "table8", [(err, "clean", 100.0, 2), *attacks], SETTING, cells, paper)
-    out.append(("table8", "Table VIII: clean and adversarial error", (
+    body, csv = metric_parts(d, "table8", [(err, "clean", 100.0, 2), *attacks], SETTING, cells, paper)
+    out.append(("table8", "Table VIII: clean and adversarial error", [
         f"Top-1 error (%) of the final model (last epoch) on clean test images (`{err}`) and under each "
         "attack on the attack subset (its size is listed as attack examples), at 8/255 unless the column "
         "names another budget. PGD-20 is the paper's; AutoAttack is the official standard ensemble (APGD-CE, "
         "APGD-T, FAB-T, Square); *Worst case* counts an image as fooled when any attack at that budget "
-        "fooled it (from the per-image outcomes). Every run's figures: [robustness.csv](robustness.csv).\n\n"
-        + body + masking_markdown(d)), csv))
+        "fooled it (from the per-image outcomes). Every run's figures: [robustness.csv](robustness.csv).\n\n",
+        *body, masking_markdown(d)], csv))
     ece = [("ece", "ECE", 100.0, 2)] + [(k, label, 100.0, 2) for k, label in CALIBRATION_COLUMNS
                                         if k in d and d[k].notna().any()]
-    body, csv = metric_markdown(d, "table11", [(err, "error", 100.0, 2), *ece],
-                           [c for c in SETTING if c != "model"], ("noise_col", "model", "method_label"), paper)
-    out.append(("table11", "Table XI: error and calibration", (
+    body, csv = metric_parts(d, "table11", [(err, "error", 100.0, 2), *ece],
+                             [c for c in SETTING if c != "model"], ("noise_col", "model", "method_label"), paper)
+    out.append(("table11", "Table XI: error and calibration", [
         f"Top-1 error (%, `{err}`) and ECE (x 100; 15 equal-width bins unless the runs' evaluation said "
         "otherwise) of the final model (last epoch), per model and method; where the runs recorded them, "
         "the adaptive ECE (equal-mass bins), Kumar et al.'s debiased L2 ECE, the smooth ECE (relplot), the "
         "area under the risk-coverage curve (AURC, x 100, lower is better), and each after temperature "
-        "scaling (runs with a validation split).\n\n" + body), csv))
+        "scaling (runs with a validation split).\n\n", *body], csv))
     c10 = d[d["dataset"] == "cifar10"]
     if c10.empty or "c10h_kl_correct" not in c10 or c10["c10h_kl_correct"].isna().all():
-        body, csv = ("No CIFAR-10 runs with CIFAR-10H figures in these results: Table XII is empty "
-                     "(it exists for CIFAR-10 only).\n"), pd.DataFrame()
+        body, csv = ["No CIFAR-10 runs with CIFAR-10H figures in these results: Table XII is empty "
+                     "(it exists for CIFAR-10 only).\n"], pd.DataFrame()
     else:
         kl = [(c, lab, 1.0, 4) for c, lab in (("c10h_kl_correct", "KL (correct)"), ("c10h_kl_all", "KL (all)"))]
-        body, csv = metric_markdown(c10, "table12", [(err, "error", 100.0, 2), *kl, ("c10h_agree", "agree (%)", 100.0, 2)],
-                               SETTING, cells, paper)
-    out.append(("table12", "Table XII: agreement with CIFAR-10H", (
+        body, csv = metric_parts(c10, "table12", [(err, "error", 100.0, 2), *kl, ("c10h_agree", "agree (%)", 100.0, 2)],
+                                 SETTING, cells, paper)
+    out.append(("table12", "Table XII: agreement with CIFAR-10H", [
         f"Top-1 error (%, `{err}`) and mean KL(human ‖ model) on CIFAR-10H over the test images the model "
         "classifies correctly (the paper's figure), over all images, and top-1 agreement with the human "
-        "majority; final model (last epoch); CIFAR-10 only.\n\n" + body), csv))
+        "majority; final model (last epoch); CIFAR-10 only.\n\n", *body], csv))
     return out
 
 
@@ -165,9 +180,26 @@ def _links(names: list[str]) -> str:
     return f"![{names[0].rsplit('.', 1)[0]}]({names[0]}){rest}\n"
 
 
-def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id, formats) -> list[str]:
-    """Write every figure; returns the report's Markdown lines for them."""
-    lines, used = [], set()
+@dataclass
+class Drawn:
+    """One figure of the report: its file stem, the Figure, and the PNG file once written."""
+    name: str
+    fig: object
+    png_file: Path | None = None
+
+    def png(self) -> bytes:
+        """The PNG (the file written for report.md when there is one, else rendered alike)."""
+        if self.png_file is not None and self.png_file.exists():
+            return self.png_file.read_bytes()
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=PNG_DPI)
+        return buf.getvalue()
+
+
+def _figures(d: pd.DataFrame, ep: pd.DataFrame, eval_id) -> list[tuple[str, list]]:
+    """Draw every figure: per setting, (title, items), an item a `Drawn` or a Markdown line saying why
+    a figure is missing."""
+    out, used = [], set()
     groups = list(d.groupby(list(SETTING), sort=True, dropna=False))
     for key, g in groups:
         r = g.iloc[0]
@@ -175,12 +207,12 @@ def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id, formats) -> 
         sfx = "" if len(groups) == 1 else "_" + slug(
             f"{r['dataset']}_{r['model']}_e{r['epochs']}_sub{r['train_subset']}_val{r['val_split']}_{r['variant']}")
         e = select_rows(ep, SETTING, key)
-        lines.append(f"### {title}\n")
+        items = []
         for stem, fig in (("fig4", fig4(e, title=f"Fig. 4: {title}")), ("fig5", fig5(e, title=f"Fig. 5: {title}")),
                           ("error_vs_noise", error_vs_noise(g, title=f"Test error vs noise: {title}")),
                           ("robust_vs_eps", robust_vs_eps(g, title=f"Robust error vs eps: {title}"))):
             if fig is not None:
-                lines.append(_links(save_figure(fig, out / f"{stem}{sfx}", formats)))
+                items.append(Drawn(f"{stem}{sfx}", fig))
         rel = reliability_rows(g, eval_id)
         preds = prediction_rows(g, eval_id)
         for m in sorted(g["method_label"].unique(), key=method_key):
@@ -190,13 +222,29 @@ def _figures(d: pd.DataFrame, ep: pd.DataFrame, out: Path, eval_id, formats) -> 
             used.add(name)
             rm = rel[rel["method_label"] == m] if len(rel) else rel
             if rm.empty:
-                lines.append(f"- {m}: no reliability.csv in its runs: no diagram\n")
+                items.append(f"- {m}: no reliability.csv in its runs: no diagram\n")
                 continue
             pooled = pool_reliability(rm)
             panels = [p for p in noise_panels(g[g["method_label"] == m]) if p in set(pooled["noise_col"])]
             smooth = {nc: v for (mm, nc), v in preds.items() if mm == m}
-            lines.append(_links(save_figure(reliability_figure(pooled, panels=panels, title=f"{m}: {title}",
-                                                               smooth=smooth or None), out / name, formats)))
+            items.append(Drawn(name, reliability_figure(pooled, panels=panels, title=f"{m}: {title}",
+                                                        smooth=smooth or None)))
+        out.append((title, items))
+    return out
+
+
+def _figures_md(drawn: list[tuple[str, list]], out: Path, formats) -> list[str]:
+    """Save the figures; the report's Markdown lines for them."""
+    lines = []
+    for title, items in drawn:
+        lines.append(f"### {title}\n")
+        for it in items:
+            if isinstance(it, str):
+                lines.append(it)
+                continue
+            lines.append(_links(save_figure(it.fig, out / it.name, formats)))
+            if "png" in formats:
+                it.png_file = out / f"{it.name}.png"
     return lines
 
 
@@ -225,18 +273,26 @@ _FIGURE_NOTES = """\
 FORMATS = ("png", "pdf")
 
 
-def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str | None = None,
-                 formats=FORMATS) -> Path:
-    """Write the tables, figures and report.md for the finished runs under `results_dir` into
-    `report_dir`; returns the path of report.md. `paper`: add the OLS paper's numbers beside ours where
-    it reports the same dataset, model, method and noise rate. `eval_id`: take the scores from that
-    evaluation record (`rbols eval`) instead of each run's own. `formats`: the figures' file types
-    (png, pdf, svg; the first is the one report.md shows)."""
-    formats = tuple(formats)
-    if not formats or any(f not in ("png", "pdf", "svg") for f in formats):
-        raise ValueError(f"figure formats {formats!r}: choose one or more of png, pdf, svg (e.g. --format png)")
-    out = Path(report_dir)
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Built:
+    """What report.md and report.html show, computed once from the run records (`build`)."""
+    results_dir: str
+    eval_id: str | None
+    intro: list[str]  # Markdown: the title, what was read, the eval record, incomplete and unreadable runs
+    runs: int = 0
+    d: pd.DataFrame | None = None  # prepare(collect(...)); None without finished runs
+    overview: str = ""
+    regime: str = ""
+    tables: list = field(default_factory=list)  # table_parts()
+    ep: pd.DataFrame | None = None  # epochs() of the runs, with variant and best_rule
+    figures: list = field(default_factory=list)  # _figures()
+    cost: str = ""
+    cost_csv: pd.DataFrame | None = None
+    provenance: dict = field(default_factory=dict)
+
+
+def build(results_dir, *, paper: bool = False, eval_id: str | None = None) -> Built:
+    """Read the finished runs under `results_dir` and compute every table and figure of the report."""
     runs, bad = collect(results_dir, eval_id=eval_id), incomplete(results_dir)
     md = [f"# Report: {results_dir}\n",
           f"Built from the finished run directories under `{results_dir}` alone (no retraining): "
@@ -248,31 +304,69 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
                   "runs without that record show no figure for them.\n")
     md.append(_incomplete_md(bad))
     md.append(_unreadable_md(unreadable(results_dir, eval_id=eval_id)))
+    b = Built(str(results_dir), eval_id, md, runs=len(runs))
     if runs.empty:
+        return b
+    b.d = d = prepare(runs)
+    b.overview, b.regime = _overview(d, eval_id), _regime_md(d)
+    b.tables = table_parts(d, paper)
+    ep = epochs(results_dir)
+    b.ep = ep.merge(d[["run_id", "variant", "best_rule"]], on="run_id", how="inner")
+    b.figures = _figures(d, b.ep, eval_id)
+    b.cost, b.cost_csv, b.provenance = cost_markdown(d)
+    return b
+
+
+def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str | None = None,
+                 formats=FORMATS, html: bool = False, audit_dirs=()) -> Path:
+    """Write the tables, figures and report.md for the finished runs under `results_dir` into
+    `report_dir`; returns the path of report.md. `paper`: add the OLS paper's numbers beside ours where
+    it reports the same dataset, model, method and noise rate. `eval_id`: take the scores from that
+    evaluation record (`rbols eval`) instead of each run's own. `formats`: the figures' file types
+    (png, pdf, svg; the first is the one report.md shows). `html`: also report.html (`write_html`) from
+    the same computation, with the audits under `audit_dirs`."""
+    formats = tuple(formats)
+    if not formats or any(f not in ("png", "pdf", "svg") for f in formats):
+        raise ValueError(f"figure formats {formats!r}: choose one or more of png, pdf, svg (e.g. --format png)")
+    if html:
+        from .html import libraries
+        libraries()  # SpecError now, before any file is written, when the html extra is missing
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    b = build(results_dir, paper=paper, eval_id=eval_id)
+    md = list(b.intro)
+    if b.d is None:
         md.append("No finished runs: nothing to tabulate.\n")
         for stem in ("table7", "table8", "table11", "table12"):
             (out / f"{stem}.md").write_text(f"# {TABLE_NAMES[stem]}\n\nNo finished runs under `{results_dir}`.\n")
             pd.DataFrame().to_csv(out / f"{stem}.csv", index=False)
-        (out / "report.md").write_text("\n".join(md))
-        return out / "report.md"
-    d = prepare(runs)
-    md.append(_overview(d, eval_id))
-    md.append(_regime_md(d))
-    for stem, title, body, csv in _tables(d, paper):
-        (out / f"{stem}.md").write_text(f"# {title}\n\nFrom `{results_dir}`.\n\n{body}")
-        csv.to_csv(out / f"{stem}.csv", index=False)
-        md.append(f"## {title}\n\nFiles: [{stem}.md]({stem}.md), [{stem}.csv]({stem}.csv)\n\n{body}")
-    robustness_frame(d).to_csv(out / "robustness.csv", index=False)
-    ep = epochs(results_dir)
-    ep = ep.merge(d[["run_id", "variant", "best_rule"]], on="run_id", how="inner")
-    md.append("## Figures\n\n" + _FIGURE_NOTES + "\n" + "\n".join(_figures(d, ep, out, eval_id, formats)))
-    cost, cost_csv, prov = cost_markdown(d)
-    cost_csv.to_csv(out / "cost.csv", index=False)
-    (out / "provenance.json").write_text(json.dumps(prov, indent=1) + "\n")
-    md.append(cost)
+    else:
+        md += [b.overview, b.regime]
+        for stem, title, parts, csv in b.tables:
+            body = parts_markdown(parts)
+            (out / f"{stem}.md").write_text(f"# {title}\n\nFrom `{results_dir}`.\n\n{body}")
+            csv.to_csv(out / f"{stem}.csv", index=False)
+            md.append(f"## {title}\n\nFiles: [{stem}.md]({stem}.md), [{stem}.csv]({stem}.csv)\n\n{body}")
+        robustness_frame(b.d).to_csv(out / "robustness.csv", index=False)
+        md.append("## Figures\n\n" + _FIGURE_NOTES + "\n" + "\n".join(_figures_md(b.figures, out, formats)))
+        b.cost_csv.to_csv(out / "cost.csv", index=False)
+        (out / "provenance.json").write_text(json.dumps(b.provenance, indent=1) + "\n")
+        md.append(b.cost)
     path = out / "report.md"
     path.write_text("\n".join(md))
+    if html:
+        from .html import render_html  # jinja2 and plotly: the `html` extra
+        render_html(b, out, audit_dirs=audit_dirs)
     return path
+
+
+def write_html(results_dir, report_dir, *, paper: bool = False, eval_id: str | None = None, audit_dirs=()) -> Path:
+    """report.html alone (see `html.py`); `write_report(..., html=True)` writes it beside report.md
+    without drawing the figures twice."""
+    from .html import render_html
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return render_html(build(results_dir, paper=paper, eval_id=eval_id), out, audit_dirs=audit_dirs)
 
 
 def _overview(d: pd.DataFrame, eval_id) -> str:

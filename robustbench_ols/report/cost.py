@@ -110,9 +110,10 @@ def stretches(times: pd.DataFrame, gap: timedelta = GAP) -> list[dict]:
 
 
 def provenance(d: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """How many runs each device, torch version and code version (git commit, `+dirty` when the tree
-    had changes) made; a run resumed elsewhere counts under each of its executions' values."""
-    seen: dict[str, dict[str, int]] = {"device": {}, "torch": {}, "git": {}}
+    """How many runs each device, torch version, code version (git commit, `+dirty` when the tree
+    had changes) and number of torch threads made; a run resumed elsewhere counts under each of its
+    executions' values."""
+    seen: dict[str, dict[str, int]] = {"device": {}, "torch": {}, "git": {}, "threads": {}}
 
     def add(kind, value):
         seen[kind][value] = seen[kind].get(value, 0) + 1
@@ -123,6 +124,8 @@ def provenance(d: pd.DataFrame) -> dict[str, dict[str, int]]:
         for value in sorted({(e.get("git") or {}).get("commit", "unknown")[:12]
                              + ("+dirty" if (e.get("git") or {}).get("dirty") else "") for e in ex}):
             add("git", value)
+        for value in sorted({str(e.get("torch_threads", "unknown")) for e in ex}):
+            add("threads", value)
         try:
             add("torch", json.loads((Path(r["run_dir"]) / "spec.json").read_text())["versions"]["torch"])
         except (OSError, ValueError, KeyError):
@@ -179,7 +182,8 @@ def cost_markdown(d: pd.DataFrame) -> tuple[str, pd.DataFrame, dict]:
                   f"{duration(s['wall_s'])}" for s in st]
         lines.append("")
     prov = provenance(d)
-    for kind, title in (("device", "Devices"), ("torch", "torch"), ("git", "Code (git commit)")):
+    for kind, title in (("device", "Devices"), ("torch", "torch"), ("git", "Code (git commit)"),
+                        ("threads", "torch threads")):
         lines.append(f"- {title}: " + "; ".join(f"`{k}` ({v} run{'s' * (v != 1)})"
                                                 for k, v in sorted(prov[kind].items())))
     summary = {"scale": scale, "runs": len(times), "cell_seconds": float(times["seconds"].sum()),

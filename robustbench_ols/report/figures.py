@@ -54,18 +54,26 @@ def noise_panels(d: pd.DataFrame, noisy_only: bool = False) -> list[str]:
     return [k[-1] for k in keys if not (noisy_only and k[-1] == "0%")]
 
 
-def _curves(ax, d: pd.DataFrame, metric: str, colors: dict) -> None:
-    """One line per method: the mean over seeds per epoch (percent), a band of ± one std (ddof=1)."""
-    if metric not in d:  # an old run directory without this column
-        return
-    seeds = {}
+def curve_stats(d: pd.DataFrame, metric: str) -> dict:
+    """{method: (mean, std, seeds, sparse)}: per epoch the mean over seeds and the std (ddof=1), in
+    percent, on the epochs with a figure; `sparse` when some epochs have none (--test-every K).
+    Empty when `d` has no such column (an old run directory). Fig. 4/5 here and in the HTML page."""
+    out = {}
+    if metric not in d:
+        return out
     for m in sorted(d["method_label"].unique(), key=method_key):
         g = d[d["method_label"] == m].groupby("epoch")[metric]
         mean, std, n = g.mean() * 100, g.std(ddof=1) * 100, g.count()
-        seeds[m] = int(n.max())
-        sparse = mean.isna().any()  # --test-every K: only the tested epochs, drawn with markers
-        mean, std = mean[mean.notna()], std[mean.notna()]
-        ax.plot(mean.index, mean.values, color=colors[m], label=f"{m} (n={seeds[m]})", marker="." if sparse else None)
+        out[m] = (mean[mean.notna()], std[mean.notna()], int(n.max()), bool(mean.isna().any()))
+    return out
+
+
+def _curves(ax, d: pd.DataFrame, metric: str, colors: dict) -> None:
+    """One line per method: the mean over seeds per epoch (percent), a band of ± one std (ddof=1)."""
+    seeds = {}
+    for m, (mean, std, n, sparse) in curve_stats(d, metric).items():
+        seeds[m] = n  # sparse: only the tested epochs, drawn with markers
+        ax.plot(mean.index, mean.values, color=colors[m], label=f"{m} (n={n})", marker="." if sparse else None)
         ok = std.notna()
         if ok.any():
             ax.fill_between(mean.index[ok], (mean - std)[ok], (mean + std)[ok], color=colors[m], alpha=0.2, lw=0)
@@ -230,7 +238,9 @@ def _smooth_panel(ax, confidence, correct) -> None:
     np.random.seed(0)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # relplot 1.0.3's pandas calls, deprecated in pandas 3
+            # relplot 1.0.3's pandas calls, deprecated in pandas 3 (FutureWarning; Pandas4Warning, a DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             diagram = relplot.prepare_rel_diagram(np.asarray(confidence, dtype=np.float64),
                                                   np.asarray(correct, dtype=np.float64), report_CE_std=False)
             relplot.plot_rel_diagram(diagram, fig=ax.figure, ax=ax, use_default_style=False)
@@ -256,12 +266,15 @@ def prediction_rows(d: pd.DataFrame, eval_id: str | None) -> dict:
     return out
 
 
+PNG_DPI = 110
+
+
 def save_figure(fig, stem: Path, formats=("png", "pdf")) -> list[str]:
     """`stem`.png, `stem`.pdf, ... one file per format (the stem may hold dots, e.g.
     `reliability_ls_eps_0.1`); returns the file names in the order of `formats`."""
     names = [f"{stem.name}.{f}" for f in formats]
     for name, f in zip(names, formats):
-        fig.savefig(stem.parent / name, **({"dpi": 110} if f == "png" else {}))
+        fig.savefig(stem.parent / name, **({"dpi": PNG_DPI} if f == "png" else {}))
     return names
 
 

@@ -244,9 +244,20 @@ def _cells_text(g: pd.DataFrame, outer, axes) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parts_markdown(parts) -> str:
+    """Markdown of a table's parts: text as is, each DataFrame (cells as shown) as a Markdown table."""
+    return "".join(p if isinstance(p, str) else markdown_table(list(p.columns), p.values.tolist()) for p in parts)
+
+
 def table7_markdown(df: pd.DataFrame, *, paper: bool = False) -> tuple[str, pd.DataFrame]:
     """(Markdown, long CSV frame) of Table VII for runs `df`: per setting, the last-epoch and the
     best-epoch table; with `paper`, the paper's figure beside each noise column it reports."""
+    parts, csv = table7_parts(df, paper=paper)
+    return parts_markdown(parts), csv
+
+
+def table7_parts(df: pd.DataFrame, *, paper: bool = False) -> tuple[list, pd.DataFrame]:
+    """`table7_markdown` as parts: Markdown text and DataFrames of the cells as shown (`**x**`: bold)."""
     d = prepare(df)
     parts, frames = [], []
     for which in ("last", "best"):
@@ -261,14 +272,15 @@ def table7_markdown(df: pd.DataFrame, *, paper: bool = False) -> tuple[str, pd.D
             which, tg = t["which"].iloc[0], select_rows(t, SETTING, key)
             label = ("Last epoch (`test_err_last`)" if which == "last" else
                      "Best epoch (`test_err_best`): " + "; ".join(sorted(g["best_rule"].unique())))
-            body = _pivot7(tg, paper)
-            if "paper†" in body:
-                body += _paper_note("table7", g) + "The OLS code reports the best epoch.\n"
-            parts.append(f"**{label}**: top-1 test error (%), mean ± std over seeds\n\n{body}\n")
-    return "".join(parts), pd.concat(frames, ignore_index=True)
+            table = _pivot7(tg, paper)
+            note = "\nBold: the two lowest means of each column.\n"
+            if any("paper†" in c for c in table.columns):
+                note += _paper_note("table7", g) + "The OLS code reports the best epoch.\n"
+            parts += [f"**{label}**: top-1 test error (%), mean ± std over seeds\n\n", table, note + "\n"]
+    return parts, pd.concat(frames, ignore_index=True)
 
 
-def _pivot7(t: pd.DataFrame, paper: bool) -> str:
+def _pivot7(t: pd.DataFrame, paper: bool) -> pd.DataFrame:
     methods = list(dict.fromkeys(t["method_label"]))
     cols = list(dict.fromkeys(t["noise_col"]))  # summarise() gives the grid in noise order
     by = {(r["method_label"], r["noise_col"]): r for _, r in t.iterrows()}
@@ -288,12 +300,18 @@ def _pivot7(t: pd.DataFrame, paper: bool) -> str:
             if show_paper[c]:
                 row.append(_paper_text(r["paper"], r["paper_std"]))
         rows.append(row)
-    return markdown_table(header, rows) + "\nBold: the two lowest means of each column.\n"
+    return pd.DataFrame(rows, columns=header, dtype=object)
 
 
 def metric_markdown(d: pd.DataFrame, table: str, metrics, outer, axes, paper: bool) -> tuple[str, pd.DataFrame]:
     """Tables VIII, XI, XII: one Markdown table per `outer` group, rows = cells of `axes`, a column per
     metric (`metrics`: (column, label, scale, digits)) with the paper's figure beside it when it has one."""
+    parts, csv = metric_parts(d, table, metrics, outer, axes, paper)
+    return parts_markdown(parts), csv
+
+
+def metric_parts(d: pd.DataFrame, table: str, metrics, outer, axes, paper: bool) -> tuple[list, pd.DataFrame]:
+    """`metric_markdown` as parts: Markdown text and DataFrames of the cells as shown."""
     absent = [m[1] for m in metrics if m[0] not in d or d[m[0]].isna().all()]
     metrics = [m for m in metrics if m[1] not in absent]
     s = summarise(d, [m[0] for m in metrics], outer, axes)
@@ -319,9 +337,9 @@ def metric_markdown(d: pd.DataFrame, table: str, metrics, outer, axes, paper: bo
         note = _paper_note(table, g) if any(show.values()) else ""
         if absent:
             note += f"\nNo run here has a figure for: {', '.join(absent)} (column left out).\n"
-        table_md = markdown_table(header, rows) if metrics else "No figures for this table in these runs.\n"
-        parts.append(f"### {setting_title(g.iloc[0], 'model' in outer)}\n\n{_cells_text(g, outer, axes)}\n"
-                     f"{table_md}{note}\n")
-    return "".join(parts), s
+        parts += [f"### {setting_title(g.iloc[0], 'model' in outer)}\n\n{_cells_text(g, outer, axes)}\n",
+                  pd.DataFrame(rows, columns=header, dtype=object) if metrics
+                  else "No figures for this table in these runs.\n", f"{note}\n"]
+    return parts, s
 
 
