@@ -20,7 +20,7 @@ import pandas as pd
 from robustbench_ols.audit import pooled_verdicts
 from robustbench_ols.comparison import ALPHA
 from robustbench_ols.markdown import markdown_table
-from robustbench_ols.regime import FLOOR, MEMORISATION_METRICS, MIN_WRONG_FIT, OUTSIDE
+from robustbench_ols.regime import FLOOR, MIN_WRONG_FIT, OUTSIDE
 from robustbench_ols.report.cost import duration
 from robustbench_ols.report.tables import method_key
 
@@ -32,7 +32,6 @@ TIER_END = "<!-- tier:end -->"
 TIER = Path("docs/results/cpu-regime")  # rbols report of the cpu-regime grid (and its claims/), once it exists
 QUICK = Path("docs/results/quick")
 EXAMPLE = Path("docs/results/audit-example")
-CLAIMS = QUICK / "claims"
 AA = TIER / "autoattack"  # the tier re-scored with AutoAttack and the gradient-masking checks
 AA_BEGIN = "<!-- autoattack:begin (written by docs/results/build_readme.py from docs/results/; do not edit) -->"
 AA_END = "<!-- autoattack:end -->"
@@ -71,10 +70,7 @@ CLAIMS_LIST = [
      "KL(human ‖ model) over the correctly classified test images"),
 ]
 VERDICT = {"better": "**holds**", "worse": "**does not hold**, OLS is worse", "inconclusive": "**inconclusive**",
-           "equivalent": "**does not hold**: OLS is equivalent to it",
-           # the words of audits made before the equivalence tests and the correction (the quick grid's)
-           "win": "**holds**", "tie": "**cannot be told apart**", "loss": "**does not hold**, OLS is worse"}
-PLAIN = dict(better="OLS better", worse="OLS worse", win="OLS better", tie="cannot be told apart", loss="OLS worse")
+           "equivalent": "**does not hold**: OLS is equivalent to it"}
 
 
 def _read(folder: Path, name: str) -> pd.DataFrame:
@@ -193,30 +189,10 @@ def _signed(v: float, digits: int) -> str:
     return s.replace("-", "−") if v < 0 else "+" + s
 
 
-def regime_text(metric: str, per_rate: pd.DataFrame) -> str | None:
-    """The regime guard (robustbench_ols.regime) for a claim about noisy labels, read from audit.csv: the
-    hard-label runs' mean wrong-label fit per noise rate (its lowest seed is at most the mean, so a mean
-    below MIN_WRONG_FIT puts that rate outside the regime). None: inside, or not a memorisation claim."""
-    if metric not in MEMORISATION_METRICS:
-        return None
-    wf = per_rate[(per_rate.metric == "wrong_fit") & (per_rate.baseline == "hard") & (per_rate.noise_rate > 0)]
-    low = wf[wf.base_mean < MIN_WRONG_FIT].sort_values("noise_rate")
-    if len(wf) and low.empty:  # a mean at or above the line says nothing of the lowest seed
-        return (f"{OUTSIDE} (these files give the hard-label fit as a mean over the seeds only, so whether every "
-                f"seed fits >= {MIN_WRONG_FIT:.0%} of the wrong labels cannot be read; re-audit the runs)")
-    if low.empty:
-        return None
-    return (f"{OUTSIDE} (hard labels fit {low.base_mean.min() * 100:.1f}–{low.base_mean.max() * 100:.1f}% of the "
-            f"wrong labels on average over the seeds at noise "
-            f"{', '.join(f'{r * 100:g}%' for r in low.noise_rate)}; the claim needs >= {MIN_WRONG_FIT:.0%} on every "
-            "seed)")
-
-
 def claim_text(claim, pooled: pd.DataFrame, per_rate: pd.DataFrame) -> str:
-    """One claim's line. An audit made with the regime guard says per row whether its rates were inside the
-    regime (`outcome`, `outside_rates`); one made before it gets the guard from its hard-label figures."""
+    """One claim's line; the audit says per row whether its rates were inside the regime (`outcome`,
+    `outside_rates`)."""
     text, metric, scope, scale, unit, what = claim
-    guard = regime_text(metric, per_rate) if "regime" not in pooled else None
     rows = pooled[(pooled.metric == metric) & (pooled.scope == scope)]
     rates = [str(x) for x in rows["rates"] if isinstance(x, str) and x.strip()]
     if rates:
@@ -234,19 +210,17 @@ def claim_text(claim, pooled: pd.DataFrame, per_rate: pd.DataFrame) -> str:
             parts.append(f"against {name} **{outcome}**")
             continue
         spread = per_rate[(per_rate.metric == metric) & (per_rate.baseline == base)]["std_diff"].dropna()
-        plain = PLAIN.get(outcome, outcome)
-        said = VERDICT.get(outcome, outcome) if guard is None else f"the t-test alone: {plain}"
+        said = VERDICT.get(outcome, outcome)
         if outcome == "equivalent":
             said += f" within ±{r.margin * scale:g}{unit}"
         left = getattr(r, "outside_rates", None)
         left = (f"; noise {', '.join(f'{float(x) * 100:g}%' for x in left.split())} left out: outside the regime"
                 if isinstance(left, str) and left.strip() else "")
-        corrected = "p_adj" in pooled  # an audit with intervals and the correction
         ci = (f", 95% CI {_signed(r.ci_lo * scale, digits)} to {_signed(r.ci_hi * scale, digits)}"
-              if corrected and math.isfinite(r.ci_lo) else "")
-        p = f"p = {r.p:.2g}" + (f", adjusted {r.p_adj:.2g}" if corrected and math.isfinite(r.p_adj) else "")
+              if math.isfinite(r.ci_lo) else "")
+        p = f"p = {r.p:.2g}" + (f", adjusted {r.p_adj:.2g}" if math.isfinite(r.p_adj) else "")
         need = (f"; {int(r.seeds_needed)} (rate, seed) pairs would decide at this spread"
-                if corrected and outcome == "inconclusive" and math.isfinite(r.seeds_needed) else "")
+                if outcome == "inconclusive" and math.isfinite(r.seeds_needed) else "")
         parts.append(
             f"against {name} {said} (OLS − {base}: mean {_signed(r.mean_diff * scale, digits)}"
             f"{unit}{ci} over {r.n} (rate, seed) pairs, std {abs(r.std_diff) * scale:.{digits}f}, range "
@@ -254,8 +228,7 @@ def claim_text(claim, pooled: pd.DataFrame, per_rate: pd.DataFrame) -> str:
             f"of {int(r.n)}; {p}{need}"
             + (f"; seed-to-seed std of the difference within a rate: median {spread.median() * scale:.{digits}f}"
                if len(spread) else "") + left + ")")
-    head = f"- *{text}* ({what}): " + ("" if guard is None else f"**{guard}**, whatever the test gives; ")
-    return head + "; ".join(parts) + "."
+    return f"- *{text}* ({what}): " + "; ".join(parts) + "."
 
 
 def reading_text(per_rate: pd.DataFrame, prov: dict, folder: Path) -> str:
@@ -290,41 +263,16 @@ def reading_text(per_rate: pd.DataFrame, prov: dict, folder: Path) -> str:
     return " ".join(lines)
 
 
-def legacy_pooled_verdicts(pooled: pd.DataFrame, method: str) -> list[str]:
-    """The pooled lines of an audit written before the equivalence tests and the correction (win / tie /
-    loss of an uncorrected t-test), in that audit's own words: the committed example audit, until re-run."""
-    from robustbench_ols.audit import METRICS
-    lines = []
-    for metric, label in METRICS:
-        t = pooled[(pooled.metric == metric) & (pooled.scope == "all")]
-        if t.empty:
-            continue
-        parts = []
-        for r in t.itertuples():
-            word = {"win": "better than", "loss": "worse than"}.get(str(r.outcome).replace(" (no spread)", ""),
-                                                                    "cannot be told apart from")
-            p = "" if math.isnan(r.p) else f", p = {r.p:.2g}"
-            parts.append(f"{word} {r.baseline} (lower in {int(r.lower)} of {int(r.n)} pairs{p})")
-        lines.append(f"**{label}**, pooled over all noise rates, {method}: " + "; ".join(parts)
-                     + f" (t-test of the mean difference, p < {ALPHA}, no correction).")
-    return lines
-
-
-def example_text(per_rate: pd.DataFrame) -> str:
-    """The example plugin's pooled verdicts, from its audit; a verdict on a claim about noisy labels gets
-    the regime guard of the same grid's hard-label runs (`per_rate`: the claims audit of that grid)."""
+def example_text() -> str:
+    """The example plugin's pooled verdicts, from its audit (which applies the regime guard itself)."""
     from robustbench_ols.audit import METRICS
     pooled = pd.read_csv(ROOT / EXAMPLE / "audit_pooled.csv")
     (method,) = set(pooled["method"])
     lines = []
     for metric, _ in METRICS:
         t = pooled[pooled.metric == metric]
-        verdict_lines = pooled_verdicts if "p_adj" in pooled else legacy_pooled_verdicts
-        for v in verdict_lines(t, method.split(":")[1] if ":" in method else method) if len(t) else []:
-            guard = regime_text(metric, per_rate) if "regime" not in pooled else None  # an unguarded audit
-            lines.append(f"- {v}" if guard is None else
-                         f"- {v.split(', pooled', 1)[0]}: **{guard}**, whatever the test gives; the test alone, "
-                         f"pooled{v.split(', pooled', 1)[1]}")
+        for v in pooled_verdicts(t, method.split(":")[1] if ":" in method else method) if len(t) else []:
+            lines.append(f"- {v}")
     return "\n".join([
         f"### A new method audited: `{method}`", "",
         "[`examples/prior_smoothing.py`](examples/prior_smoothing.py) smooths towards a fixed class-similarity "
@@ -332,7 +280,15 @@ def example_text(per_rate: pd.DataFrame) -> str:
         f"([audit.md]({EXAMPLE}/audit.md), per noise rate and pooled):", "", *lines])
 
 
-def results_body(folder: Path, commands: str, intro: str, claims_note: str = "") -> list[str]:
+def html_text(folder: Path) -> str:
+    """The link to the folder's report.html (`rbols report --html`), when it was published."""
+    if not (ROOT / folder / "report.html").exists():
+        return ""
+    return (f"; all of it with the audits as [one self-contained page]({folder}/report.html): download it and open "
+            "it in a browser for sortable tables and Fig. 4/5 with methods to show or hide")
+
+
+def results_body(folder: Path, commands: str, intro: str) -> list[str]:
     """The tables, figures and claims of one report folder (and its claims/ audit), as README lines."""
     claims = folder / "claims"
     prov = json.loads((ROOT / folder / "provenance.json").read_text())
@@ -343,7 +299,8 @@ def results_body(folder: Path, commands: str, intro: str, claims_note: str = "")
     n_seeds = len(prov["scale"][0]["seeds"])
     return [
         f"{intro} ([report]({folder}/report.md), with every table as Markdown and CSV, the reliability diagrams and "
-        f"the cost of each cell), and the claims tested with `rbols audit` ([claims]({claims}/audit.md)):", "",
+        f"the cost of each cell{html_text(folder)}), and the claims tested with `rbols audit` ([claims]({claims}/audit.md)):",
+        "",
         commands, "", scale_text(prov), "", cost_text(prov, folder), "",
         "### Test error under label noise (Table VII style)", "", table7_text(folder), "",
         "### Fig. 4 and Fig. 5", "",
@@ -357,28 +314,24 @@ def results_body(folder: Path, commands: str, intro: str, claims_note: str = "")
         "### The paper's claims at this scale", "",
         "Each claim is tested by pairing OLS with each baseline at the same noise rate and seed, pooling the "
         "pairs over the noise rates the claim is about, and a two-sided t-test of the mean difference "
-        + (f"(p < {ALPHA} after the Holm-Bonferroni correction over the two baselines of each claim; a claim that "
-           "does not show is *equivalent* when the two one-sided tests put the difference within the metric's "
-           "margin, else *inconclusive*, with the (rate, seed) pairs that would decide at the observed spread). "
-           if "p_adj" in pooled else f"(p < {ALPHA}; no correction for the {2 * len(CLAIMS_LIST)} tests). ")
+        + f"(p < {ALPHA} after the Holm-Bonferroni correction over the two baselines of each claim; a claim that "
+          "does not show is *equivalent* when the two one-sided tests put the difference within the metric's "
+          "margin, else *inconclusive*, with the (rate, seed) pairs that would decide at the observed spread). "
         + (f"With {n_seeds} seeds, a test within one noise rate has {n_seeds - 1} degree{'s' * (n_seeds != 2)} of "
            "freedom and decides little" if n_seeds > 1 else "With one seed, no test within a noise rate is possible")
         + f"; the per-rate comparisons are in the [claims audit]({claims}/audit.md). Negative differences favour OLS. The "
         f"reliability diagrams behind the ECE: [ols]({folder}/reliability_ols.png), "
-        f"[ls]({folder}/reliability_ls.png), [hard]({folder}/reliability_hard.png).{claims_note}", "",
+        f"[ls]({folder}/reliability_ls.png), [hard]({folder}/reliability_hard.png).", "",
         *[claim_text(c, pooled, per_rate) for c in CLAIMS_LIST], "", reading_text(per_rate, prov, folder)]
 
 
 def section() -> str:
-    per_rate = pd.read_csv(ROOT / CLAIMS / "audit.csv")
     return "\n".join([
         BEGIN, "",
         *results_body(QUICK, COMMANDS, "The `quick` preset of `rbols matrix` on the real CIFAR-10, reported with "
-                      "`rbols report --paper`",
-                      " The committed audit files predate the regime guard and the run records behind them were "
-                      "not kept, so they were not re-audited: the lines below apply the guard to their figures (the "
-                      "hard-label runs' mean wrong-label fit per noise rate, from the audit's own table)."), "",
-        example_text(per_rate), "",
+                      "`rbols report --paper` (the cell times below were taken while two one-thread workers and "
+                      "test suites shared the 2 cores: about twice a quiet machine's)"), "",
+        example_text(), "",
         END])
 
 

@@ -40,18 +40,29 @@ def test_the_section_follows_the_files(tmp_path):
     assert b.main([]) == 0 and b.main(["--check"]) == 0
 
 
+NAN = float("nan")
+
+
 def test_claim_verdicts_follow_the_tests():
     b = _builder(ROOT)
-    row = dict(metric="ece", scope="all", baseline="hard", rates="0 0.4 0.8", n=6, mean_diff=0.05, std_diff=0.01, min_diff=0.04,
-               max_diff=0.07, lower=0, p=0.001, outcome="loss")
+    row = dict(metric="ece", scope="all", baseline="hard", rates="0 0.4 0.8", regime="ok", n=6, mean_diff=0.05,
+               std_diff=0.01, min_diff=0.04, max_diff=0.07, lower=0, p=0.001, p_adj=0.002, ci_lo=0.04, ci_hi=0.06,
+               margin=0.005, seeds_needed=NAN, outcome="worse")
     pooled = pd.DataFrame([row, {**row, "baseline": "ls", "mean_diff": -0.01, "min_diff": -0.03, "max_diff": 0.02,
-                                 "lower": 4, "p": 0.4, "outcome": "tie"}])
+                                 "lower": 4, "p": 0.4, "p_adj": 0.4, "ci_lo": -0.03, "ci_hi": 0.01,
+                                 "seeds_needed": 12, "outcome": "inconclusive"},
+                          {**row, "baseline": "hard", "scope": "noisy", "outcome": "equivalent"}])
     per_rate = pd.DataFrame([{"metric": "ece", "baseline": "hard", "std_diff": 0.002}])
     text = b.claim_text(next(c for c in b.CLAIMS_LIST if c[1] == "ece"), pooled, per_rate)
-    assert "against hard labels **does not hold**, OLS is worse (OLS − hard: mean +5.0 points" in text
-    assert "against LS **cannot be told apart** (OLS − ls: mean −1.0 points" in text
-    assert "OLS lower in 4 of 6; p = 0.4)" in text and "median 0.2)" in text
+    assert ("against hard labels **does not hold**, OLS is worse (OLS − hard: mean +5.0 points, 95% CI +4.0 to "
+            "+6.0 over 6 (rate, seed) pairs") in text
+    assert "against LS **inconclusive** (OLS − ls: mean −1.0 points, 95% CI −3.0 to +1.0" in text
+    assert "OLS lower in 4 of 6; p = 0.4, adjusted 0.4; 12 (rate, seed) pairs would decide at this spread" in text
+    assert "p = 0.001, adjusted 0.002; seed-to-seed std" in text and "median 0.2)" in text
     assert text.startswith("- *OLS has a lower ECE* (ECE, noise rates 0%, 40%, 80%): ")
+    claim = ("OLS is as calibrated", "ece", "noisy", 100, " points", "ECE")
+    assert "against hard labels **does not hold**: OLS is equivalent to it within ±0.5 points" in b.claim_text(
+        claim, pooled, per_rate)
 
 
 def test_missing_markers_are_named(tmp_path):
@@ -82,32 +93,13 @@ def test_tier_section_follows_the_search_records_and_the_benchmark(tmp_path):
     assert b.main(["--check"]) == 1 and b.main([]) == 0 and b.main(["--check"]) == 0
 
 
-def test_memorisation_claims_outside_the_regime_say_so():
-    """A claim about noisy labels where the hard-label runs fit few wrong labels is inconclusive, whatever
-    the t-test gives; inside the regime the test's verdict stands."""
-    b = _builder(ROOT)
-    row = dict(metric="test_err_last", scope="noisy", baseline="hard", rates="0.2 0.4", n=4, mean_diff=-0.05,
-               std_diff=0.01, min_diff=-0.06, max_diff=-0.04, lower=4, p=0.001, outcome="win")
-    pooled = pd.DataFrame([row, {**row, "baseline": "ls"}])
-    claim = next(c for c in b.CLAIMS_LIST if c[1] == "test_err_last")
-    low = pd.DataFrame([{"metric": "wrong_fit", "baseline": "hard", "noise_rate": r, "base_mean": f, "std_diff": 0.01}
-                        for r, f in ((0.2, 0.09), (0.4, 0.11))])
-    text = b.claim_text(claim, pooled, low)
-    assert "**inconclusive: outside the regime (hard labels fit 9.0–11.0% of the wrong labels" in text
-    assert "**holds**" not in text and "the t-test alone: OLS better" in text
-    # means above the line: an unguarded audit cannot show every seed is, so it is not checkable either
-    high = low.assign(base_mean=[0.9, 0.8])
-    assert "whether every seed fits >= 60% of the wrong labels cannot be read" in b.claim_text(claim, pooled, high)
-    # an audit made with the guard carries its own verdict: inside the regime, the test's verdict stands
-    assert "against hard labels **holds**" in b.claim_text(claim, pooled.assign(regime="ok"), high)
-
-
 def test_claim_lines_read_the_guard_of_a_guarded_audit():
     """An audit made with the regime guard: a pooled row outside the regime is said so, a row that left a
     rate out says which."""
     b = _builder(ROOT)
     base = dict(metric="test_err_last", scope="noisy", regime="ok", n=6, mean_diff=-0.02, std_diff=0.01,
-                min_diff=-0.03, max_diff=-0.01, lower=6, p=0.01, outcome="win")
+                min_diff=-0.03, max_diff=-0.01, lower=6, p=0.01, p_adj=0.02, ci_lo=-0.03, ci_hi=-0.01, margin=0.005,
+                seeds_needed=NAN, outcome="better")
     pooled = pd.DataFrame([
         {**base, "baseline": "hard", "rates": "0.2 0.4 0.6", "outside_rates": "0.8"},
         {**base, "baseline": "ls", "rates": "", "outside_rates": "0.2 0.4 0.6 0.8", "n": 0, "regime": "outside",
