@@ -16,7 +16,7 @@ done_runs=$(cd "$OUT" && for d in */; do [ -f "$d/DONE" ] && echo "${d%/}"; done
 # the finished run directories only (an unfinished one resumes from scratch of its cell), in a stable order
 (cd "$OUT" && tar --sort=name --owner=0 --group=0 --numeric-owner -cf - $done_runs) | xz -9 > "$DOCS/runs.tar.xz.tmp"
 mv "$DOCS/runs.tar.xz.tmp" "$DOCS/runs.tar.xz"
-rbols report "$OUT" --to "$DOCS" --paper --format png --eval-id "$EVAL_ID"
+rbols report "$OUT" --to "$DOCS" --paper --format png --eval-id "$EVAL_ID" --html --audit "$DOCS/claims" --audit "$DOCS/autoattack/claims"
 rbols audit --method ols --against hard,ls --preset cpu-regime --out "$OUT" --no-run --no-checks --to "$DOCS/claims"
 python docs/results/build_readme.py
 echo "published $(echo "$done_runs" | wc -w) finished runs from $OUT"
