@@ -145,6 +145,9 @@ def cmd_score(args) -> int:
 def slurm_from_args(args):
     """SlurmOptions from the --slurm-* options (None for the other backends); every value checked here."""
     if getattr(args, "backend", None) != "slurm":
+        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if k.startswith("slurm_") and v]
+        if given:
+            raise SpecError(f"{', '.join(given)}: for --backend slurm only (the backend is {args.backend})")
         return None
     from .slurm import SlurmOptions
     return SlurmOptions.parse(partition=args.slurm_partition, time=args.slurm_time,

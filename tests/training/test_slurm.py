@@ -130,3 +130,5 @@ def test_dry_run_prints_the_sbatch_file_and_bad_options_exit_2(tmp_path, capsys)
         assert main([*SMOKE, "--backend", "slurm", "--out", str(out), *bad]) == 2
         assert words in capsys.readouterr().err, bad
         assert not out.exists()
+    assert main([*SMOKE, "--out", str(out), "--slurm-time", "30"]) == 2  # the local backend
+    assert "--slurm-time: for --backend slurm only" in capsys.readouterr().err and not out.exists()
