@@ -38,7 +38,10 @@ from urllib.parse import urlparse
 from .errors import RbolsError, SpecError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
-EXTRA = "pip install 'robustbench_ols[trackers]'"
+# TensorBoard and W&B come with the `trackers` extra. MLflow is a pip command of its own: its databricks-sdk needs
+# requests>=2.28.1 and torchattacks 3.5 pins requests~=2.25.1 (never importing it), so pip cannot resolve both
+# in one install; installed afterwards, it upgrades requests and pip reports the (harmless) conflict.
+EXTRA = "pip install 'robustbench_ols[trackers]' (TensorBoard, W&B), then pip install 'mlflow-skinny>=3.0'"
 PROJECT = "robustbench_ols"  # MLflow experiment and W&B project
 RUN_TAG = "rbols.run_id"
 RECORDS = ("spec.json", "epochs.csv", "metrics.json", "reliability.csv")  # logged as artifacts when present
