@@ -150,13 +150,14 @@ def sbatch_preview(out: Path, opts: SlurmOptions, n_cells: int) -> str:
                                **params)
 
 
-def _queued(job_ids: list[str]) -> dict[str, str]:
+def _queued(job_ids: list[str]) -> dict[str, str] | None:
     """{job id as squeue prints it (array tasks: <job>_<task>): state} of the jobs Slurm still knows,
-    finished ones included while it keeps them (MinJobAge)."""
+    finished ones included while it keeps them (MinJobAge); None when squeue could not answer this time
+    (a busy controller): the caller asks again rather than take its jobs for ended."""
     cmd = ["squeue", "--noheader", "--states=all", "--array", "--format=%i %T", "--jobs", ",".join(job_ids)]
     p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:  # "Invalid job id": every job given has left Slurm's memory
-        return {}
+    if p.returncode != 0:
+        return {} if "Invalid job id" in p.stderr else None  # the former: every job has left Slurm's memory
     return dict(line.split(None, 1) for line in p.stdout.splitlines() if line.strip())
 
 
@@ -190,8 +191,9 @@ def run_slurm(cells, out: Path, ev: EvalSpec, ex: ExecOptions, opts: SlurmOption
     ids = [j.job_id for j in jobs]
     while ids:
         seen = _queued(sorted({i.split("_")[0] for i in ids}))
-        last.update({i: seen[i] for i in ids if i in seen})
-        ids = [i for i in ids if seen.get(i) in ALIVE]  # a job no longer listed has ended
+        if seen is not None:
+            last.update({i: seen[i] for i in ids if i in seen})
+            ids = [i for i in ids if seen.get(i) in ALIVE]  # a job no longer listed has ended
         update_bar(bar, cells, out, ev)
         if ids:
             time.sleep(poll)
