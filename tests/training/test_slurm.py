@@ -70,10 +70,15 @@ def _two_cells_underway(out, timeout=300):
     return None
 
 
+# A smoke epoch takes about 0.5 s: with 10 epochs a cancelled task finished them all within Slurm's KillWait
+# (5 s; submitit ignores the SIGTERM), so nothing was left to resume (seen in CI).
+EPOCHS = 30
+
+
 def test_preempted_task_is_requeued_and_a_cancelled_one_resumes_on_resubmission(cluster, tmp_path):
     out = tmp_path / "cancel"
     grid = ["matrix", "--preset", "smoke", "--methods", "hard", "--noise", "symmetric:0.4", "--seeds", "0,1",
-            "--epochs", "30", "--backend", "slurm", "--device", "cpu", "--no-progress", "--out", str(out)]
+            "--epochs", str(EPOCHS), "--backend", "slurm", "--device", "cpu", "--no-progress", "--out", str(out)]
     p = rbols(grid, env=cluster)
     dirs = _two_cells_underway(out)
     assert dirs is not None, p.communicate(timeout=60)
@@ -100,7 +105,7 @@ def test_preempted_task_is_requeued_and_a_cancelled_one_resumes_on_resubmission(
     assert f"unfinished {cancelled.name}: Slurm task {jobs[cancelled.name]} ended" in stdout
     assert not (cancelled / "DONE").exists()
     kept = _rows(cancelled)
-    assert 2 <= len(kept) < 30  # 30 epochs: the task cannot finish within Slurm's KillWait
+    assert 2 <= len(kept) < EPOCHS
     finished = files(preempted)
     # the same command again: only the cancelled cell is submitted, and it resumes from its checkpoint
     again = rbols(grid, env=cluster)
@@ -110,7 +115,7 @@ def test_preempted_task_is_requeued_and_a_cancelled_one_resumes_on_resubmission(
     sessions = json.loads((cancelled / "executions.json").read_text())
     assert len(sessions) == 2 and sessions[1]["first_epoch"] > len(kept)  # 1-based: resumed after them
     rows = _rows(cancelled)
-    assert len(rows) == 30 and rows[:len(kept)] == kept  # the earlier epochs kept as they were
+    assert len(rows) == EPOCHS and rows[:len(kept)] == kept  # the earlier epochs kept as they were
     assert files(preempted) == finished  # the finished cell untouched
 
 
