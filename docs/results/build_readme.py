@@ -329,8 +329,8 @@ def section() -> str:
     return "\n".join([
         BEGIN, "",
         *results_body(QUICK, COMMANDS, "The `quick` preset of `rbols matrix` on the real CIFAR-10, reported with "
-                      "`rbols report --paper` (the cell times below were taken while two one-thread workers and "
-                      "test suites shared the 2 cores: about twice a quiet machine's)"), "",
+                      "`rbols report --paper` (the cell times below were taken while test suites shared the 2 "
+                      "cores)"), "",
         example_text(), "",
         END])
 
