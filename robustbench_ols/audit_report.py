@@ -8,18 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from . import regime
-from .audit import (
-    METRICS,
-    OUTCOMES,
-    paired_table,
-    pooled_table,
-    pooled_verdicts,
-    tally,
-    verdicts,
-)
+from .audit import paired_table, pooled_table
 from .comparison import MARGINS, POINTS, Settings
 from .markdown import markdown_table
 from .results import collect, unreadable
+from .verdict_lines import OUTCOMES, pooled_verdicts, tally, verdicts
 
 
 def figures(table: pd.DataFrame, to: Path) -> list[str]:
@@ -30,7 +23,7 @@ def figures(table: pd.DataFrame, to: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = []
-    for metric, label in METRICS:
+    for metric, label in dict.fromkeys(zip(table.metric, table.label)):
         t = table[(table.metric == metric) & (table.n > 0)]
         if t.empty:
             continue
@@ -67,7 +60,7 @@ def _regime_section(records: pd.DataFrame) -> list[str]:
             "there (regression to the mean); read that comparison with this in mind. A robustness comparison "
             f"in which every compared model errs on >= {regime.FLOOR:.0%} of the attacked images is at the floor "
             "and inconclusive too. Robustness is judged on the strongest attack recorded (`robust_err`: the "
-            "per-image worst case over the attacks at 8/255); where the gradient-masking checks flagged a run "
+            "per-image worst case over the attacks at each budget); where the gradient-masking checks flagged a run "
             "of the audited method, a robustness comparison it wins is \"unconfirmed: gradient masking "
             "suspected\" with the checks that failed.", "",
             regime.fit_markdown(records), ""]
@@ -94,7 +87,8 @@ def _statistics_section(s: Settings) -> list[str]:
             f"`boot_hi`; it cannot reach beyond the observed differences, so with few seeds it is too narrow); "
             f"the {s.describe().split(',')[0]} of a zero difference (`p`); the equivalence test (two one-sided "
             f"tests, TOST) that the difference lies within ±margin (`p_equiv`). Each metric's comparisons are "
-            f"one family (per-rate: every noise rate and baseline; pooled: every baseline, per scope), and their "
+            f"one family (per-rate: every noise rate and baseline; pooled: every baseline, per scope; a robustness "
+            f"metric's family spans every budget it was scored at, `family` and `budget` in the CSV files), and their "
             f"p-values are adjusted together ({s.describe().split(', ')[-1]}: `p_adj`, `p_equiv_adj`; "
             f"`family_size` comparisons). The outcome: **better** or **worse** when `p_adj` < {s.alpha:g}, else "
             f"**equivalent** when `p_equiv_adj` < {s.alpha:g}, else **inconclusive**, with `seeds_needed`: the "

@@ -17,7 +17,7 @@ import socket
 import time
 from pathlib import Path
 
-from . import store
+from . import evals_store, store
 from .errors import DataError
 from .spec import EvalSpec, RunSpec
 
@@ -92,7 +92,7 @@ def cell_state(out: Path, spec: RunSpec, ev: EvalSpec) -> str:
             own = store.read_metrics(d).get("eval_id")
         except DataError:
             return "unreadable"
-        return "done" if own == ev.eval_id or store.eval_record_path(d, ev.eval_id).exists() else "needs-eval"
+        return "done" if own == ev.eval_id or evals_store.eval_record_path(d, ev.eval_id).exists() else "needs-eval"
     if failure_path(out, spec.run_id).exists():
         return "failed"
     if Claim(out, spec.run_id).holder() is not None:

@@ -47,6 +47,15 @@ def _run_parser(sub) -> None:
     _exec_options(p)
     a("--out", default="results", help="parent folder of the run directories")
     _eval_options(p, EVAL_DEFAULTS)
+    _transfer_option(p)
+
+
+TRANSFER_HELP = ("the transfer check's hard-label surrogate: a finished run of the same model and dataset (default: "
+                 "the hard-label run of the same setting beside this one in its results folder, when it has finished)")
+
+
+def _transfer_option(p) -> None:
+    p.add_argument("--transfer-from", default=None, metavar="RUN_DIR", help=TRANSFER_HELP)
 
 
 def _training_options(p, d) -> None:
@@ -122,7 +131,7 @@ def _eval_options(p, d) -> None:
     g = p.add_argument_group("scoring (not part of the run_id)")
     a = _adder(g, d, EVAL_DEFAULTS)
     g.add_argument("--attack", action="append", default=None, metavar="SPEC",
-                   help="fgsm[:eps=8/255], pgd[:eps=8/255,alpha=2/255,steps=20,random_start=true], "
+                   help="fgsm[:eps=8/255], pgd[:eps=8/255,alpha=eps/4,steps=20,random_start=true], "
                         "autoattack[:version=standard,eps=8/255] (the official ensemble), or one of its attacks: "
                         "apgd-ce, apgd-dlr [:steps=100,restarts=1], apgd-t, fab-t [:steps=100,targets=9], "
                         "square[:queries=5000]; repeat for several, 'none' for no attack (default: fgsm and pgd, "
@@ -272,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=_Help)
     ev.add_argument("run_dir", help="a run directory (<out>/<run_id>)")
     _scoring_options(ev)
+    _transfer_option(ev)
     sc = sub.add_parser("score", help="score a model trained outside the suite (a checkpoint) like a run",
                         formatter_class=_Help)
     sc.add_argument("--checkpoint", required=True, help="a file saved with torch.save(model.state_dict(), FILE) "

@@ -22,10 +22,12 @@ from .presets import AUDIT_PRESET
 from .regime import REFERENCE, fit_lines
 from .report import write_report
 from .results import collect, unreadable
-from .run import evaluate_run, execute, repair
+from .rescoring import evaluate_run
+from .run import execute, repair
 from .spec import DEFAULT_ATTACKS, EvalSpec, ExecOptions, RunSpec
 from .store import ensure_writable, run_dirs
 from .trackers import export
+from .transfer_check import complete_transfers
 
 
 def grid_from_args(args):
@@ -99,6 +101,15 @@ def _print_scores(m: dict) -> None:
     if m.get("masking_suspected") is not None:
         print(f"gradient-masking checks ({m['check_examples']} images): " +
               (f"masking suspected, failed: {m['masking_checks']}" if m["masking_suspected"] else "all passed"))
+    transfer = sorted(k for k in m if k.startswith("transfer_") and k.endswith("_err") and m[k] is not None)
+    if transfer:
+        print(f"transfer from the hard-label run {m['transfer_surrogate']}: "
+              + "  ".join(f"{k} {m[k]:.4f}" for k in transfer))
+    elif m.get("transfer_surrogate") == "self":
+        print("transfer check: none (a hard-label run is its own surrogate)")
+    elif m.get("masking_suspected") is not None:
+        print("transfer check: waiting for the hard-label run of this setting (run it in the same --out, or pass "
+              "--transfer-from RUN_DIR)")
 
 
 def cmd_run(args) -> int:
@@ -107,7 +118,7 @@ def cmd_run(args) -> int:
     if spec.dataset == "synthetic":
         print("note: the synthetic dataset is for fast tests only; its numbers say nothing about CIFAR",
               file=sys.stderr)
-    result = execute(spec, ex, args.out, eval_spec_from_args(args))
+    result = execute(spec, ex, args.out, eval_spec_from_args(args), transfer_from=args.transfer_from)
     m = result.metrics
     if result.status == "already done":
         print(f"already done (not retrained): {result.run_dir}")
@@ -122,9 +133,10 @@ def cmd_eval(args) -> int:
     ev = eval_spec_from_args(args)
     ex = exec_from_args(args)
     set_threads(args.threads)
-    record = evaluate_run(args.run_dir, ev, ex)
-    if record["status"] == "already evaluated":
-        print(f"already evaluated with these settings (record kept as it is): {record['when']}")
+    record = evaluate_run(args.run_dir, ev, ex, transfer_from=args.transfer_from)
+    if record["status"].startswith("already evaluated"):
+        added = "; the transfer check added beside it" if record["status"].endswith("added") else ""
+        print(f"already evaluated with these settings (record kept as it is): {record['when']}{added}")
     _print_scores(record["metrics"])
     print(f"{args.run_dir.rstrip('/')}/evals/{record['eval_id']}.json")
     return 0
@@ -202,10 +214,15 @@ def _run_grid(args, grid, cells, ev, ex, out):
         else:
             summary = run_local(cells, out, ev, ex, workers=args.workers, retry_failed=args.retry_failed,
                                 threads=args.threads, progress=args.progress)
+        # a cell scored before its hard-label cell had finished gets its transfer check now (transfer_check.py)
+        added = complete_transfers(out, cells, ev, ex)
     except KeyboardInterrupt:
         s = tally(cells, out, ev)
         raise Interrupted(f"grid interrupted with {s.done} of {s.total} cells done; the cells in training keep "
                           "their checkpoints: run the same command to resume") from None
+    if added:
+        print(f"transfer check added to {added} finished cell(s) whose hard-label cell finished after them",
+              file=sys.stderr)
     print_summary(summary, out)
     return summary
 

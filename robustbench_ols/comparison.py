@@ -9,11 +9,15 @@ a family's p-values for multiplicity. Every test and interval comes from scipy o
   pairs, seeded): it cannot reach beyond the observed differences, so with few seeds it is too narrow;
 - equivalence: two one-sided tests at +-margin (Schuirmann 1987): `statsmodels`' `DescrStatsW.ttost_mean`
   for the t-test, two one-sided `scipy.stats.wilcoxon` tests of d + m > 0 and d - m < 0 for Wilcoxon;
-- seeds needed at the observed mean and spread for power 0.8 (`statsmodels`' `TTestPower`): to show a
-  difference of the observed size, or equivalence within the margin (TOST power approximated as
-  P(upper one-sided test rejects) + P(lower rejects) - 1), whichever needs fewer; t-test power at
-  alpha / (family size), the Bonferroni level that Holm's first step uses (conservative for Holm and
-  Benjamini-Hochberg), also for Wilcoxon (whose efficiency relative to the t-test is 0.955 for normal data);
+- seeds needed at the observed mean and spread for power 0.8: the fewest whole seeds >= 2 (a search
+  that checks every n below its answer or brackets it from a failing n) to show a difference of the
+  observed size, or equivalence within the margin, whichever needs fewer. Paired t-test power, exact for
+  normal differences, both for the difference test and TOST: the probability of rejecting given the
+  sample spread, integrated over the spread's (scaled chi) distribution with `scipy.integrate.quad`; not
+  statsmodels' `TTestPower` / scipy's `nct`, which give NaN for large effects at few degrees of freedom
+  and have no exact TOST power. At alpha / (family size), the Bonferroni level that Holm's first step
+  uses (conservative for Holm and Benjamini-Hochberg), also for Wilcoxon (whose efficiency relative to
+  the t-test is 0.955 for normal data);
 - multiplicity: `statsmodels.stats.multitest.multipletests` (Holm-Bonferroni by default, or
   Benjamini-Hochberg, or none) over a family's difference p-values, and separately over its
   equivalence p-values.
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import SpecError
+from .metric_names import metric_family
 
 ALPHA = 0.05
 POWER = 0.8
@@ -46,12 +51,14 @@ MARGINS = {
     "test_err_last": 0.005,    # 0.5 points of test error
     "fgsm_err": 0.005,         # 0.5 points of robust error, for every attack
     "pgd_err": 0.005,
+    "aa_err": 0.005,
     "robust_err": 0.005,
     "ece": 0.005,              # 0.5 points of ECE
     "c10h_kl_correct": 0.02,   # 0.02 nats of KL(human || model)
     "wrong_fit": 0.01,         # 1 point of the wrong-label training images fitted
 }
-POINTS = {"test_err_last", "fgsm_err", "pgd_err", "robust_err", "ece", "wrong_fit"}  # shown x100, "points"
+# shown x100, "points"; a robustness metric at another budget (`pgd_eps2_err`) as its family
+POINTS = {"test_err_last", "fgsm_err", "pgd_err", "aa_err", "robust_err", "ece", "wrong_fit"}
 
 
 @dataclass(frozen=True)
@@ -127,54 +134,93 @@ def summarize(d, margin: float, s: Settings, *, seed: int = 0) -> dict:
     return out
 
 
+def _over_spread(g, df: int, stop: float = math.inf, near=()) -> float:
+    """E[g(S)] for S = sqrt(V / df), V ~ chi-square(df): the sample standard deviation of n = df + 1 normal
+    differences over the true one. `g` is bounded (a probability given S) and 0 beyond `stop`; `near` are
+    places where g changes fast (breakpoints for the integrator). scipy.integrate.quad (adaptive
+    Gauss-Kronrod) against S's density, written here with scipy.special (S is scipy.stats.chi(df,
+    scale=df**-0.5), whose pdf is too slow to call inside quad), over S's central 1 - 2e-16."""
+    from scipy import integrate, special, stats
+    half = df / 2
+    const = math.log(2) + half * math.log(half) - special.gammaln(half)
+
+    def integrand(s: float) -> float:
+        return g(s) * math.exp(const + special.xlogy(df - 1, s) - half * s * s)
+
+    lo, hi = stats.chi.ppf(1e-16, df, scale=df ** -0.5), min(stop, stats.chi.isf(1e-16, df, scale=df ** -0.5))
+    if hi <= lo:
+        return 0.0
+    points = sorted({p for p in (1.0, *near) if lo < p < hi})  # the density's peak is near 1
+    val = integrate.quad(integrand, lo, hi, points=points or None, limit=200, epsabs=1e-12, epsrel=1e-10)[0]
+    return min(max(val, 0.0), 1.0)
+
+
+def difference_power(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Exact power of the two-sided paired (one-sample) t-test at level `alpha` with n pairs when the mean
+    difference is `effect` standard deviations: the t statistic is (Z + effect sqrt(n)) / S, Z standard
+    normal, S as in _over_spread, so power = E_S[Phi(effect sqrt(n) - c S) + Phi(-effect sqrt(n) - c S)],
+    c = the t(n-1) critical value. This is the noncentral t's tail, integrated so that it stays finite
+    where scipy's nct gives NaN (large effects at few degrees of freedom); it grows with n."""
+    from scipy import special, stats
+    lam, c = abs(effect) * math.sqrt(n), stats.t.isf(alpha / 2, n - 1)
+    return _over_spread(lambda s: special.ndtr(lam - c * s) + special.ndtr(-lam - c * s), n - 1, near=(lam / c,))
+
+
+def equivalence_power(mean: float, margin: float, n: int, alpha: float = ALPHA) -> float:
+    """Exact power of the equivalence test within +-margin (TOST: both one-sided paired t-tests at level
+    `alpha` reject) with n pairs, `mean` and `margin` in standard deviations of the differences: both reject
+    when c S - sqrt(n)(margin + mean) < Z < sqrt(n)(margin - mean) - c S, c = the one-sided t(n-1) critical
+    value, so power = E_S[max(0, Phi(sqrt(n)(margin - mean) - c S) - Phi(c S - sqrt(n)(margin + mean)))].
+    Not monotone in n where it is tiny: with a margin small against the spread, 2 seeds pass more often
+    (by a small sample spread) than 3 or more, e.g. 0.024 and 0.019 at margin 0.5 sd, mean 0, alpha 0.05;
+    from there it falls to a minimum and then grows to 1 (it falls only below 0.04 on tests/report's grid)."""
+    from scipy import special, stats
+    up, down, c = math.sqrt(n) * (margin - mean), math.sqrt(n) * (margin + mean), stats.t.isf(alpha, n - 1)
+    return _over_spread(lambda s: max(0.0, special.ndtr(up - c * s) - special.ndtr(c * s - down)), n - 1,
+                        stop=(up + down) / (2 * c), near=(min(up, down) / c,))
+
+
+def fewest_seeds(power_at, power: float = POWER):
+    """The smallest whole n >= 2 with power_at(n) >= power; None when SEEDS_CAP seeds fall short. Steps of
+    one seed up to 8, then doubling, then bisection between the last n that fell short and the first that
+    did not, which is exact when the n reaching `power` are all n from some point on: so for the difference
+    test (its power grows with n) and for TOST at targets above its dip (see equivalence_power). A power
+    that is not a number is an error (ValueError), never taken as "not enough"."""
+    def reaches(k: int) -> bool:
+        p = power_at(k)
+        if not math.isfinite(p):
+            raise ValueError(f"power at {k} seeds is {p}")
+        return p >= power
+
+    short, n = 1, 2  # one seed: no test
+    while not reaches(n):
+        if n >= SEEDS_CAP:
+            return None
+        short, n = n, min(n + 1 if n < 8 else 2 * n, SEEDS_CAP)
+    while n - short > 1:
+        mid = (short + n) // 2
+        short, n = (short, mid) if reaches(mid) else (mid, n)
+    return n
+
+
 def seeds_needed(mean: float, sd: float, margin: float, alpha: float = ALPHA, power: float = POWER):
-    """(n, what): the fewest paired seeds for which a t-test at `alpha` would have `power` at this mean
-    difference and spread, to show the difference ("difference") or equivalence within +-margin
-    ("equivalence"), whichever needs fewer; (nan, "") where neither can be shown with SEEDS_CAP seeds or
-    fewer. Searched over whole numbers of seeds >= 2 with statsmodels' power (its solve_power may answer
-    below 2, where a paired test has no degree of freedom)."""
-    from statsmodels.stats.power import TTestPower
-    if not (sd > 0 and math.isfinite(mean)):
+    """(n, what): the fewest paired seeds (a whole number >= 2) for which a paired t-test at `alpha` has at
+    least `power` at this mean difference and spread: the two-sided difference test ("difference", where
+    mean != 0) or TOST within +-margin ("equivalence", where |mean| < margin), whichever needs fewer (the
+    difference on a tie); exact powers from difference_power and equivalence_power. (nan, "") where there
+    is no spread or neither reaches `power` with SEEDS_CAP seeds or fewer."""
+    if not (sd > 0 and math.isfinite(mean) and math.isfinite(sd)):
         return math.nan, ""
-    tp = TTestPower()
-
-    def smallest(power_at) -> int | None:
-        """The smallest n >= 2 with power_at(n) >= power (power grows with n), or None beyond SEEDS_CAP."""
-        lo, hi = 2, 2
-        while power_at(hi) < power:
-            if hi >= SEEDS_CAP:
-                return None
-            lo, hi = hi + 1, min(hi * 2, SEEDS_CAP)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if power_at(mid) >= power else (mid + 1, hi)
-        return hi
-
-    def one_sample(effect: float, k: int, alternative: str) -> float:
-        """statsmodels' power of a one-sample t-test; where its noncentral t gives NaN (large effects at few
-        degrees of freedom), scipy's nct directly; NaN from both counts as no power (asks for more seeds)."""
-        p = tp.power(effect_size=effect, nobs=k, alpha=alpha, alternative=alternative)
-        if not np.isfinite(p):
-            from scipy import stats
-            a = alpha / 2 if alternative == "two-sided" else alpha
-            crit, nc = stats.t.ppf(1 - a, k - 1), effect * math.sqrt(k)
-            p = stats.nct.sf(crit, k - 1, nc) + (stats.nct.cdf(-crit, k - 1, nc) if alternative == "two-sided" else 0)
-        return float(p) if np.isfinite(p) else 0.0
-
     best = (math.inf, "")
     if mean != 0:
-        n = smallest(lambda k: one_sample(abs(mean) / sd, k, "two-sided"))
+        n = fewest_seeds(lambda k: difference_power(mean / sd, k, alpha), power)
         if n is not None:
             best = (n, "difference")
     if abs(mean) < margin:
-        def tost_power(k: int) -> float:
-            return one_sample((margin - mean) / sd, k, "larger") + one_sample((margin + mean) / sd, k, "larger") - 1
-        n = smallest(tost_power)
+        n = fewest_seeds(lambda k: equivalence_power(mean / sd, margin / sd, k, alpha), power)
         if n is not None and n < best[0]:
             best = (n, "equivalence")
-    if not math.isfinite(best[0]):
-        return math.nan, ""
-    return best
+    return best if math.isfinite(best[0]) else (math.nan, "")
 
 
 def adjust(p, correction: str) -> np.ndarray:
@@ -213,6 +259,6 @@ def fmt(metric: str, v: float, *, signed: bool = False, unit: bool = True) -> st
     if v is None or not math.isfinite(v):
         return "—"
     sign = "+" if signed else ""
-    if metric in POINTS:
+    if metric_family(metric) in POINTS:
         return f"{v * 100:{sign}.2f}" + (" points" if unit else "")
     return f"{v:{sign}.3f}"

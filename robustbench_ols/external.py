@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import store
+from . import evals_store, store
 from .data import load_dataset
 from .datafiles import file_digest
 from .errors import SpecError
@@ -69,9 +69,9 @@ def score_checkpoint(checkpoint, model_name: str, dataset: str, ev: EvalSpec = E
     digest = file_digest(checkpoint, "sha256")
     score_id = hashlib.sha256(json.dumps([digest, model_name, dataset]).encode()).hexdigest()[:12]
     folder = Path(out) / score_id
-    done = store.read_eval_record(folder, ev.eval_id) if folder.is_dir() else None
+    done = evals_store.read_eval_record(folder, ev.eval_id) if folder.is_dir() else None
     if done is not None:
-        return {**done, "status": "already evaluated", "path": str(store.eval_record_path(folder, ev.eval_id))}
+        return {**done, "status": "already evaluated", "path": str(evals_store.eval_record_path(folder, ev.eval_id))}
     store.ensure_writable(out)
     human = load_human(dataset, ev, ex.data_root, ex.download, data.test_y)
     if ex.channels_last:
@@ -85,5 +85,5 @@ def score_checkpoint(checkpoint, model_name: str, dataset: str, ev: EvalSpec = E
             "score_id": score_id, "checkpoint": str(checkpoint.resolve()), "sha256": digest, "model": model_name,
             "dataset": dataset, "num_classes": data.num_classes, "data_source": data.source, "when": now(),
             "git": git_info(), "versions": versions()})
-    path = store.write_eval_record(folder, ev, scores, ex.channels_last, device)
-    return {**store.read_eval_record(folder, ev.eval_id), "status": "evaluated", "path": str(path)}
+    path = evals_store.write_eval_record(folder, ev, scores, ex.channels_last, device)
+    return {**evals_store.read_eval_record(folder, ev.eval_id), "status": "evaluated", "path": str(path)}

@@ -9,7 +9,8 @@ comparison the audit makes carries preconditions, checked here on the records:
 - for the claims about learning under noise (`MEMORISATION_METRICS`) at a noise rate > 0: every
   hard-label run of that setting and noise rate fits at least `MIN_WRONG_FIT` of its wrong-label
   training images by the last epoch (`wrong_fit = 1 - noisy_err_last`: predicted as the wrong label);
-- for the robustness claims: not every compared model is at the floor (robust error >= `FLOOR`).
+- for the robustness claims, at each budget: not every compared model is at the floor there (robust error
+  >= `FLOOR`).
 
 A comparison that fails one is "inconclusive: outside the regime (...)" in audit.md, audit.csv and the
 README, whatever its test gives; `rbols report` prints `fit_table` so the regime shows at a glance.
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .markdown import markdown_table
+from .metric_names import ROBUSTNESS_METRICS, metric_family
 
 REFERENCE = "hard"
 # The share of wrong labels hard labels must fit. The OLS paper's Fig. 5 has hard labels fitting ~100% of
@@ -30,8 +32,7 @@ REFERENCE = "hard"
 MIN_WRONG_FIT = 0.6
 MEMORISATION_METRICS = ("test_err_last", "wrong_fit")
 # Robust error at the floor: when every compared model errs on nearly every attacked image, no difference in
-# robustness can show (the paper's 8/255 does this to small CPU-scale models).
-ROBUSTNESS_METRICS = ("fgsm_err", "pgd_err", "robust_err")
+# robustness can show (the paper's 8/255 does this to small CPU-scale models). Checked at each budget.
 FLOOR = 0.99
 OUTSIDE = "inconclusive: outside the regime"
 
@@ -82,7 +83,8 @@ def outside(df: pd.DataFrame, metric: str, dataset, model, noise_rate, runs: pd.
     if len(unfinished):
         return (f"{OUTSIDE} ({len(unfinished)} run(s) stopped before the end of their schedule: "
                 f"{', '.join(unfinished.run_id)})")
-    if metric in ROBUSTNESS_METRICS and metric in runs and len(runs) and (runs[metric].astype(float) >= FLOOR).all():
+    if (metric_family(metric) in ROBUSTNESS_METRICS and metric in runs and len(runs)
+            and (runs[metric].astype(float) >= FLOOR).all()):
         return (f"{OUTSIDE} (every compared model errs on >= {FLOOR:.0%} of the attacked images: at this floor no "
                 "difference in robustness can show)")
     if metric not in MEMORISATION_METRICS or not float(noise_rate) > 0:

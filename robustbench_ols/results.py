@@ -17,7 +17,8 @@ import pandas as pd
 from .errors import RbolsError
 from .methods import method_label
 from .noise import NoiseSpec
-from .store import metrics_for, read_record, run_dirs
+from .evals_store import metrics_for
+from .store import read_record, run_dirs
 
 ID_COLUMNS = ("run_id", "dataset", "model", "method", "method_label", "noise", "noise_kind", "noise_rate",
               "seed", "epochs", "train_subset", "val_split")

@@ -13,19 +13,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import store, trackers
-from .data import ImageData, TrainLoader, class_balanced_subset, load_dataset
+from . import evals_store, store, trackers
+from .data import ImageData, TrainLoader, class_balanced_subset
 from .datafiles import resolve_data_root
 from .errors import ContractError, Interrupted, RbolsError, RunFailed, SpecError
 from .evaluation import attack_subset, load_human, score
 from .inference import resolve_device
 from .methods import FitInfo
-from .models import create_model
 from .noise import NoisyLabels, noisy_labels_for
 from .provenance import device_name, git_info, versions
+from .rescoring import evaluate_run
 from .resolved import ResolvedRun, resolve
 from .spec import EvalSpec, ExecOptions, RunSpec
 from .training import NonFinite, fit, make_optimizer
+from .transfer_check import add_transfer, check_transfer_from
 
 
 @dataclass
@@ -35,20 +36,25 @@ class RunResult:
     metrics: dict
 
 
-def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: EvalSpec = EvalSpec()) -> RunResult:
+def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: EvalSpec = EvalSpec(),
+            transfer_from=None) -> RunResult:
     """Train (or resume, or skip when DONE) the run `spec` under `out`, then score its final model
-    with `ev`. A finished run is never retrained; if it has no record for `ev` yet, one is added."""
+    with `ev` and, where its hard-label surrogate (`transfer_from`, else the hard-label run beside it) has
+    finished, the transfer check. A finished run is never retrained; if it has no record for `ev` yet, one
+    is added."""
     device = resolve_device(ex.device)
     r = resolve(spec)  # every name and option checked before anything is read or written
     out = Path(out)
     store.ensure_writable(out)
+    if transfer_from is not None:
+        check_transfer_from(transfer_from, spec)
     run_dir = out / spec.run_id
     if store.is_done(run_dir):
-        return _already_done(run_dir, ev, ex)
+        return _already_done(run_dir, ev, ex, transfer_from=transfer_from)
     store.check_existing(run_dir, spec)
     if (run_dir / "metrics.json").exists():  # killed after the final files, before DONE
         store.mark_done(run_dir)
-        return _already_done(run_dir, ev, ex, status="done")
+        return _already_done(run_dir, ev, ex, status="done", transfer_from=transfer_from)
     x = _inputs(r, ex, ev, device)  # data -> noise -> held-out sets (may still reject the input)
     torch.manual_seed(spec.seed)  # model initialisation
     models = [r.make_model(x.data.num_classes).to(device) for _ in range(r.method.num_models)]
@@ -90,11 +96,12 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
             raise Interrupted(f"interrupted {where}; the checkpoint keeps {kept} epoch(s) of {run_dir}: run the "
                               "same command to resume") from None
         store.save_final(run_dir, models, r.method)
-        store.write_eval_record(run_dir, ev, scores, ex.channels_last, device)
+        evals_store.write_eval_record(run_dir, ev, scores, ex.channels_last, device)
         metrics = {**metrics, **scores.metrics, "eval_id": ev.eval_id}
         store.finish(run_dir, metrics, scores.reliability)
         tr.finish(metrics)
-        return RunResult(run_dir, "done", metrics)
+    add_transfer(run_dir, ev, ex, transfer_from)  # after DONE: it reads the finished run like any other
+    return RunResult(run_dir, "done", evals_store.metrics_for(run_dir, ev.eval_id))
 
 
 @dataclass
@@ -198,13 +205,12 @@ def epoch_test_subset(test_y: np.ndarray, n: int) -> np.ndarray:
     return class_balanced_subset(test_y, n, seed=0)
 
 
-def _already_done(run_dir: Path, ev: EvalSpec, ex: ExecOptions, status: str = "already done") -> RunResult:
-    """A finished run: its metrics.json, with the figures of `ev` (evaluated now if missing)."""
-    metrics = store.read_metrics(run_dir)
-    if metrics.get("eval_id") != ev.eval_id:
-        metrics = {**store.without_scores(run_dir, metrics), **evaluate_run(run_dir, ev, ex)["metrics"],
-                   "eval_id": ev.eval_id}
-    return RunResult(run_dir, status, metrics)
+def _already_done(run_dir: Path, ev: EvalSpec, ex: ExecOptions, status: str = "already done",
+                  transfer_from=None) -> RunResult:
+    """A finished run: its metrics.json, with the figures of `ev` (evaluated now if missing, and the transfer
+    check where it can be added)."""
+    evaluate_run(run_dir, ev, ex, transfer_from)
+    return RunResult(run_dir, status, evals_store.metrics_for(run_dir, ev.eval_id))
 
 
 def _hold_out(clean: np.ndarray, positions: np.ndarray, size: int, seed: int, what: str):
@@ -263,7 +269,7 @@ def repair(run_dir) -> str:
     metrics = _final_metrics(state, noise["noise_rate_realised"], noise["num_noisy"],
                              len(z["train_indices"]) - held["meta_indices"] - held["val_indices"],
                              held["meta_indices"], held["val_indices"])
-    first = store.first_eval_record(run_dir)
+    first = evals_store.first_eval_record(run_dir)
     if first is None:
         raise SpecError(f"{run_dir} has no evaluation record (evals/*.json) to take the scores from; move the "
                         "directory away and run its spec again")
@@ -272,38 +278,6 @@ def repair(run_dir) -> str:
     store.write_json(path, {**metrics, **first["metrics"], "eval_id": first["eval_id"]})
     return (f"{path} rebuilt from epochs.csv ({len(history)} epochs), noise.json and evals/{first['eval_id']}.json; "
             "the unreadable file was set aside")
-
-
-def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptions()) -> dict:
-    """Score a finished run's final model with `ev`, without retraining. Returns its record; the
-    record is written to evals/<eval_id>.json unless one exists already (then it is returned as is:
-    a record is never overwritten)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.pt").exists() or not (run_dir / "metrics.json").exists():
-        raise SpecError(f"{run_dir} is not a finished run (no model.pt and metrics.json); finish it with "
-                        "the same `rbols run` command first")
-    done = store.read_eval_record(run_dir, ev.eval_id)
-    if done is not None:
-        return {**done, "status": "already evaluated"}
-    spec = store.read_spec(run_dir)
-    device = resolve_device(ex.device)
-    data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=0)
-    attack_subset(data.test_y, ev)
-    human = load_human(spec.dataset, ev, ex.data_root, ex.download, data.test_y)
-    model = create_model(spec.model, data.num_classes).to(device)
-    model.load_state_dict(store.load_model_weights(run_dir, device))
-    if ex.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    z = np.load(run_dir / "noise.npz")
-    val = None
-    if "val_indices" in z.files and len(z["val_indices"]):
-        val = (data.train_x[z["val_indices"]].to(device), torch.as_tensor(z["val_labels"], device=device))
-    scores = score(model, test_x=data.test_x.to(device),
-                               test_y=torch.as_tensor(data.test_y, device=device), ev=ev, val=val, human=human,
-                               eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
-                               progress=ex.progress, progress_position=ex.progress_position)
-    store.write_eval_record(run_dir, ev, scores, ex.channels_last, device)
-    return {**store.read_eval_record(run_dir, ev.eval_id), "status": "evaluated"}
 
 
 def _spec_record(r: ResolvedRun, ex, device, source, num_meta: int) -> dict:

@@ -3,7 +3,7 @@
 Files: `spec.json` (spec, execution, versions, git commit), `noise.json` + `noise.npz` (the noisy
 labels, is-noisy mask, transition matrix, realised rate, train indices), `status.json`,
 `executions.json` (one entry per session that trained it), `epochs.csv` (one row per epoch),
-`checkpoint.pt` while unfinished, then `model.pt`, `evals/<eval_id>.json` (+ `.reliability.csv`, `.robust.npz`),
+`checkpoint.pt` while unfinished, then `model.pt`, `evals/` (the evaluation records: evals_store.py),
 `reliability.csv`, `metrics.json` and last `DONE`. Every file is written to a temporary name and
 renamed, so a killed run never leaves a half-written file under a final name; a DONE directory is
 never touched again except to add evaluation records.
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from .errors import ContractError, DataError, SpecError
-from .provenance import device_name, git_info, now, versions
+from .models import create_model
+from .provenance import device_name, git_info, now
 from .spec import RunSpec
 
 EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_err", "noisy_err", "noisy_true_acc",
@@ -183,24 +184,13 @@ def load_model_weights(run_dir: Path, device) -> dict:
     return torch.load(run_dir / "model.pt", map_location=device, weights_only=True)["models"][0]
 
 
-def write_eval_record(run_dir: Path, ev, scores, channels_last: bool, device) -> Path:
-    """evals/<eval_id>.json (+ .reliability.csv, + .predictions.npz: each test image's top-label confidence
-    and correctness, + .robust.npz: each attacked image's outcome under each attack): the figures of one evaluation setting (`evaluation.Scores`), with how and where they were
-    computed. The JSON is written last: its presence means the record is whole."""
-    folder = run_dir / "evals"
-    folder.mkdir(exist_ok=True)
-    write_csv(folder / f"{ev.eval_id}.reliability.csv", RELIABILITY_COLUMNS, scores.reliability)
-    if scores.outcomes is not None:
-        write_npz(folder / f"{ev.eval_id}.robust.npz", scores.outcomes)
-    if scores.predictions is not None:
-        write_npz(folder / f"{ev.eval_id}.predictions.npz", scores.predictions)
-    path = eval_record_path(run_dir, ev.eval_id)
-    extra = {} if scores.checks is None else {"checks": scores.checks}
-    write_json(path, {"eval_id": ev.eval_id, "run_id": run_dir.name, "eval": ev.to_dict(), "metrics": scores.metrics,
-                      **extra, "notes": scores.notes, "device": str(device), "device_name": device_name(device),
-                      "channels_last": channels_last, "torch_threads": torch.get_num_threads(),
-                      "when": now(), "git": git_info(), "versions": versions()})
-    return path
+def load_run_model(run_dir: Path, num_classes: int, device, *, channels_last: bool = False):
+    """The run's evaluated model (models[0]) with its final weights, on `device`, in eval mode."""
+    model = create_model(read_spec(run_dir).model, num_classes).to(device)
+    model.load_state_dict(load_model_weights(run_dir, device))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
 
 
 def finish(run_dir: Path, metrics: dict, rel: list) -> None:
@@ -226,11 +216,11 @@ def is_done(run_dir: Path) -> bool:
 
 def read_metrics(run_dir: Path) -> dict:
     """metrics.json; DataError naming the file and the fix when it is unreadable."""
-    return _read_json(Path(run_dir) / "metrics.json", f"`rbols repair {run_dir}` rebuilds it from the run's "
+    return read_json(Path(run_dir) / "metrics.json", f"`rbols repair {run_dir}` rebuilds it from the run's "
                       "epochs.csv, noise records and evaluation record (the unreadable file is set aside)")
 
 
-def _read_json(path: Path, fix: str) -> dict:
+def read_json(path: Path, fix: str) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -251,23 +241,12 @@ def read_epochs(run_dir: Path) -> list[dict]:
 
 
 def read_noise_summary(run_dir: Path) -> dict:
-    return _read_json(Path(run_dir) / "noise.json", "it is rebuilt only by running the spec again")
-
-
-def first_eval_record(run_dir: Path) -> dict | None:
-    """The earliest evaluation record (by its `when`): the scoring done right after training."""
-    records = []
-    for p in sorted((Path(run_dir) / "evals").glob("*.json")):
-        try:
-            records.append(json.loads(p.read_text()))
-        except (OSError, ValueError):
-            continue
-    return min(records, key=lambda r: r.get("when", ""), default=None)
+    return read_json(Path(run_dir) / "noise.json", "it is rebuilt only by running the spec again")
 
 
 def read_record(run_dir: Path) -> dict:
     """spec.json as written (the spec, the method, the reporting rules, the execution)."""
-    return _read_json(Path(run_dir) / "spec.json", f"it names the run: move {run_dir} away and run its spec again")
+    return read_json(Path(run_dir) / "spec.json", f"it names the run: move {run_dir} away and run its spec again")
 
 
 def read_spec(run_dir: Path) -> RunSpec:
@@ -289,40 +268,6 @@ def check_existing(run_dir: Path, spec: RunSpec) -> None:
             raise SpecError(f"{f} is unreadable ({e}); move {run_dir} away to rerun this spec") from None
         if old != spec:
             raise SpecError(f"{run_dir} holds a different run (its spec.json differs); move it away")
-
-
-def eval_record_path(run_dir: Path, eval_id: str) -> Path:
-    return Path(run_dir) / "evals" / f"{eval_id}.json"
-
-
-def read_eval_record(run_dir: Path, eval_id: str) -> dict | None:
-    path = eval_record_path(run_dir, eval_id)
-    if not path.exists():
-        return None
-    return _read_json(path, f"set it aside and `rbols eval {run_dir}` with the same scoring options writes it again")
-
-
-def without_scores(run_dir: Path, metrics: dict) -> dict:
-    """`metrics` (a run's metrics.json) without the figures of the setting it was scored with (those
-    of its own evals/<eval_id>.json), to be replaced by another setting's."""
-    own = read_eval_record(run_dir, metrics.get("eval_id"))
-    if own is None:
-        return metrics
-    return {k: v for k, v in metrics.items() if k not in own["metrics"]}
-
-
-def metrics_for(run_dir: Path, eval_id: str | None) -> dict:
-    """metrics.json with the scores of evaluation setting `eval_id` (NaN-free: the scores are absent and
-    `eval_id` is None when the run has no record for it); `eval_id` None: the run's own scores."""
-    m = read_metrics(run_dir)
-    if eval_id is None or m.get("eval_id") == eval_id:
-        return m
-    m = without_scores(run_dir, m)  # drop the other setting's figures
-    rec = read_eval_record(run_dir, eval_id)
-    if rec is not None:
-        m = {**m, **rec["metrics"]}
-    m["eval_id"] = eval_id if rec is not None else None
-    return m
 
 
 def run_dirs(root) -> list[Path]:

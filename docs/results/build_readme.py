@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_ols.audit import pooled_verdicts
+from robustbench_ols.verdict_lines import pooled_verdicts
 from robustbench_ols.comparison import ALPHA
 from robustbench_ols.markdown import markdown_table
 from robustbench_ols.regime import FLOOR, MIN_WRONG_FIT, OUTSIDE
@@ -209,7 +209,10 @@ def claim_text(claim, pooled: pd.DataFrame, per_rate: pd.DataFrame) -> str:
         if outcome.startswith(OUTSIDE):
             parts.append(f"against {name} **{outcome}**")
             continue
-        spread = per_rate[(per_rate.metric == metric) & (per_rate.baseline == base)]["std_diff"].dropna()
+        # the seed-to-seed spread over exactly the noise rates this comparison pooled (its `rates`)
+        kept = {float(x) for x in str(r.rates).split()} if isinstance(r.rates, str) else set()
+        spread = per_rate[(per_rate.metric == metric) & (per_rate.baseline == base)
+                          & per_rate.noise_rate.astype(float).isin(kept)]["std_diff"].dropna()
         said = VERDICT.get(outcome, outcome)
         if outcome == "equivalent":
             said += f" within ±{r.margin * scale:g}{unit}"
@@ -226,9 +229,14 @@ def claim_text(claim, pooled: pd.DataFrame, per_rate: pd.DataFrame) -> str:
             f"{unit}{ci} over {r.n} (rate, seed) pairs, std {abs(r.std_diff) * scale:.{digits}f}, range "
             f"{_signed(r.min_diff * scale, digits)} to {_signed(r.max_diff * scale, digits)}; OLS lower in {int(r.lower)} "
             f"of {int(r.n)}; {p}{need}"
-            + (f"; seed-to-seed std of the difference within a rate: median {spread.median() * scale:.{digits}f}"
-               if len(spread) else "") + left + ")")
+            + (f"; seed-to-seed std of the difference within a rate ({_rates_text(kept)}): median "
+               f"{spread.median() * scale:.{digits}f}" if len(spread) else "") + left + ")")
     return f"- *{text}* ({what}): " + "; ".join(parts) + "."
+
+
+def _rates_text(rates) -> str:
+    """'20%, 40%, 60%, 80%': the noise rates a sentence's figure is over."""
+    return ", ".join(f"{x * 100:g}%" for x in sorted(rates))
 
 
 def reading_text(per_rate: pd.DataFrame, prov: dict, folder: Path) -> str:

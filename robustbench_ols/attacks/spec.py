@@ -116,8 +116,8 @@ class AttackSpec:
 
     @property
     def text(self) -> str:
-        """Canonical text that parses back to this spec: `fgsm:eps=8/255`,
-        `pgd:eps=8/255,alpha=2/255,steps=20,random_start=true`."""
+        """Canonical text that parses back to this spec, every option spelled (a default resolved, such as
+        PGD's step): `fgsm:eps=8/255`, `pgd:eps=8/255,alpha=2/255,steps=20,random_start=true`."""
         return f"{self.kind}:" + ",".join(f"{f.name}={_text(getattr(self, f.name))}" for f in fields(self))
 
     def build(self, model):
@@ -156,14 +156,28 @@ class FGSM(AttackSpec):
         return None if eps is None else cls(eps=eps)
 
 
+# PGD's step when none is given: eps/4, the ratio of Madry et al. (2018)'s CIFAR-10 PGD (step 2/255 at
+# 8/255; RobustBench's and the OLS paper's 8/255 setting), so that a smaller budget gets a smaller step
+# instead of a step larger than its radius. At eps 0 the ball is a point and any step gives the same images.
+STEP_PER_EPS = 1 / 4
+
+
 @ATTACKS.register("pgd")
 @dataclass(frozen=True)
 class PGD(AttackSpec):
-    alpha: float = 2 / 255  # step size
+    alpha: float | None = None  # step size; None: eps * STEP_PER_EPS (resolved at construction)
     steps: int = 20
     random_start: bool = True
     kind: ClassVar[str] = "pgd"
     options: ClassVar[dict] = {"eps": _fraction, "alpha": _fraction, "steps": int, "random_start": _boolean}
+
+    def __post_init__(self):
+        if self.alpha is None:  # the record and the eval_id spell the resolved step (`text`)
+            object.__setattr__(self, "alpha", self.eps * STEP_PER_EPS if self.eps > 0 else DEFAULT_EPS * STEP_PER_EPS)
+
+    @classmethod
+    def defaults_text(cls) -> str:
+        return super().defaults_text().replace("alpha=none", "alpha=eps/4")
 
     def invalid(self) -> str | None:
         ok = 0 <= self.eps <= 1 and self.steps >= 1 and self.alpha > 0

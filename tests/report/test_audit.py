@@ -9,7 +9,8 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from robustbench_ols.audit import paired_table, pooled_verdicts, verdicts
+from robustbench_ols.audit import paired_table
+from robustbench_ols.verdict_lines import pooled_verdicts, verdicts
 from robustbench_ols.cli import main
 
 TOY = '''

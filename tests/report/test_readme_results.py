@@ -52,13 +52,16 @@ def test_claim_verdicts_follow_the_tests():
                                  "lower": 4, "p": 0.4, "p_adj": 0.4, "ci_lo": -0.03, "ci_hi": 0.01,
                                  "seeds_needed": 12, "outcome": "inconclusive"},
                           {**row, "baseline": "hard", "scope": "noisy", "outcome": "equivalent"}])
-    per_rate = pd.DataFrame([{"metric": "ece", "baseline": "hard", "std_diff": 0.002}])
+    # the spread is read over the claim's rates only: the row at 20% (not pooled) must not count
+    per_rate = pd.DataFrame([{"metric": "ece", "baseline": "hard", "std_diff": 0.002, "noise_rate": r}
+                             for r in (0, 0.4, 0.8)] + [{"metric": "ece", "baseline": "hard", "std_diff": 0.05,
+                                                         "noise_rate": 0.2}])
     text = b.claim_text(next(c for c in b.CLAIMS_LIST if c[1] == "ece"), pooled, per_rate)
     assert ("against hard labels **does not hold**, OLS is worse (OLS − hard: mean +5.0 points, 95% CI +4.0 to "
             "+6.0 over 6 (rate, seed) pairs") in text
     assert "against LS **inconclusive** (OLS − ls: mean −1.0 points, 95% CI −3.0 to +1.0" in text
     assert "OLS lower in 4 of 6; p = 0.4, adjusted 0.4; 12 (rate, seed) pairs would decide at this spread" in text
-    assert "p = 0.001, adjusted 0.002; seed-to-seed std" in text and "median 0.2)" in text
+    assert "p = 0.001, adjusted 0.002; seed-to-seed std of the difference within a rate (0%, 40%, 80%): median 0.2)" in text
     assert text.startswith("- *OLS has a lower ECE* (ECE, noise rates 0%, 40%, 80%): ")
     claim = ("OLS is as calibrated", "ece", "noisy", 100, " points", "ECE")
     assert "against hard labels **does not hold**: OLS is equivalent to it within ±0.5 points" in b.claim_text(
@@ -128,3 +131,34 @@ def test_publish_autoattack_scores_with_the_setting_it_reports():
     args = build_parser().parse_args(["audit", "--method", "ols", "--against", "hard,ls", "--preset", "cpu-regime",
                                       "--no-run", *options])
     assert commands.grid_from_args(args)[2].eval_id == eval_id
+
+
+@pytest.mark.parametrize("folder", ["cpu-regime/claims", "quick/claims", "cpu-regime/autoattack/claims"])
+def test_each_claims_spread_is_computed_over_exactly_its_rates(folder):
+    """Every README sentence's 'seed-to-seed std ... median' is the median of the per-rate spreads over the
+    rates that claim pooled (its audit row's `rates`), recomputed here from audit.csv, and the sentence names
+    them."""
+    import re
+    b = _builder(ROOT)
+    path = ROOT / "docs/results" / folder
+    if not (path / "audit_pooled.csv").exists():
+        pytest.skip(f"{folder} is not published")
+    pooled, per_rate = pd.read_csv(path / "audit_pooled.csv"), pd.read_csv(path / "audit.csv")
+    checked = 0
+    for claim in [*b.CLAIMS_LIST, b.AA_CLAIM]:
+        rows = pooled[(pooled.metric == claim[1]) & (pooled.scope == claim[2])]
+        text = b.claim_text(claim, pooled, per_rate)
+        for r in rows.itertuples():
+            if not isinstance(r.rates, str) or not str(r.outcome)[:1].isalpha() or str(r.outcome).startswith("incon"
+                                                                                                              "clusive: outside"):
+                continue
+            rates = [float(x) for x in r.rates.split()]
+            own = per_rate[(per_rate.metric == claim[1]) & (per_rate.baseline == r.baseline)
+                           & per_rate.noise_rate.isin(rates)].std_diff.dropna()
+            part = text.split(f"(OLS − {r.baseline}:")[1].split(")")[0] if f"(OLS − {r.baseline}:" in text else ""
+            m = re.search(r"within a rate \(([^)]*)\): median ([\d.]+)", text.split(f"(OLS − {r.baseline}:")[1])
+            assert m, (claim[0], r.baseline, part)
+            assert m.group(1) == b._rates_text(rates)
+            assert m.group(2) == f"{own.median() * claim[3]:.{1 if claim[3] == 100 else 3}f}"
+            checked += 1
+    assert checked

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from robustbench_ols.audit import paired_table, pooled_table, verdicts
+from robustbench_ols.audit import paired_table, pooled_table
+from robustbench_ols.verdict_lines import verdicts
 from robustbench_ols.cli import main
 from robustbench_ols.comparison import Settings, adjust, seeds_needed, summarize
 
@@ -200,3 +201,12 @@ def test_seeds_needed_where_the_noncentral_t_fails():
     n, why = seeds_needed(mean, sd, 0.005, alpha=0.005)
     assert why == "difference" and n == 4
     assert _t_power(abs(mean) / sd, 3, 0.005) < 0.8
+
+
+def test_seeds_text_prints_the_median_as_computed():
+    from robustbench_ols.verdict_lines import _seeds_text
+    published = [5, 60, 107, 3, 31, 10, 82, 4, 22, 32]  # test error's seeds in the cpu-regime audit
+    assert _seeds_text(pd.DataFrame({"seeds_needed": published})).startswith("3-107 (median 26.5) seeds would")
+    assert "4-40 (median 9) seeds would" in _seeds_text(pd.DataFrame({"seeds_needed": [4.0, 9.0, 9.0, 40.0]}))
+    text = _seeds_text(pd.DataFrame({"seeds_needed": [9995.0, 10_000.0, math.nan]}))
+    assert text.startswith("9995-10000 (median 9997.5) seeds") and text.endswith("1 would need more than 10,000")

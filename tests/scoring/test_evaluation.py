@@ -17,7 +17,8 @@ from robustbench_ols.data import load_dataset
 from robustbench_ols.errors import SpecError
 from robustbench_ols.evaluation import EvalSpec, attack_subset, score
 from robustbench_ols.models import create_model
-from robustbench_ols.run import evaluate_run, execute
+from robustbench_ols.rescoring import evaluate_run
+from robustbench_ols.run import execute
 from robustbench_ols.store import EPOCH_COLUMNS
 from robustbench_ols.spec import ExecOptions, RunSpec
 
@@ -188,7 +189,8 @@ def test_rbols_eval_adds_a_record_and_never_touches_the_old_ones(val_run, tmp_pa
     assert set(after) - set(before) == {f"evals/{new.eval_id}.json", f"evals/{new.eval_id}.reliability.csv",
                                         f"evals/{new.eval_id}.robust.npz", f"evals/{new.eval_id}.predictions.npz"}
     rec = json.loads((d / "evals" / f"{new.eval_id}.json").read_text())
-    assert rec["eval"]["attacks"] == ["pgd:eps=2/255,alpha=2/255,steps=3,random_start=true", "fgsm:eps=2/255"]
+    # PGD's step, not given, follows the budget (eps/4) and the record spells it
+    assert rec["eval"]["attacks"] == ["pgd:eps=2/255,alpha=1/510,steps=3,random_start=true", "fgsm:eps=2/255"]
     m = rec["metrics"]
     assert m["fgsm_eps2_err"] <= json.loads((d / "metrics.json").read_text())["fgsm_err"] + 0.1
     assert m["clean_err"] == val_run.metrics["clean_err"]  # the same model
