@@ -39,6 +39,7 @@ from .comparison import Settings, adjust, outcome, seeds_needed, summarize
 from .image_bootstrap import image_bootstrap
 from .metric_names import DEFAULT_BUDGET, ROBUSTNESS_METRICS, at_budget, metric_budget, metric_family
 from .regime import OUTSIDE
+from .selection import suffix
 
 # (column, label); all lower is better. A robustness metric is a family of one metric per budget the records
 # share (`pgd_err` at 8/255, `pgd_eps2_err` at 2/255, ...: metric_family), every one tested.
@@ -47,6 +48,7 @@ METRICS = (("test_err_last", "test error (last epoch)"), ("fgsm_err", "FGSM erro
            ("ece", "ECE"), ("c10h_kl_correct", "CIFAR-10H KL (correct images)"),
            ("wrong_fit", "wrong-label fit (1 - noisy_err)"))
 MASKED = "unconfirmed: gradient masking suspected"
+SELECTION_NAMES = {"noisy-val": "noisy-validation epoch", "oracle": "oracle epoch, optimistic"}
 GROUP = ["dataset", "model", "noise_rate"]
 
 
@@ -72,12 +74,15 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def metrics_of(df: pd.DataFrame) -> list[tuple[str, str]]:
+def metrics_of(df: pd.DataFrame, select: str = "last") -> list[tuple[str, str]]:
     """(metric, label) of every metric of METRICS that `df` (prepared) has, the robustness ones at each of
-    their budgets (largest first): `("pgd_eps2_err", "PGD error (2/255)")`."""
+    their budgets (largest first): `("pgd_eps2_err", "PGD error (2/255)")`; the test error at the epoch
+    checkpoint selection `select` chooses (`test_err_noisy_val`, ...: selection.py)."""
     out = []
     for family, label in METRICS:
-        if family not in ROBUSTNESS_METRICS:
+        if family == "test_err_last" and select != "last":
+            out.append((f"test_err_{suffix(select)}", f"test error ({SELECTION_NAMES[select]})"))
+        elif family not in ROBUSTNESS_METRICS:
             out.append((family, label))
             continue
         budgets = {metric_budget(c) for c in df.columns if metric_family(c) == family}
@@ -138,7 +143,7 @@ def decide(table: pd.DataFrame, s: Settings, family: list[str]) -> pd.DataFrame:
 
 
 def paired_table(df: pd.DataFrame, method: str, against: list[str], *, settings: Settings = Settings(),
-                 records: pd.DataFrame | None = None) -> pd.DataFrame:
+                 records: pd.DataFrame | None = None, select: str = "last") -> pd.DataFrame:
     """One row per (metric, dataset, model, noise_rate, baseline): n paired seeds, the means, the paired
     differences new - baseline summarised by `comparison.summarize` (mean, std, t and bootstrap intervals,
     difference and equivalence tests, seeds needed), and the outcome (`decide`; the regime is read from
@@ -146,7 +151,7 @@ def paired_table(df: pd.DataFrame, method: str, against: list[str], *, settings:
     df = prepare(df)
     records = df if records is None else records
     rows = []
-    for metric, label in metrics_of(df):
+    for metric, label in metrics_of(df, select):
         margin = settings.margins[metric_family(metric)]
         for key, g in df.groupby(GROUP, dropna=False):
             new_runs = g[g.method_label == method]
@@ -176,7 +181,7 @@ SCOPES = (("noisy", "noise rates > 0"), ("all", "all noise rates"))
 
 
 def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, settings: Settings = Settings(),
-                 records: pd.DataFrame | None = None) -> pd.DataFrame:
+                 records: pd.DataFrame | None = None, select: str = "last") -> pd.DataFrame:
     """The per-rate comparisons pooled over noise rates: one row per (metric, dataset, model, baseline,
     scope), scope `noisy` (rates > 0) or `all`. Every (noise rate, seed) the two methods share is one
     pair; `lower` counts the pairs where the new method is lower. The tests over all pairs ask whether the
@@ -187,7 +192,7 @@ def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, settings:
     df = prepare(df)
     records = df if records is None else records
     rows = []
-    for metric, label in metrics_of(df):
+    for metric, label in metrics_of(df, select):
         margin = settings.margins[metric_family(metric)]
         for key, g in df.groupby(["dataset", "model"], dropna=False):
             for scope, _ in SCOPES:

@@ -100,16 +100,27 @@ def _statistics_section(s: Settings) -> list[str]:
                                                                if changed else " (the defaults)") + ".", ""]
 
 
+# What audit.md says of the epoch its figures are of (selection.py)
+SELECTION_TEXT = {
+    "last": "every figure is of the last epoch",
+    "noisy-val": "every figure but the wrong-label fit (the last epoch's: memorisation) is of the epoch with the "
+                 "lowest error on each run's noisy validation split",
+    "oracle": "every figure but the wrong-label fit (the last epoch's) is of the epoch with the lowest test error: "
+              "an oracle choice, optimistic (the test set chooses the model it scores)",
+}
+
+
 def write_audit(results_dir, to, method: str, against: list[str], *, about: str = "",
-                eval_id: str | None = None, settings: Settings = Settings()) -> Path:
+                eval_id: str | None = None, settings: Settings = Settings(), select: str = "last") -> Path:
     """audit.md, audit.csv (every comparison), audit_pooled.csv and the difference figures, from the run
-    records."""
+    records (scored with `eval_id`, whose checkpoint selection is `select`)."""
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
     records = collect(results_dir, eval_id=eval_id)
     df = records[records.method_label.isin([method, *against])] if len(records) else records
-    table = paired_table(df, method, against, settings=settings, records=records) if len(df) else pd.DataFrame()
-    pooled = pooled_table(df, method, against, settings=settings, records=records) if len(df) else pd.DataFrame()
+    kw = dict(settings=settings, records=records, select=select)
+    table = paired_table(df, method, against, **kw) if len(df) else pd.DataFrame()
+    pooled = pooled_table(df, method, against, **kw) if len(df) else pd.DataFrame()
     if not table.empty:
         table.to_csv(to / "audit.csv", index=False)
     if not pooled.empty:
@@ -124,7 +135,8 @@ def write_audit(results_dir, to, method: str, against: list[str], *, about: str 
               f"Scale: datasets {sorted(set(df.dataset)) if len(df) else []}, models "
               f"{sorted(set(df.model)) if len(df) else []}, epochs {sorted(set(df.epochs)) if len(df) else []}, "
               f"train subset {sorted(set(df.train_subset)) if len(df) else []} (0 = all).",
-              f"Statistics: {settings.describe()}; equivalence margins below.", ""]
+              f"Statistics: {settings.describe()}; equivalence margins below.",
+              f"Checkpoint: {SELECTION_TEXT[select]} (`--select {select}`).", ""]
     lines += [f"Left out, unreadable: {b['reason']}" for b in unreadable(results_dir, eval_id=eval_id)]
     if method not in present:
         lines += [f"**No finished run of `{method}`**: nothing can be said. Run the grid first.", ""]

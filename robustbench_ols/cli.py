@@ -20,6 +20,7 @@ from .options import (  # light: no torch (see attacks/spec.py)
     RUN_DEFAULTS,
 )
 from .presets import AUDIT_PRESET, PRESET_NAMES  # plain data
+from .spec import NOISY_VAL_DEFAULT
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -79,6 +80,10 @@ def _training_options(p, d) -> None:
     a("--val-split", type=int, help="hold N class-balanced images out of the training set (after the noise): the "
       "best epoch is chosen on them and temperature scaling is fitted on them (0: neither)")
     a("--val-labels", help="labels of the validation split: noisy (what a practitioner has) or clean")
+    p.add_argument("--noisy-val", type=float, nargs="?", const=NOISY_VAL_DEFAULT, default=None, metavar="SHARE",
+      help=f"hold a class-balanced share of the noisy training set out, with its noisy labels ({NOISY_VAL_DEFAULT:g} "
+           "when given alone; at most 0.5): the epoch with the lowest error on it is --select noisy-val's, and "
+           "temperature scaling is fitted on it (default: none)")
     a("--test-every", type=int,
       help="the per-epoch test pass (epochs.csv, Fig. 4, the best epoch) every K epochs and at the last one")
     a("--test-subset", type=int, help="that pass on a fixed class-balanced subset of N test images (0: all); the "
@@ -148,6 +153,8 @@ def _eval_options(p, d) -> None:
            "Square, zero gradients) and the masking_suspected flag")
     a("--check-examples", type=int, help="images of the checks: a class-balanced subset of the attacked ones (0: all)")
     a("--eps-sweep", type=_budgets, help="the checks' PGD-20 budgets in /255 units: robust error against eps")
+    a("--select", help="which epoch's model is scored: last, noisy-val (the lowest error on the run's noisy "
+                       "validation split, --noisy-val) or oracle (the lowest test error: optimistic)")
     a("--attack-amp", action=argparse.BooleanOptionalAction,
       help="run the attacks under bf16 autocast (faster on GPUs and CPUs with bf16 units, much slower on "
            "others; a scoring setting of its own, not the default for reported scores)")
@@ -205,6 +212,9 @@ def _report_parser(sub) -> None:
     p.add_argument("--paper", action="store_true", help="add the paper's numbers beside ours where it has them")
     p.add_argument("--eval-id", default=None, help="take the scores of this evaluation setting (evals/<id>.json); "
                                                    "default: each run's own")
+    p.add_argument("--select", default="last", help="checkpoint selection of Table VII and the scores: last, "
+                   "noisy-val (the epoch with the lowest noisy-validation error) or oracle (the lowest test error: "
+                   "optimistic); without --eval-id the scores are each run's own setting at that epoch")
     p.add_argument("--format", default="png,pdf",
                    help="comma-separated figure formats among png, pdf, svg (default png,pdf; report.md shows the first)")
     p.add_argument("--html", action="store_true",

@@ -21,17 +21,28 @@ from .options import EVAL_DEFAULTS, EVAL_FLAGS, EXEC_DEFAULTS, RUN_DEFAULTS
 from .presets import AUDIT_PRESET
 from .regime import REFERENCE, fit_lines
 from .report import write_report
-from .results import collect, unreadable
 from .rescoring import evaluate_run
+from .results import collect, unreadable
 from .run import execute, repair
+from .selection import check_selection
 from .spec import DEFAULT_ATTACKS, EvalSpec, ExecOptions, RunSpec
 from .store import ensure_writable, run_dirs
 from .trackers import export
 from .transfer_check import complete_transfers
 
 
+def _noisy_val(args) -> float | None:
+    """--noisy-val's share, checked here: given, it must hold something out (the spec's 0 means no split)."""
+    share = getattr(args, "noisy_val", None)
+    if share is not None and not 0 < share <= 0.5:
+        raise SpecError(f"--noisy-val {share:g}: the share of the noisy training set held out must lie in (0, 0.5] "
+                        "(0.05 when the flag is given alone)")
+    return share
+
+
 def grid_from_args(args):
     """(Grid, cells, EvalSpec, ExecOptions) from `rbols matrix` arguments."""
+    _noisy_val(args)
     run = {k: getattr(args, k) for k in RUN_DEFAULTS if k != "milestones" and getattr(args, k, None) is not None}
     if args.milestones is not None:
         run["milestones"] = _milestones(args.milestones)
@@ -74,6 +85,7 @@ def spec_from_args(args):
     name, raw = parse_method(args.method)
     run = {k: getattr(args, k) for k in RUN_DEFAULTS}
     run["milestones"] = None if args.milestones is None else _milestones(args.milestones)
+    run["noisy_val"] = _noisy_val(args) or 0.0
     spec = RunSpec(dataset=args.dataset, model=args.model, method=name, method_options=tuple(raw.items()),
                    noise=args.noise, noise_seed=args.seed if args.noise_seed is None else args.noise_seed,
                    seed=args.seed, **run)
@@ -237,9 +249,10 @@ def cmd_report(args) -> int:
     if bad or not formats:
         raise SpecError(f"--format {args.format!r}: {'unknown ' + ', '.join(bad) if bad else 'no format'}; "
                         "give one or more of png, pdf, svg, e.g. --format png")
+    select = check_selection(args.select)
     path = write_report(args.results_dir, Path(args.to), paper=args.paper, eval_id=args.eval_id, formats=formats,
-                        html=args.html, audit_dirs=args.audit)
-    for b in unreadable(args.results_dir, eval_id=args.eval_id):
+                        html=args.html, audit_dirs=args.audit, select=select)
+    for b in unreadable(args.results_dir, eval_id=args.eval_id, select=select):
         print(f"warning: left out of the report: {b['reason']}", file=sys.stderr)
     print("\n".join(fit_lines(collect(args.results_dir, eval_id=args.eval_id))
                     or ["no hard-label run with label noise: the regime (memorising) cannot be read"]))
@@ -274,7 +287,7 @@ def cmd_audit(args) -> int:
     else:
         ok = _run_grid(args, grid, cells, ev, ex, out).ok
     to = Path(args.to) if args.to else out / "audit"
-    path = write_audit(out, to, labels[0], labels[1:], eval_id=ev.eval_id, settings=settings,
+    path = write_audit(out, to, labels[0], labels[1:], eval_id=ev.eval_id, settings=settings, select=ev.select,
                        about=f"Grid: {grid.name} ({grid.about or 'custom'}); seeds {grid.seeds}; noise {grid.noise}.")
     print(path)
     return 0 if ok else 1

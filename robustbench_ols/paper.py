@@ -122,7 +122,7 @@ def match(table: str, row, metric: str) -> PaperFigure | None:
     if not is_default(method, row.get("method_label", method)):  # other options: not the paper's row
         return None
     ds, model, proto = row.get("dataset"), row.get("model"), PROTOCOLS.get(table, "")
-    if table == "table7" and metric in ("test_err_last", "test_err_best"):
+    if table == "table7" and metric in ("test_err_last", "test_err_best", "test_err_noisy_val", "test_err_oracle"):
         if ds != "cifar100" or row.get("noise_kind") not in ("none", "symmetric"):
             return None
         cell = TABLE7.get(method, {}).get(_rate(row))

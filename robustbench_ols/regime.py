@@ -87,7 +87,7 @@ def outside(df: pd.DataFrame, metric: str, dataset, model, noise_rate, runs: pd.
             and (runs[metric].astype(float) >= FLOOR).all()):
         return (f"{OUTSIDE} (every compared model errs on >= {FLOOR:.0%} of the attacked images: at this floor no "
                 "difference in robustness can show)")
-    if metric not in MEMORISATION_METRICS or not float(noise_rate) > 0:
+    if metric_family(metric) not in MEMORISATION_METRICS or not float(noise_rate) > 0:
         return None
     fits = fit_table(df)
     fits = fits[(fits.dataset == dataset) & (fits.model == model) & (fits.noise_rate == float(noise_rate))]

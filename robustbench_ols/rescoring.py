@@ -13,6 +13,7 @@ from .errors import SpecError
 from .evals_store import read_eval_record, write_eval_record
 from .evaluation import attack_subset, load_human, score
 from .inference import resolve_device
+from .selection import model_at
 from .spec import EvalSpec, ExecOptions
 from .transfer_check import add_transfer, check_transfer_from
 
@@ -46,6 +47,11 @@ def _score(run_dir: Path, ev: EvalSpec, ex: ExecOptions) -> None:
     attack_subset(data.test_y, ev)
     human = load_human(spec.dataset, ev, ex.data_root, ex.download, data.test_y)
     model = store.load_run_model(run_dir, data.num_classes, device, channels_last=ex.channels_last)
+    selected = {}
+    if ev.select != "last":  # the epoch the selection chooses (selection.py), SpecError when it was not kept
+        model, epoch = model_at(run_dir, ev.select, model, store.read_epochs(run_dir), device,
+                                noisy_val=spec.has_noisy_val)
+        selected = {"selected_epoch": epoch}
     z = np.load(run_dir / "noise.npz")
     val = None
     if "val_indices" in z.files and len(z["val_indices"]):
@@ -53,5 +59,6 @@ def _score(run_dir: Path, ev: EvalSpec, ex: ExecOptions) -> None:
     scores = score(model, test_x=data.test_x.to(device), test_y=torch.as_tensor(data.test_y, device=device), ev=ev,
                    val=val, human=human, eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
                    progress=ex.progress, progress_position=ex.progress_position)
+    scores.metrics.update(selected)
     write_eval_record(run_dir, ev, scores, ex.channels_last, device)
 

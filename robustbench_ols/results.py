@@ -10,15 +10,18 @@ both and listed by `unreadable(root)` with the reason, so one bad file never sto
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import RbolsError
+from .evals_store import metrics_for, read_eval_record
 from .methods import method_label
 from .noise import NoiseSpec
-from .evals_store import metrics_for
-from .store import read_record, run_dirs
+from .selection import selected_figures
+from .spec import EvalSpec
+from .store import read_epochs, read_metrics, read_record, run_dirs
 
 ID_COLUMNS = ("run_id", "dataset", "model", "method", "method_label", "noise", "noise_kind", "noise_rate",
               "seed", "epochs", "train_subset", "val_split")
@@ -34,31 +37,46 @@ def _identity(d: Path) -> dict:
             "noise": s["noise"], "noise_kind": ns.kind,
             "noise_rate": ns.rate if ns.kind != "human" else float("nan"),
             "seed": s["seed"], "epochs": s["epochs"], "epochs_planned": s["epochs"],
-            "train_subset": s["train_subset"], "val_split": s.get("val_split", 0)}
+            "train_subset": s["train_subset"], "val_split": s.get("val_split", 0),
+            "has_noisy_val": bool(s.get("noisy_val")) or (s.get("val_split", 0) > 0
+                                                          and s.get("val_labels", "noisy") == "noisy")}
 
 
-def _read_runs(root, eval_id) -> tuple[list[dict], list[dict]]:
+def _read_runs(root, eval_id, select: str = "last") -> tuple[list[dict], list[dict]]:
     """(rows of the readable finished runs, [{run_id, reason}] of the unreadable ones)."""
     rows, bad = [], []
     for d in run_dirs(root):
         try:
-            rows.append({**_identity(d), **metrics_for(d, eval_id)})
+            ident = _identity(d)
+            rows.append({**ident, **metrics_for(d, eval_id or _own_setting_at(d, select)),
+                         **selected_figures(read_epochs(d), noisy_val=ident["has_noisy_val"])})
         except (RbolsError, KeyError, TypeError, ValueError) as e:
             bad.append({"run_id": d.name, "reason": str(e)})
     return rows, bad
 
 
-def unreadable(root, *, eval_id: str | None = None) -> list[dict]:
+def _own_setting_at(run_dir: Path, select: str) -> str | None:
+    """The eval_id of the run's own scoring setting at the epoch `select` chooses (None: its own, `last`)."""
+    if select == "last":
+        return None
+    own = read_eval_record(run_dir, read_metrics(run_dir).get("eval_id"))
+    return None if own is None else dataclasses.replace(EvalSpec.from_dict(own["eval"]), select=select).eval_id
+
+
+def unreadable(root, *, eval_id: str | None = None, select: str = "last") -> list[dict]:
     """Finished runs under `root` whose records cannot be read: [{run_id, reason}] (the reason names the
     file and the fix)."""
-    return _read_runs(root, eval_id)[1]
+    return _read_runs(root, eval_id, select)[1]
 
 
-def collect(root, *, eval_id: str | None = None) -> pd.DataFrame:
+def collect(root, *, eval_id: str | None = None, select: str = "last") -> pd.DataFrame:
     """One row per finished, readable run under `root` (`unreadable` lists the others). With `eval_id`,
     the scores come from that evaluation record (`evals/<eval_id>.json`) when the run's own scoring was
-    another setting; runs without such a record have NaN scores for it."""
-    df = pd.DataFrame(_read_runs(root, eval_id)[0])
+    another setting; runs without such a record have NaN scores for it. Without it, `select` other than
+    `last` takes each run's own setting scored at the epoch the selection chooses (selection.py). Every row
+    also has the test error, epoch and wrong-label error each selection chooses (`test_err_noisy_val`,
+    `epoch_oracle`, ...), read from epochs.csv."""
+    df = pd.DataFrame(_read_runs(root, eval_id, select)[0])
     if df.empty:
         return pd.DataFrame(columns=[*ID_COLUMNS, "run_dir"])
     return df.sort_values(["dataset", "model", "method_label", "noise", "seed"], kind="stable").reset_index(drop=True)

@@ -24,6 +24,7 @@ from .noise import NoisyLabels, noisy_labels_for
 from .provenance import device_name, git_info, versions
 from .rescoring import evaluate_run
 from .resolved import ResolvedRun, resolve
+from .selection import keep_weights, model_at
 from .spec import EvalSpec, ExecOptions, RunSpec
 from .training import NonFinite, fit, make_optimizer
 from .transfer_check import add_transfer, check_transfer_from
@@ -48,6 +49,9 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     store.ensure_writable(out)
     if transfer_from is not None:
         check_transfer_from(transfer_from, spec)
+    if ev.select == "noisy-val" and not spec.has_noisy_val:
+        raise SpecError("--select noisy-val scores the epoch with the lowest error on a noisy validation split, and "
+                        "this run holds none: add --noisy-val [SHARE] (or use --select last or oracle)")
     run_dir = out / spec.run_id
     if store.is_done(run_dir):
         return _already_done(run_dir, ev, ex, transfer_from=transfer_from)
@@ -84,7 +88,12 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
             stage = "scoring"
             metrics = _final_metrics(state, x.noisy.rate, int(x.noisy.is_noisy.sum()), len(x.labels), x.num_meta,
                                      x.num_val)
-            scores = score(models[0], test_x=x.test[0], test_y=x.test[1], ev=ev, val=x.val,
+            scored, selected = models[0], {}
+            if ev.select != "last":  # the model of the epoch the selection chooses, kept as it trained
+                scored, epoch = model_at(run_dir, ev.select, models[0], state["history"], device,
+                                         noisy_val=spec.has_noisy_val)
+                selected = {"selected_epoch": epoch}
+            scores = score(scored, test_x=x.test[0], test_y=x.test[1], ev=ev, val=x.val,
                                        human=x.human, eval_batch_size=ex.eval_batch_size,
                                        channels_last=ex.channels_last, progress=ex.progress,
                                        progress_position=ex.progress_position)
@@ -97,6 +106,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
                               "same command to resume") from None
         store.save_final(run_dir, models, r.method)
         evals_store.write_eval_record(run_dir, ev, scores, ex.channels_last, device)
+        scores.metrics.update(selected)
         metrics = {**metrics, **scores.metrics, "eval_id": ev.eval_id}
         store.finish(run_dir, metrics, scores.reliability)
         tr.finish(metrics)
@@ -155,7 +165,11 @@ def _inputs(r: ResolvedRun, ex: ExecOptions, ev: EvalSpec, device) -> Inputs:
     # validation split is held out the same way, from what is left.
     train_pos, meta_pos = _hold_out(clean, np.arange(len(clean)), r.method.clean_meta_size(),
                                     spec.subset_seed + 7919, "the method's clean meta set (its meta= option)")
-    train_pos, val_pos = _hold_out(clean, train_pos, spec.val_split, spec.subset_seed + 104729, "--val-split")
+    if spec.noisy_val:  # balanced by the noisy labels: choosing the epoch uses no clean label at all
+        train_pos, val_pos = _hold_out(noisy.labels, train_pos, round(spec.noisy_val * len(train_pos)),
+                                       spec.subset_seed + 104729, f"--noisy-val {spec.noisy_val:g}")
+    else:
+        train_pos, val_pos = _hold_out(clean, train_pos, spec.val_split, spec.subset_seed + 104729, "--val-split")
     val_labels = (clean if spec.val_labels == "clean" else noisy.labels)[val_pos]
 
     def on_device(images, labels):
@@ -177,6 +191,8 @@ def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, load
     """training.fit with a checkpoint, epochs.csv and the trackers' epoch after every epoch; a failure is
     recorded in status.json."""
     def checkpoint(state):
+        # the weights of the epoch each selection chooses so far, before the checkpoint (selection.py)
+        keep_weights(run_dir, state["history"], models[0], noisy_val=r.spec.has_noisy_val, save=store.save_torch)
         store.save_checkpoint(run_dir, models, optimizer, r.method, state)
         store.write_epochs_csv(run_dir / "epochs.csv", state["history"])
         tr.epoch(state["history"][-1], state["history"][-1]["epoch"])

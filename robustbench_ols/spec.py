@@ -17,13 +17,15 @@ from dataclasses import dataclass
 
 from .attacks.spec import DEFAULT_CHECK_EXAMPLES, DEFAULT_SWEEP, AttackSpec
 from .errors import SpecError
+from .selection import check_selection
 from .trackers import parse_trackers  # light: no tracker library is imported
 
 SCHEDULES = ("step", "cosine")
 VAL_LABELS = ("noisy", "clean")
 # Fields added after run directories already existed: they enter the run_id only when they differ from
 # these defaults, so every run made before they existed keeps its run_id and directory.
-_LATER_FIELDS = {"val_split": 0, "val_labels": "noisy", "test_every": 1, "test_subset": 0}
+_LATER_FIELDS = {"val_split": 0, "val_labels": "noisy", "test_every": 1, "test_subset": 0, "noisy_val": 0.0}
+NOISY_VAL_DEFAULT = 0.05  # --noisy-val without a share: the CIFAR-N reproduction's 5% of the noisy training set
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,10 @@ class RunSpec:
     # final figures, only what epochs.csv records and so the best-epoch figure (part of the run_id).
     test_every: int = 1
     test_subset: int = 0
+    # A class-balanced share (by noisy label) of the noisy training set held out before training, with its
+    # noisy labels: the noisy-validation split of checkpoint selection (selection.py), which chooses the best
+    # epoch and fits temperature scaling as --val-split does. 0: none.
+    noisy_val: float = 0.0
 
     def __post_init__(self):
         self._resolve()
@@ -80,6 +86,13 @@ class RunSpec:
         _check(0 < self.lr_decay <= 1, f"--lr-decay must be in (0, 1], got {self.lr_decay}")
         _check(self.train_subset >= 0, f"--train-subset must be >= 0, got {self.train_subset}")
         _check(self.val_split >= 0, f"--val-split must be >= 0, got {self.val_split}")
+        _check(self.noisy_val == 0 or 0 < self.noisy_val <= 0.5,
+               f"--noisy-val {self.noisy_val:g}: the share of the noisy training set held out must lie in (0, 0.5] "
+               f"(e.g. {NOISY_VAL_DEFAULT:g}, the default when the flag is given alone)")
+        _check(not (self.noisy_val and self.val_split), "--noisy-val and --val-split both hold images out of the "
+               "training set; give one (--noisy-val SHARE holds out a share with its noisy labels)")
+        _check(not (self.noisy_val and self.val_labels != "noisy"), "--noisy-val holds out noisy labels; drop "
+               "--val-labels clean (or use --val-split N --val-labels clean for a clean split)")
         _check(self.test_every >= 1, f"--test-every must be >= 1 (1: a test pass every epoch), got {self.test_every}")
         _check(self.test_subset >= 0, f"--test-subset must be >= 0 (0: the whole test set), got {self.test_subset}")
         for m in self.milestones:
@@ -112,6 +125,11 @@ class RunSpec:
     @property
     def options(self) -> dict:
         return dict(self.method_options)
+
+    @property
+    def has_noisy_val(self) -> bool:
+        """Whether the run holds out a validation split with noisy labels (checkpoint selection `noisy-val`)."""
+        return bool(self.noisy_val) or (self.val_split > 0 and self.val_labels == "noisy")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -193,6 +211,9 @@ class EvalSpec:
     checks: bool = True
     check_examples: int = DEFAULT_CHECK_EXAMPLES  # a class-balanced subset of the attacked images; 0: all
     eps_sweep: tuple = DEFAULT_SWEEP  # the checks' PGD-20 budgets, in /255 units
+    # Which epoch's model is scored (selection.py): last, noisy-val or oracle (a later field: in the eval_id
+    # only when not the last epoch).
+    select: str = "last"
     # The attacks parsed once (AttackSpec objects, in order); derived from `attacks`, not part of the eval_id.
     attack_specs: tuple = dataclasses.field(init=False, repr=False, compare=False, default=())
 
@@ -223,6 +244,7 @@ class EvalSpec:
             raise SpecError(f"--check-examples must be >= 0, got {self.check_examples}")
         if not self.attacks:  # nothing to check
             object.__setattr__(self, "checks", False)
+        check_selection(self.select)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
@@ -230,6 +252,8 @@ class EvalSpec:
         d["eps_sweep"] = list(self.eps_sweep)
         if not self.attack_amp:  # every setting scored before the field existed keeps its eval_id
             del d["attack_amp"]
+        if self.select == "last":  # the same
+            del d["select"]
         if not self.checks:  # the same for the checks
             for k in ("checks", "check_examples", "eps_sweep"):
                 del d[k]

@@ -23,6 +23,7 @@ from .data import load_dataset
 from .errors import SpecError
 from .evals_store import read_eval_record, read_transfer, write_transfer
 from .inference import resolve_device
+from .selection import model_at
 from .spec import EvalSpec, ExecOptions, RunSpec
 
 REFERENCE = "hard"
@@ -109,6 +110,8 @@ def _compute(run_dir: Path, surrogate: Path, ev: EvalSpec, ex: ExecOptions, devi
     models = []
     for d in (run_dir, surrogate):
         m = store.load_run_model(d, data.num_classes, device, channels_last=ex.channels_last)
+        if d == run_dir and ev.select != "last":  # the scored model is the selected epoch's (selection.py)
+            m = model_at(run_dir, ev.select, m, store.read_epochs(run_dir), device, noisy_val=spec.has_noisy_val)[0]
         folded = fold_batchnorm(m, channels_last=ex.channels_last)  # the same function, faster (robust.py)
         models.append(folded if folded is not None else m)
     return transfer_check(*models, images, labels, clean_wrong=torch.as_tensor(arrays["clean_wrong"]),

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_ols.verdict_lines import pooled_verdicts
 from robustbench_ols.comparison import ALPHA
 from robustbench_ols.markdown import markdown_table
 from robustbench_ols.regime import FLOOR, MIN_WRONG_FIT, OUTSIDE
 from robustbench_ols.report.cost import duration
 from robustbench_ols.report.tables import method_key
+from robustbench_ols.verdict_lines import pooled_verdicts
 
 ROOT = Path(__file__).resolve().parents[2]
 SEARCH = Path("docs/results/tier-search")  # the records of the runs that chose the cpu-regime tier

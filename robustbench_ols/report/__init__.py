@@ -42,6 +42,7 @@ from ..attacks import AttackSpec
 from ..markdown import markdown_table
 from ..regime import MIN_WRONG_FIT, fit_markdown
 from ..results import collect, epochs, unreadable
+from ..selection import LABELS
 from ..store import incomplete
 from .cost import cost_markdown
 from .figures import (
@@ -84,27 +85,24 @@ __all__ = ["write_report", "write_html", "build", "table7", "table7_markdown", "
 
 # ---------------------------------------------------------------- the report
 
-def _tables(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, str, pd.DataFrame]]:
-    """(file stem, title, Markdown body, CSV frame) of Tables VII, VIII, XI and XII."""
-    return [(stem, title, parts_markdown(parts), csv) for stem, title, parts, csv in table_parts(d, paper)]
-
-
-def table_parts(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, list, pd.DataFrame]]:
-    """`_tables` with the body as parts: Markdown text and DataFrames of the cells as shown (the HTML
-    page renders the same parts)."""
+def table_parts(d: pd.DataFrame, paper: bool, select: str = "last") -> list[tuple[str, str, list, pd.DataFrame]]:
+    """(file stem, title, body, CSV frame) of Tables VII, VIII, XI and XII, the body as parts: Markdown text
+    and DataFrames of the cells as shown (the HTML page renders the same parts). `select`: the checkpoint
+    selection the report uses (Table VII's first table; the scores are of that epoch's model)."""
     err = "clean_err" if "clean_err" in d and d["clean_err"].notna().any() else "test_err_last"
     cells = ("noise_col", "method_label")
+    model = "final model (last epoch)" if select == "last" else f"model of the epoch `--select {select}` chooses"
     out = []
-    body, csv = table7_parts(d, paper=paper)
+    body, csv = table7_parts(d, paper=paper, select=select)
     out.append(("table7", "Table VII: test error under label noise", [
-        "Top-1 test error (%), mean ± std over seeds (ddof=1), rows = methods, columns = noise rates. The "
-        "last-epoch and the best-epoch figures are separate tables; the best-epoch rule is quoted from the "
-        "runs' spec.json.\n\n", *body], csv))
+        "Top-1 test error (%), mean ± std over seeds (ddof=1), rows = methods, columns = noise rates, at the "
+        f"epoch each checkpoint selection chooses: first the one this report uses (`--select {select}`), then "
+        "the others the runs allow; only epochs with a test pass compete (selection.py).\n\n", *body], csv))
     attacks = [(c, AttackSpec.from_key(c).label, 100.0, 2)
                for c in attack_columns(d) or ["fgsm_err", "pgd20_err"]]  # absent ones are said so
     body, csv = metric_parts(d, "table8", [(err, "clean", 100.0, 2), *attacks], SETTING, cells, paper)
     out.append(("table8", "Table VIII: clean and adversarial error", [
-        f"Top-1 error (%) of the final model (last epoch) on clean test images (`{err}`) and under each "
+        f"Top-1 error (%) of the {model} on clean test images (`{err}`) and under each "
         "attack on the attack subset (its size is listed as attack examples), at 8/255 unless the column "
         "names another budget. PGD-20 is the paper's; AutoAttack is the official standard ensemble (APGD-CE, "
         "APGD-T, FAB-T, Square); *Worst case* counts an image as fooled when any attack at that budget "
@@ -116,7 +114,7 @@ def table_parts(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, list, pd.D
                              [c for c in SETTING if c != "model"], ("noise_col", "model", "method_label"), paper)
     out.append(("table11", "Table XI: error and calibration", [
         f"Top-1 error (%, `{err}`) and ECE (x 100; 15 equal-width bins unless the runs' evaluation said "
-        "otherwise) of the final model (last epoch), per model and method; where the runs recorded them, "
+        f"otherwise) of the {model}, per model and method; where the runs recorded them, "
         "the adaptive ECE (equal-mass bins), Kumar et al.'s debiased L2 ECE, the smooth ECE (relplot), the "
         "area under the risk-coverage curve (AURC, x 100, lower is better), and each after temperature "
         "scaling (runs with a validation split).\n\n", *body], csv))
@@ -131,7 +129,7 @@ def table_parts(d: pd.DataFrame, paper: bool) -> list[tuple[str, str, list, pd.D
     out.append(("table12", "Table XII: agreement with CIFAR-10H", [
         f"Top-1 error (%, `{err}`) and mean KL(human ‖ model) on CIFAR-10H over the test images the model "
         "classifies correctly (the paper's figure), over all images, and top-1 agreement with the human "
-        "majority; final model (last epoch); CIFAR-10 only.\n\n", *body], csv))
+        f"majority; the {model}; CIFAR-10 only.\n\n", *body], csv))
     return out
 
 
@@ -291,9 +289,10 @@ class Built:
     provenance: dict = field(default_factory=dict)
 
 
-def build(results_dir, *, paper: bool = False, eval_id: str | None = None) -> Built:
-    """Read the finished runs under `results_dir` and compute every table and figure of the report."""
-    runs, bad = collect(results_dir, eval_id=eval_id), incomplete(results_dir)
+def build(results_dir, *, paper: bool = False, eval_id: str | None = None, select: str = "last") -> Built:
+    """Read the finished runs under `results_dir` and compute every table and figure of the report, at the
+    checkpoint selection `select` (selection.py)."""
+    runs, bad = collect(results_dir, eval_id=eval_id, select=select), incomplete(results_dir)
     md = [f"# Report: {results_dir}\n",
           f"Built from the finished run directories under `{results_dir}` alone (no retraining): "
           f"{len(runs)} finished runs. Markdown tables and figures show percent; the CSV files hold "
@@ -302,14 +301,18 @@ def build(results_dir, *, paper: bool = False, eval_id: str | None = None) -> Bu
     if eval_id:
         md.append(f"Scores (clean, attacks, calibration, CIFAR-10H) come from evaluation record `{eval_id}`; "
                   "runs without that record show no figure for them.\n")
+    if select != "last":
+        md.append(f"Checkpoint selection `--select {select}`: Table VII's first table, and every score, is of the "
+                  f"epoch it chooses ({LABELS[select]})"
+                  + ("" if eval_id else "; the scores are each run's own scoring setting at that epoch") + ".\n")
     md.append(_incomplete_md(bad))
-    md.append(_unreadable_md(unreadable(results_dir, eval_id=eval_id)))
+    md.append(_unreadable_md(unreadable(results_dir, eval_id=eval_id, select=select)))
     b = Built(str(results_dir), eval_id, md, runs=len(runs))
     if runs.empty:
         return b
     b.d = d = prepare(runs)
     b.overview, b.regime = _overview(d, eval_id), _regime_md(d)
-    b.tables = table_parts(d, paper)
+    b.tables = table_parts(d, paper, select)
     ep = epochs(results_dir)
     b.ep = ep.merge(d[["run_id", "variant", "best_rule"]], on="run_id", how="inner")
     b.figures = _figures(d, b.ep, eval_id)
@@ -318,13 +321,14 @@ def build(results_dir, *, paper: bool = False, eval_id: str | None = None) -> Bu
 
 
 def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str | None = None,
-                 formats=FORMATS, html: bool = False, audit_dirs=()) -> Path:
+                 formats=FORMATS, html: bool = False, audit_dirs=(), select: str = "last") -> Path:
     """Write the tables, figures and report.md for the finished runs under `results_dir` into
     `report_dir`; returns the path of report.md. `paper`: add the OLS paper's numbers beside ours where
     it reports the same dataset, model, method and noise rate. `eval_id`: take the scores from that
     evaluation record (`rbols eval`) instead of each run's own. `formats`: the figures' file types
     (png, pdf, svg; the first is the one report.md shows). `html`: also report.html (`write_html`) from
-    the same computation, with the audits under `audit_dirs`."""
+    the same computation, with the audits under `audit_dirs`. `select`: the checkpoint selection (last,
+    noisy-val, oracle)."""
     formats = tuple(formats)
     if not formats or any(f not in ("png", "pdf", "svg") for f in formats):
         raise ValueError(f"figure formats {formats!r}: choose one or more of png, pdf, svg (e.g. --format png)")
@@ -333,7 +337,7 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
         libraries()  # SpecError now, before any file is written, when the html extra is missing
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    b = build(results_dir, paper=paper, eval_id=eval_id)
+    b = build(results_dir, paper=paper, eval_id=eval_id, select=select)
     md = list(b.intro)
     if b.d is None:
         md.append("No finished runs: nothing to tabulate.\n")

@@ -279,9 +279,12 @@ def save_figure(fig, stem: Path, formats=("png", "pdf")) -> list[str]:
 
 
 def reliability_rows(d: pd.DataFrame, eval_id: str | None) -> pd.DataFrame:
+    """The reliability bins of the runs of `d` under setting `eval_id` (each row's own `eval_id` when None: its
+    own scoring, or the one its checkpoint selection read)."""
     frames = []
     for _, r in d.iterrows():
-        f = Path(r["run_dir"]) / ("reliability.csv" if eval_id is None else f"evals/{eval_id}.reliability.csv")
+        eid = eval_id or r.get("eval_id")
+        f = Path(r["run_dir"]) / (f"evals/{eid}.reliability.csv" if isinstance(eid, str) else "reliability.csv")
         if f.exists():
             frames.append(pd.read_csv(f).assign(noise_col=r["noise_col"], method_label=r["method_label"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

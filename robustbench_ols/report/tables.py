@@ -13,6 +13,7 @@ import pandas as pd
 from .. import paper as paper_data
 from ..attacks import DEFAULT_EPS, AttackSpec
 from ..markdown import markdown_table
+from ..selection import SELECTIONS, suffix
 
 SETTING = ("dataset", "model", "epochs", "train_subset", "val_split", "variant")
 # The paper's row order (Table VII), then anything else alphabetically.
@@ -114,12 +115,13 @@ def summarise(df: pd.DataFrame, metrics, outer, axes) -> pd.DataFrame:
 
 
 def table7(df: pd.DataFrame, *, which: str = "last") -> pd.DataFrame:
-    """Table VII: test error (`test_err_last` or `test_err_best`, fractions) per setting x method x noise
-    rate: columns mean, std (ddof=1; NaN with one seed), n (seeds with a figure), n_expected, seeds, runs.
-    Missing combinations are rows with n = 0."""
-    if which not in ("last", "best"):
-        raise ValueError(f"which must be 'last' or 'best', got {which!r}")
-    m = f"test_err_{which}"
+    """Table VII: test error at the epoch a checkpoint selection chooses (`which`: last, noisy-val, oracle;
+    or best, each run's own rule: `test_err_best`), fractions, per setting x method x noise rate: columns
+    mean, std (ddof=1; NaN with one seed), n (seeds with a figure), n_expected, seeds, runs. Missing
+    combinations are rows with n = 0."""
+    if which not in (*SELECTIONS, "best"):
+        raise ValueError(f"which must be one of {', '.join(SELECTIONS)} or best, got {which!r}")
+    m = f"test_err_{suffix(which)}"
     s = summarise(df, [m], SETTING, ("method_label", "noise_col"))
     if s.empty:
         return pd.DataFrame(columns=[*SETTING, "method", "method_label", "noise_col", "noise_kind", "noise_rate",
@@ -249,29 +251,42 @@ def parts_markdown(parts) -> str:
     return "".join(p if isinstance(p, str) else markdown_table(list(p.columns), p.values.tolist()) for p in parts)
 
 
-def table7_markdown(df: pd.DataFrame, *, paper: bool = False) -> tuple[str, pd.DataFrame]:
-    """(Markdown, long CSV frame) of Table VII for runs `df`: per setting, the last-epoch and the
-    best-epoch table; with `paper`, the paper's figure beside each noise column it reports."""
-    parts, csv = table7_parts(df, paper=paper)
+def table7_markdown(df: pd.DataFrame, *, paper: bool = False, select: str = "last") -> tuple[str, pd.DataFrame]:
+    """(Markdown, long CSV frame) of Table VII for runs `df`: per setting, a table per checkpoint selection
+    (`select`'s first); with `paper`, the paper's figure beside each noise column it reports."""
+    parts, csv = table7_parts(df, paper=paper, select=select)
     return parts_markdown(parts), csv
 
 
-def table7_parts(df: pd.DataFrame, *, paper: bool = False) -> tuple[list, pd.DataFrame]:
-    """`table7_markdown` as parts: Markdown text and DataFrames of the cells as shown (`**x**`: bold)."""
+# Table VII's heading of each checkpoint selection (selection.py)
+SELECTION_TITLES = {
+    "last": "Last epoch (`test_err_last`)",
+    "noisy-val": "Noisy-validation epoch (`test_err_noisy_val`): the epoch with the lowest error on the share "
+                 "of the noisy training set each run held out (its noisy labels; no clean label chooses it)",
+    "oracle": "Oracle epoch, optimistic (`test_err_oracle`): the epoch with the lowest test error, chosen on the "
+              "test set it is scored on (the OLS code's reporting)",
+}
+
+
+def table7_parts(df: pd.DataFrame, *, paper: bool = False, select: str = "last") -> tuple[list, pd.DataFrame]:
+    """`table7_markdown` as parts: Markdown text and DataFrames of the cells as shown (`**x**`: bold). The
+    table of checkpoint selection `select` first, marked as the one used, then the others the runs allow."""
     d = prepare(df)
     parts, frames = [], []
-    for which in ("last", "best"):
+    for which in dict.fromkeys([select, *SELECTIONS]):
+        col = f"test_err_{suffix(which)}"
+        if col not in d or d[col].isna().all():
+            continue  # e.g. noisy-val without a noisy validation split
         t = table7(d, which=which)
         t["which"] = which
         if paper and not t.empty:
-            _with_paper(t, "table7", f"test_err_{which}", "paper")
+            _with_paper(t, "table7", col, "paper")
         frames.append(t)
     for key, g in d.groupby(list(SETTING), sort=True, dropna=False):
         parts.append(f"### {setting_title(g.iloc[0])}\n\n{_cells_text(g, SETTING, ('method_label', 'noise_col'))}\n")
         for t in frames:
             which, tg = t["which"].iloc[0], select_rows(t, SETTING, key)
-            label = ("Last epoch (`test_err_last`)" if which == "last" else
-                     "Best epoch (`test_err_best`): " + "; ".join(sorted(g["best_rule"].unique())))
+            label = SELECTION_TITLES[which] + (f" — the selection used (`--select {which}`)" if which == select else "")
             table = _pivot7(tg, paper)
             note = "\nBold: the two lowest means of each column.\n"
             if any("paper†" in c for c in table.columns):

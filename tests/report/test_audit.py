@@ -211,3 +211,41 @@ def test_a_robustness_win_with_masking_suspected_is_unconfirmed():
     assert MASKED in next(v for v in pooled_verdicts(pooled, "new") if v.startswith("**robust error"))
     clean = paired_table(flagged.assign(masking_suspected=False, masking_checks=""), "new", ["ls"])
     assert clean[clean.metric == "robust_err"].outcome.tolist() == ["better", "better"]
+
+
+def test_robustness_is_tested_at_every_budget_with_the_floor_per_budget_and_one_family():
+    """Records with FGSM, PGD-20 and AutoAttack at 8/255, 2/255 and 1/255: each attack and the per-image worst
+    case is compared at each budget (none chosen after looking); at 8/255, where every model errs on every
+    image, the floor guard answers; the budgets of one attack are one multiplicity family, named in the line;
+    a transfer check that failed makes a win unconfirmed."""
+    from robustbench_ols.audit import MASKED, pooled_table
+    base = dict(dataset="cifar10", model="resnet8", epochs=1, train_subset=0)
+    rows = []
+    for r in (0.0, 0.4):
+        for s in range(6):
+            for m, e in (("new", 0.90 + 0.004 * s), ("ls", 0.95 + 0.005 * s)):
+                fig = {}
+                for sfx, err in (("", 1.0), ("_eps2", min(e + 0.04, 1.0)), ("_eps1", e)):
+                    fig.update({f"fgsm{sfx}_err": err - 0.01 if err < 1 else err, f"pgd20{sfx}_err": err,
+                                f"aa{sfx}_err": err, f"worst{sfx}_err": err})
+                rows.append({**base, "noise_rate": r, "method_label": m, "seed": s, **fig})
+    df = pd.DataFrame(rows)
+    t = paired_table(df, "new", ["ls"])
+    for family in ("fgsm_err", "pgd_err", "aa_err", "robust_err"):
+        sub = t[t.family == family]
+        assert sorted(sub.budget.unique()) == [1.0, 2.0, 8.0]
+        assert sub.outcome[sub.budget == 8].str.startswith("inconclusive: outside the regime").all()  # the floor
+        inside = sub[sub.budget < 8]
+        assert (inside.family_size == len(inside)).all() and len(inside) == 4  # 2 budgets x 2 rates, one family
+        assert inside.outcome.eq("better").all()
+    line = next(v for v in verdicts(t, "new") if v.startswith("**PGD error (1/255)"))
+    assert "over the 4 comparisons of PGD error at its 3 budgets (8/255, 2/255, 1/255) x noise rates x baselines" \
+        in line
+    assert list(dict.fromkeys(t.metric))[:3] == ["fgsm_err", "fgsm_eps2_err", "fgsm_eps1_err"]  # largest budget first
+    # a failed transfer check (merged into masking_checks) makes the win at 1/255 unconfirmed
+    flagged = df.assign(masking_suspected=df.method_label.eq("new"), masking_checks=["transfer" * (m == "new")
+                                                                                      for m in df.method_label])
+    ft = paired_table(flagged, "new", ["ls"])
+    assert ft[(ft.metric == "robust_eps1_err")].outcome.str.startswith(f"{MASKED} (transfer failed in 6 of 6").all()
+    pooled = pooled_table(df, "new", ["ls"])
+    assert set(pooled[pooled.family == "pgd_err"].metric) == {"pgd_err", "pgd_eps2_err", "pgd_eps1_err"}

@@ -21,6 +21,9 @@ def test_every_spec_field_is_an_option_with_the_dataclass_default():
     for f in dataclasses.fields(RunSpec):
         if f.name in ("method_options", "noise_seed", "milestones"):  # in --method; = --seed; text "150,225"
             continue
+        if f.name == "noisy_val":  # a flag with an optional share: absent is None, the spec's 0 (no split)
+            assert args[f.name] is None and f.default == 0
+            continue
         assert args[f.name] == f.default, f.name
     for f in dataclasses.fields(EvalSpec):
         if f.init and f.name != "attacks":  # --attack, repeatable; default: fgsm and pgd

@@ -38,9 +38,19 @@ def test_api_spec_and_scoring_settings_keep_their_ids():
     assert spec.run_id == "48aaa6bf04e7"
     assert RunSpec(method="ols", method_options=(("period", "0"), ("alpha", "0.5"), ("init", "zeros")),
                    noise="symmetric:0.40", epochs=30, train_subset=5000).run_id == "48aaa6bf04e7"
-    assert EvalSpec(attacks=("pgd:eps=4/255,steps=50", "fgsm:eps=2/255"), attack_amp=True,
-                    checks=False).eval_id == "31b08c9236e7"
-    assert EvalSpec(attacks=("pgd:eps=4/255,steps=50", "fgsm:eps=2/255"), attack_amp=True).eval_id == "638733f59e53"
+    # a setting that spelled PGD's step keeps its id; one that left it to the default at 4/255 (then 2/255, now
+    # eps/4 = 1/255) is another setting since PGD's step follows the budget, and records spell the step
+    old = ("pgd:eps=4/255,alpha=2/255,steps=50", "fgsm:eps=2/255")
+    assert EvalSpec(attacks=old, attack_amp=True, checks=False).eval_id == "31b08c9236e7"
+    assert EvalSpec(attacks=old, attack_amp=True).eval_id == "638733f59e53"
+    implicit = EvalSpec(attacks=("pgd:eps=4/255,steps=50", "fgsm:eps=2/255"), attack_amp=True)
+    assert implicit.attacks[0] == "pgd:eps=4/255,alpha=1/255,steps=50,random_start=true"
+    assert implicit.eval_id not in ("638733f59e53", "31b08c9236e7")
+    # the published settings that spelled their step, or used 8/255's (unchanged: 2/255 = 8/255 / 4)
+    aa_1 = ("fgsm:eps=1/255", "pgd:eps=1/255,alpha=2/255", "autoattack:eps=1/255")
+    assert EvalSpec(attacks=aa_1, attack_examples=100, checks=False).eval_id == "dcb8014774bf"
+    assert EvalSpec(attacks=("fgsm", "pgd"), attack_examples=500).eval_id == EvalSpec(
+        attacks=("fgsm", "pgd:alpha=2/255"), attack_examples=500).eval_id
 
 
 def test_a_smoke_run_gives_the_epochs_recorded_before(tmp_path, one_torch_thread):

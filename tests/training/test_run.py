@@ -54,6 +54,7 @@ def test_run_writes_every_file(finished):
     assert d.name == spec().run_id and len(d.name) == 12
     names = {p.name for p in d.iterdir()}
     assert names == {"spec.json", "noise.json", "noise.npz", "epochs.csv", "metrics.json", "model.pt",
+                     "model_oracle.pt",  # the best test epoch's weights (selection.py; no noisy split: no other)
                      "status.json", "executions.json", "reliability.csv", "evals", "DONE"}  # no checkpoint, no .tmp
     assert {p.name for p in (d / "evals").iterdir()} == {f"{EV.eval_id}.json", f"{EV.eval_id}.reliability.csv",
                                                          f"{EV.eval_id}.robust.npz", f"{EV.eval_id}.predictions.npz"}
