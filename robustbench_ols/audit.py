@@ -80,10 +80,10 @@ def metrics_of(df: pd.DataFrame, select: str = "last") -> list[tuple[str, str]]:
     checkpoint selection `select` chooses (`test_err_noisy_val`, ...: selection.py)."""
     out = []
     for family, label in METRICS:
-        if family == "test_err_last" and select != "last":
-            out.append((f"test_err_{suffix(select)}", f"test error ({SELECTION_NAMES[select]})"))
-        elif family not in ROBUSTNESS_METRICS:
-            out.append((family, label))
+        if family not in ROBUSTNESS_METRICS:
+            selected = family == "test_err_last" and select != "last"
+            out.append((f"test_err_{suffix(select)}", f"test error ({SELECTION_NAMES[select]})") if selected
+                       else (family, label))
             continue
         budgets = {metric_budget(c) for c in df.columns if metric_family(c) == family}
         out += [(at_budget(family, b), f"{label} ({b:g}/255)") for b in sorted(budgets, reverse=True)]

@@ -76,7 +76,7 @@ def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     return markdown_table([str(c) for c in df.columns], [[cell(v) for v in r] for _, r in df.iterrows()])
 
 
-def _statistics_section(s: Settings) -> list[str]:
+def statistics_section(s: Settings) -> list[str]:
     """audit.md's account of how a comparison is decided, with the margins used."""
     margins = ", ".join(f"`{k}` {v * 100:g} points" if k in POINTS else f"`{k}` {v:g}"
                         for k, v in s.margins.items())
@@ -92,7 +92,8 @@ def _statistics_section(s: Settings) -> list[str]:
             f"p-values are adjusted together ({s.describe().split(', ')[-1]}: `p_adj`, `p_equiv_adj`; "
             f"`family_size` comparisons). The outcome: **better** or **worse** when `p_adj` < {s.alpha:g}, else "
             f"**equivalent** when `p_equiv_adj` < {s.alpha:g}, else **inconclusive**, with `seeds_needed`: the "
-            "seeds (pooled: (rate, seed) pairs) a t-test would need for power 0.8 at the observed mean and spread, "
+            "seeds (pooled: (rate, seed) pairs) a paired t-test would need for power 0.8 at the observed mean and "
+            "spread (the exact power for normal differences, at alpha / family size), "
             "to show the difference or the equivalence (`seeds_for`), whichever needs fewer. With one paired "
             "seed a comparison is **untested**. A claim outside its regime is inconclusive before any test is "
             "read, and its tests (`test_outcome`) are in no family.", "",
@@ -108,6 +109,41 @@ SELECTION_TEXT = {
     "oracle": "every figure but the wrong-label fit (the last epoch's) is of the epoch with the lowest test error: "
               "an oracle choice, optimistic (the test set chooses the model it scores)",
 }
+
+
+def verdict_section(table: pd.DataFrame, pooled: pd.DataFrame, method: str, settings: Settings) -> list[str]:
+    """audit.md's "Verdict": a line per metric within each noise rate, then pooled over the rates."""
+    verdict = ([f"- {v}" for v in verdicts(table, method, settings=settings)] if not table.empty else
+               ["- no comparison possible: missing runs"])
+    pooled_lines = ([f"- {v}" for v in pooled_verdicts(pooled, method, settings=settings)]
+                    if not pooled.empty else [])
+    lines = ["## Verdict", "", "Within each noise rate:", "", *verdict, ""]
+    if pooled_lines:
+        lines += ["Pooled over the noise rates (every (rate, seed) pair; more power with few seeds):", "",
+                  *pooled_lines, ""]
+    return lines
+
+
+def outcome_section(table: pd.DataFrame, pooled: pd.DataFrame) -> list[str]:
+    """audit.md's "Outcomes", "Every comparison" and "Pooled over noise rates": the tables themselves."""
+    lines = ["## Outcomes", "", "Comparisons per outcome: " + ", ".join(OUTCOMES) + ".", ""]
+    cols = ["n", "new_mean", "base_mean", "mean_diff", "ci_lo", "ci_hi", "boot_lo", "boot_hi", "p", "p_adj",
+            "p_equiv_adj", "seeds_needed", "outcome"]
+    if not table.empty:
+        one_seed = "img_lo" in table and table.img_lo.notna().any()
+        per_rate = cols[:-1] + (["img_lo", "img_hi"] if one_seed else []) + cols[-1:]
+        lines += [_md(tally(table), ".0f"), "", "## Every comparison", "",
+                  "`mean_diff` = mean over seeds of (new - baseline); negative is better for the new method."
+                  + (" `img_lo`, `img_hi`: with one paired seed, the 95% paired bootstrap interval of the "
+                     "difference over the test images (it says nothing of seed-to-seed variation)." if one_seed else ""),
+                  "", _md(table[["label", "dataset", "model", "noise_rate", "baseline", *per_rate]]), ""]
+    if not pooled.empty:
+        lines += ["## Pooled over noise rates", "",
+                  "Every (noise rate, seed) both methods have is one pair; `lower` = pairs where the new method is "
+                  "lower. Scope `noisy` = noise rates > 0, `all` = every rate (the wrong-label fit exists only "
+                  "with noise).", "",
+                  _md(pooled[["label", "dataset", "model", "scope", "baseline", "lower", *cols]]), ""]
+    return lines
 
 
 def write_audit(results_dir, to, method: str, against: list[str], *, about: str = "",
@@ -140,33 +176,10 @@ def write_audit(results_dir, to, method: str, against: list[str], *, about: str 
     lines += [f"Left out, unreadable: {b['reason']}" for b in unreadable(results_dir, eval_id=eval_id)]
     if method not in present:
         lines += [f"**No finished run of `{method}`**: nothing can be said. Run the grid first.", ""]
-    verdict = ([f"- {v}" for v in verdicts(table, method, settings=settings)] if not table.empty else
-               ["- no comparison possible: missing runs"])
-    pooled_lines = ([f"- {v}" for v in pooled_verdicts(pooled, method, settings=settings)]
-                    if not pooled.empty else [])
-    lines += ["## Verdict", "", "Within each noise rate:", "", *verdict, ""]
-    if pooled_lines:
-        lines += ["Pooled over the noise rates (every (rate, seed) pair; more power with few seeds):", "",
-                  *pooled_lines, ""]
-    lines += _statistics_section(settings)
+    lines += verdict_section(table, pooled, method, settings)
+    lines += statistics_section(settings)
     lines += _regime_section(records)
-    lines += ["## Outcomes", "", "Comparisons per outcome: " + ", ".join(OUTCOMES) + ".", ""]
-    cols = ["n", "new_mean", "base_mean", "mean_diff", "ci_lo", "ci_hi", "boot_lo", "boot_hi", "p", "p_adj",
-            "p_equiv_adj", "seeds_needed", "outcome"]
-    if not table.empty:
-        one_seed = "img_lo" in table and table.img_lo.notna().any()
-        per_rate = cols[:-1] + (["img_lo", "img_hi"] if one_seed else []) + cols[-1:]
-        lines += [_md(tally(table), ".0f"), "", "## Every comparison", "",
-                  "`mean_diff` = mean over seeds of (new - baseline); negative is better for the new method."
-                  + (" `img_lo`, `img_hi`: with one paired seed, the 95% paired bootstrap interval of the "
-                     "difference over the test images (it says nothing of seed-to-seed variation)." if one_seed else ""),
-                  "", _md(table[["label", "dataset", "model", "noise_rate", "baseline", *per_rate]]), ""]
-    if not pooled.empty:
-        lines += ["## Pooled over noise rates", "",
-                  "Every (noise rate, seed) both methods have is one pair; `lower` = pairs where the new method is "
-                  "lower. Scope `noisy` = noise rates > 0, `all` = every rate (the wrong-label fit exists only "
-                  "with noise).", "",
-                  _md(pooled[["label", "dataset", "model", "scope", "baseline", "lower", *cols]]), ""]
+    lines += outcome_section(table, pooled)
     if not table.empty:
         lines += ["## Figures", ""]
         lines += [f"![{f}]({f})" for f in figs]

@@ -35,8 +35,10 @@ EXAMPLE = Path("docs/results/audit-example")
 AA = TIER / "autoattack"  # the tier re-scored with AutoAttack and the gradient-masking checks
 AA_BEGIN = "<!-- autoattack:begin (written by docs/results/build_readme.py from docs/results/; do not edit) -->"
 AA_END = "<!-- autoattack:end -->"
-AA_CLAIM = ("OLS is more robust to the strongest attack recorded", "robust_err", "all", 100, " points",
-            "per-image worst case over FGSM, PGD-20 and AutoAttack at 8/255")
+BUDGETS = ("8", "2", "1")  # /255: the re-scored tier's budgets, the paper's first
+AA_CLAIMS = [(f"OLS is more robust to the strongest attack recorded at {b}/255", "robust_err" if b == "8" else
+              f"robust_eps{b}_err", "all", 100, " points", f"per-image worst case over FGSM, PGD-20 and AutoAttack "
+              f"at {b}/255") for b in BUDGETS]
 BEGIN = "<!-- results:begin (written by docs/results/build_readme.py from docs/results/; do not edit) -->"
 END = "<!-- results:end -->"
 
@@ -434,10 +436,13 @@ def _by_method(r: pd.DataFrame) -> list[str]:
     return sorted(r.method_label.unique(), key=method_key)  # the report's order (the paper's rows)
 
 
+def _sfx(eps: str) -> str:
+    return "" if eps == "8" else f"_eps{eps}"
+
+
 def _survives(r: pd.DataFrame, eps: str) -> str:
     """One sentence: does the FGSM/PGD-20 ordering of hard, LS and OLS survive AutoAttack at this budget?"""
-    sfx = "" if eps == "8" else f"_eps{eps}"
-    fgsm, pgd, aa = (f"{a}{sfx}_err" for a in ("fgsm", "pgd20", "aa"))
+    fgsm, pgd, aa = (f"{a}{_sfx(eps)}_err" for a in ("fgsm", "pgd20", "aa"))
     core = r[r.method_label.isin(["hard", "ls", "ols"])].dropna(subset=[aa])
     head = (f"At {eps}/255 ({len(core)} runs of hard labels, LS and OLS; mean robust error): FGSM "
             f"{_ordering(core, fgsm)}; PGD-20 {_ordering(core, pgd)}; AutoAttack {_ordering(core, aa)}")
@@ -447,31 +452,71 @@ def _survives(r: pd.DataFrame, eps: str) -> str:
     before, after = _ordering(core, pgd, False), _ordering(core, aa, False)
     verdict = (f"the PGD-20 ordering ({before}; lower is more robust) survives AutoAttack" if before == after else
                f"the PGD-20 ordering ({before}) does **not** survive AutoAttack ({after})")
-    return head + (f": {verdict} (means over 100 images per run, no test at this budget: read differences of a "
-                   "point or two as noise).")
+    return head + f": {verdict} (means over 100 images per run; the tests are the claims below)."
+
+
+def step_rule_text(folder: Path) -> str:
+    """What PGD's budget-scaled step changed, from step_rule.csv (both records of every run)."""
+    t = _read(folder, "step_rule.csv")
+    parts = []
+    for b, g in t.groupby("budget", sort=False):
+        core = g[g.method_label.isin(["hard", "ls", "ols"])]
+        means = {m: core[core.method_label == m][["pgd20_step_2_255", "pgd20_step_eps_4", "aa"]].mean() * 100
+                 for m in ("hard", "ls", "ols")}
+        gap_old = (g.aa - g.pgd20_step_2_255).mean() * 100
+        gap_new = (g.aa - g.pgd20_step_eps_4).mean() * 100
+        parts.append(f"at {b:g}/255 ({len(g)} runs) the step 2/255 gave PGD-20 "
+                     + " / ".join(f"{means[m]['pgd20_step_2_255']:.1f}" for m in means) + " and the step eps/4 "
+                     + " / ".join(f"{means[m]['pgd20_step_eps_4']:.1f}" for m in means)
+                     + " (hard / LS / OLS, mean %), against AutoAttack's " + " / ".join(
+                         f"{means[m]['aa']:.1f}" for m in means)
+                     + f"; over every run, AutoAttack's error exceeds PGD-20's by {gap_old:.1f} points with the old "
+                       f"step and {gap_new:.1f} with the new")
+    return ("**PGD's step now follows its budget** (eps/4 unless `alpha` is given; before, every budget stepped "
+            "2/255, twice the radius at 1/255): " + "; ".join(parts) + f" ([step_rule.csv]({folder}/step_rule.csv), "
+            "run by run, from both records of each run).")
+
+
+def transfer_text(r: pd.DataFrame) -> str:
+    """The transfer check's figures: per budget, the mean transfer error of LS and OLS against their white-box
+    worst case, and how many runs it flagged."""
+    parts = []
+    for b in BUDGETS:
+        t, w = f"transfer{_sfx(b)}_err", f"worst{_sfx(b)}_err"
+        if t not in r:
+            continue
+        core = r[r.method_label.isin(["ls", "ols"])].dropna(subset=[t])
+        parts.append(f"{b}/255: " + ", ".join(f"{m.upper()} {core[core.method_label == m][t].mean() * 100:.1f}% "
+                                               f"(white-box worst case {core[core.method_label == m][w].mean() * 100:.1f}%)"
+                                               for m in ("ls", "ols")))
+    flagged = r[r.get("masking_checks", pd.Series("", index=r.index)).fillna("").str.contains("transfer")]
+    others = r[~r.method_label.eq("hard")].dropna(subset=["transfer_err"])
+    return ("The transfer check (adversarial images crafted on the hard-label run of the same noise rate and seed with "
+            "PGD-20 and APGD-CE, classified by the model; flagged when that beats the model's own strongest "
+            f"white-box figure by more than 1 point) ran on the {len(others)} runs that are not hard labels; mean "
+            "transfer error: " + "; ".join(parts) + f". It flagged {len(flagged)} run(s)"
+            + (": " + ", ".join(f"{x.method_label} {x.noise_col} seed {x.seed}" for x in flagged.itertuples())
+               if len(flagged) else "") + ".")
 
 
 def autoattack_section() -> str:
-    """The tier re-scored with AutoAttack and the checks (docs/results/cpu-regime/autoattack/)."""
+    """The tier re-scored with AutoAttack, the checks and the transfer check (docs/results/cpu-regime/autoattack/)."""
     if not (ROOT / AA / "robustness.csv").exists():
         return "\n".join([AA_BEGIN, "", "Not published yet: no report under "
                            f"[`{AA}`]({AA}) (`bash docs/results/publish_autoattack.sh`).", "", AA_END])
     r = _read(AA, "robustness.csv")
     r = r[r["aa_err"].notna()]
-    one = _read(AA / "eps1", "robustness.csv")
-    one = one[one["aa_eps1_err"].notna()]
-    r = r.merge(one[["run_id", "fgsm_eps1_err", "pgd20_eps1_err", "aa_eps1_err", "worst_eps1_err"]], on="run_id",
-                how="left")
     pooled = _read(AA / "claims", "audit_pooled.csv")
     per_rate = _read(AA / "claims", "audit.csv")
     flagged = r[r.masking_suspected.astype(str).str.lower() == "true"]
     per_method = r.groupby("method_label").size()
+    cols = [f"{a}{_sfx(b)}_err" for b in BUDGETS for a in ("pgd20", "aa", "worst", "transfer")]
     rows = []
     for m in _by_method(r):
         g = r[r.method_label == m]
-        rows.append([m, str(len(g)), *("—" if g[c].isna().all() else f"{g[c].mean() * 100:.1f}" for c in (
-            "pgd20_err", "aa_err", "worst_err", "pgd20_eps2_err", "aa_eps2_err", "worst_eps2_err", "pgd20_eps1_err",
-            "aa_eps1_err", "worst_eps1_err")), str(int((g.masking_suspected.astype(str).str.lower() == "true").sum()))])
+        rows.append([m, str(len(g)), *("—" if c not in g or g[c].isna().all() else f"{g[c].mean() * 100:.1f}"
+                                       for c in cols),
+                     str(int((g.masking_suspected.astype(str).str.lower() == "true").sum()))])
 
     def failed(m) -> str:
         g = flagged[flagged.method_label == m]
@@ -483,30 +528,34 @@ def autoattack_section() -> str:
              f"{len(flagged)} run(s) were flagged: " + "; ".join(
                  f"{m} {int((flagged.method_label == m).sum())} of {per_method[m]} ({failed(m)})"
                  for m in _by_method(flagged)))
+    heads = [f"{h} ({b}/255)" if b != "8" else h for b in BUDGETS for h in ("PGD-20", "AutoAttack", "worst", "transfer")]
     return "\n".join([
         AA_BEGIN, "",
-        f"The tier's runs re-scored (no retraining) with FGSM, PGD-20 and the official standard AutoAttack at 8/255 "
-        f"and 2/255 on {int(r.attack_examples.iloc[0])} class-balanced test images per run, and the gradient-masking "
-        f"checks on all of them ({len(r)} runs; [report]({AA}/report.md), [table8]({AA}/table8.md), per run "
-        f"[robustness.csv]({AA}/robustness.csv), [claims]({AA}/claims/audit.md)), and the hard-label, LS and OLS runs "
-        f"also at 1/255 on the same images, where these models are off the floor ([table8]({AA}/eps1/table8.md)):",
+        f"The tier's runs re-scored (no retraining) with FGSM, PGD-20 (step eps/4) and the official standard "
+        f"AutoAttack at 8/255, 2/255 and 1/255 on {int(r.attack_examples.iloc[0])} class-balanced test images per run, "
+        f"the gradient-masking checks on all of them, and the transfer check from each run's hard-label cell "
+        f"({len(r)} runs; [report]({AA}/report.md), [table8]({AA}/table8.md), per run "
+        f"[robustness.csv]({AA}/robustness.csv), [claims]({AA}/claims/audit.md)):",
         "", "```bash\nbash docs/results/publish_autoattack.sh   # rbols eval per run, rbols report, rbols audit, "
         "this section\n```", "",
-        f"The evaluation records themselves (figures, checks, per-image outcomes in `robust.npz`, provenance) are in "
-        f"[`evals.tar.xz`]({AA}/evals.tar.xz): `tar xJf {AA}/evals.tar.xz -C results/cpu-regime` adds them to the "
-        "restored runs, and the report and audit commands of the script then rebuild these files without re-scoring.",
+        f"The evaluation records themselves (figures, checks, transfer add-ons, per-image outcomes in `robust.npz`, "
+        f"provenance) are in [`evals.tar.xz`]({AA}/evals.tar.xz), and the records they replace (PGD-20 stepping "
+        f"2/255 at every budget) in [`evals-step-2-255.tar.xz`]({AA}/evals-step-2-255.tar.xz): `tar xJf "
+        f"{AA}/evals.tar.xz -C results/cpu-regime` (and the other) adds them to the restored runs, and the report and "
+        "audit commands of the script then rebuild these files without re-scoring.",
         "", "Robust error (%), mean over each method's runs (5 noise rates x 2 seeds); *worst* is the per-image worst "
-        "case over FGSM, PGD-20 and AutoAttack at that budget; *flagged*: runs the gradient-masking checks flagged:",
+        "case over FGSM, PGD-20 and AutoAttack at that budget; *transfer*: the error on adversarial images crafted on "
+        "the hard-label run of the same noise rate and seed (— for hard labels, their own surrogate); *flagged*: runs "
+        "the gradient-masking checks (the transfer check included) flagged:",
         "",
-        _table(["method", "runs", "PGD-20", "AutoAttack", "worst", "PGD-20 (2/255)", "AutoAttack (2/255)",
-                "worst (2/255)", "PGD-20 (1/255)", "AutoAttack (1/255)", "worst (1/255)", "flagged"], rows), "",
+        _table(["method", "runs", *heads, "flagged"], rows), "",
         f"![Robust error against eps]({AA}/robust_vs_eps.png)", "",
-        "- " + _survives(r, "8"),
-        "- " + _survives(r, "2"),
-        "- " + _survives(r, "1"),
-        claim_text(AA_CLAIM, pooled, per_rate),
+        "- " + step_rule_text(AA),
+        *("- " + _survives(r, b) for b in BUDGETS),
+        *(claim_text(c, pooled, per_rate) for c in AA_CLAIMS),
+        "- " + transfer_text(r),
         f"- {flags} ({len(r)} runs, {int(r.check_examples.iloc[0])} images each: eps 0, the eps sweep, 64/255, "
-        "PGD-100 with restarts, Square, zero gradients).",
+        "PGD-100 with restarts, Square, zero gradients, the transfer).",
         "- The `quick` grid's run records were not kept (only its report), so it was not re-scored; "
         "retraining it (about 67 min per seed) and running the same commands would add it.",
         "", AA_END])

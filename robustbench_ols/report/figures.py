@@ -11,7 +11,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .tables import method_key, noise_key, prepare, table7
+from .table7 import table7
+from .tables import method_key, noise_key, prepare
 
 # ---------------------------------------------------------------- figures
 

@@ -206,13 +206,18 @@ def test_independent_power_agrees_with_comparison_py():
             equivalence_power(0.3, 1.0, n, 0.05), abs=1e-8)
 
 
-def test_published_cpu_regime_audit_seeds_needed_are_exact():
+PUBLISHED = [CLAIMS, CLAIMS.parent / "autoattack/claims", CLAIMS.parents[1] / "quick/claims",
+             CLAIMS.parents[1] / "audit-example"]
+
+
+@pytest.mark.parametrize("folder", PUBLISHED, ids=lambda p: str(p.relative_to(CLAIMS.parents[2])))
+def test_published_audits_seeds_needed_are_exact(folder):
     """Every published finite seeds_needed (per rate and pooled) equals the independent computation at
     alpha / family size (audit.decide's level under Holm); the audit says it used alpha 0.05 and Holm."""
-    assert "alpha 0.05, Holm-Bonferroni correction" in (CLAIMS / "audit.md").read_text()
+    assert "alpha 0.05, Holm-Bonferroni correction" in (folder / "audit.md").read_text()
     wrong = []
     for name in ("audit.csv", "audit_pooled.csv"):
-        t = pd.read_csv(CLAIMS / name)
+        t = pd.read_csv(folder / name)
         rows = t[t.seeds_needed.notna()]
         assert len(rows) and rows.regime.eq("ok").all() and rows.test_outcome.eq("inconclusive").all()
         for _, r in rows.iterrows():

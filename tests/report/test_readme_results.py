@@ -145,7 +145,7 @@ def test_each_claims_spread_is_computed_over_exactly_its_rates(folder):
         pytest.skip(f"{folder} is not published")
     pooled, per_rate = pd.read_csv(path / "audit_pooled.csv"), pd.read_csv(path / "audit.csv")
     checked = 0
-    for claim in [*b.CLAIMS_LIST, b.AA_CLAIM]:
+    for claim in [*b.CLAIMS_LIST, *b.AA_CLAIMS]:
         rows = pooled[(pooled.metric == claim[1]) & (pooled.scope == claim[2])]
         text = b.claim_text(claim, pooled, per_rate)
         for r in rows.itertuples():

@@ -7,6 +7,8 @@ import calibration as kumar  # the `uncertainty-calibration` package of Kumar et
 import numpy as np
 import pytest
 import relplot
+from scipy import stats
+from scipy.special import ndtr, ndtri
 
 from robustbench_ols.calibration.modern import (
     aurc,
@@ -14,6 +16,7 @@ from robustbench_ols.calibration.modern import (
     equal_mass_edges,
     modern_metrics,
     smooth_ece,
+    smooth_ece_bootstrap,
     smooth_ece_interval,
     top_label,
 )
@@ -88,7 +91,55 @@ def test_smooth_ece_interval_is_seeded_and_holds_the_estimate():
     lo, hi = smooth_ece_interval(conf, correct, n_resamples=60)
     assert (lo, hi) == smooth_ece_interval(conf, correct, n_resamples=60)  # same seed, same interval
     assert 0 <= lo < hi and hi - lo < 0.05
+    assert lo <= smooth_ece(conf, correct) <= hi
     assert (lo, hi) != smooth_ece_interval(conf, correct, n_resamples=60, seed=1)
+
+
+def _calibrated(n: int, seed: int, power: float = 1.0):
+    """Top-label confidence and correctness of a CIFAR-10-like model (~94% right, confidences crowded
+    near 1): each image right with probability conf ** power (1: calibrated; above 1: overconfident)."""
+    rng = np.random.default_rng(seed)
+    conf = np.clip(1 - rng.beta(0.6, 9, n), 0.1, 1.0)
+    return conf, (rng.random(n) < conf ** power).astype(np.float64)
+
+
+def _basic(conf, correct):
+    """The interval the package recorded before: scipy's basic bootstrap, 200 resamples, seed 0."""
+    return stats.bootstrap((conf, correct), relplot.smECE, paired=True, vectorized=False, n_resamples=200,
+                           method="basic", rng=np.random.default_rng(0))
+
+
+def test_smece_interval_reaches_an_estimate_the_basic_interval_misses():
+    # the issue's OLS run (smECE 0.01241, basic interval [0.00568, 0.01214], resamples' mean 0.0157) in
+    # small: a calibrated model on 3,000 images, smECE 0.0102 at its noise floor
+    conf, correct = _calibrated(3000, 4)
+    est = relplot.smECE(conf, correct)
+    old = _basic(conf, correct)
+    boot = old.bootstrap_distribution
+    assert old.confidence_interval.high < est  # today's interval excludes its own estimate
+    share_below = np.mean(boot < est)
+    assert share_below < 0.025 and boot.mean() > est  # because 97.5% of the resamples lie above it
+    # the percentile and Efron's BC intervals miss it too (the same condition): no remedy by method
+    assert np.quantile(boot, 0.025) > est
+    z0 = ndtri((np.sum(boot < est) + np.sum(boot <= est)) / (2 * len(boot)))  # scipy's BCa z0, a = 0
+    assert np.quantile(boot, ndtr(2 * z0 + 1.959964)) < est
+    # the recorded interval: the basic one, its upper end raised to the estimate; the bias stated
+    e, lo, hi, bias = smooth_ece_bootstrap(conf, correct)
+    assert e == est and lo == max(old.confidence_interval.low, 0.0) and hi == est
+    assert bias == pytest.approx(boot.mean() - est, rel=1e-12) and bias > 0.002
+    assert smooth_ece_interval(conf, correct) == (lo, hi)
+
+
+def test_smece_interval_is_the_basic_one_where_that_holds_the_estimate():
+    # an overconfident model (right with probability conf ** 1.6): smECE ~0.03, far above the noise floor,
+    # the resamples centred on the estimate; the interval is scipy's basic one untouched
+    conf, correct = _calibrated(3000, 0, power=1.6)
+    old = _basic(conf, correct)
+    e, lo, hi, bias = smooth_ece_bootstrap(conf, correct)
+    assert 0.02 < e < 0.05 and 0.025 < np.mean(old.bootstrap_distribution < e) < 0.975
+    assert (lo, hi) == (old.confidence_interval.low, old.confidence_interval.high) and lo < e < hi
+    assert abs(bias) < (hi - lo) / 4
+    assert all(np.isnan(smooth_ece_bootstrap([0.9], [1.0])[1:]))  # one image: no interval
 
 
 def test_aurc_hand_computed_and_ties():
@@ -107,9 +158,12 @@ def test_aurc_hand_computed_and_ties():
 def test_modern_metrics_keys():
     p, y = _probs(500, 5)
     m = modern_metrics(p, y)
-    assert set(m) == {"smece", "smece_lo", "smece_hi", "ece_debiased", "aurc"}
+    assert set(m) == {"smece", "smece_lo", "smece_hi", "smece_boot_bias", "ece_debiased", "aurc"}
     assert all(isinstance(v, float) for v in m.values())
-    assert 0 <= m["smece_lo"] <= m["smece_hi"] <= 1
+    assert 0 <= m["smece_lo"] <= m["smece"] <= m["smece_hi"] <= 1
+    conf, correct = top_label(p, y)
+    boot = _basic(conf, correct).bootstrap_distribution  # the same resamples (seed 0)
+    assert m["smece_boot_bias"] == pytest.approx(boot.mean() - smooth_ece(conf, correct), rel=1e-12)
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -126,7 +180,7 @@ def test_a_scored_run_records_them_and_each_images_prediction(tmp_path):
     assert 1 - correct.mean() == pytest.approx(m["clean_err"])
     assert m["ece_debiased"] == pytest.approx(debiased_ece(conf, correct), abs=1e-6)
     assert m["aurc"] == pytest.approx(aurc(conf, correct), abs=1e-6)
-    assert 0 <= m["smece_lo"] <= m["smece_hi"] <= 1
+    assert 0 <= m["smece_lo"] <= m["smece"] <= m["smece_hi"] <= 1 and isinstance(m["smece_boot_bias"], float)
     # after temperature scaling (a validation split exists): every figure again, accuracy untouched
     assert m["temperature"] > 0
     for k in ("ece", "aece", "ece_debiased", "smece", "smece_lo", "smece_hi", "aurc", "nll"):

@@ -126,3 +126,25 @@ def test_select_on_a_run_without_kept_weights_or_noisy_split_exits_2(run, tmp_pa
     assert sorted(p.name for p in (d / "evals").iterdir()) == before
     assert main(["report", str(run[0]), "--to", str(tmp_path / "rep"), "--select", "best"]) == 2
     assert "valid: last, noisy-val, oracle" in capsys.readouterr().err and not (tmp_path / "rep").exists()
+
+
+def test_the_audit_at_a_selection_states_it_and_compares_that_epochs_test_error(tmp_path):
+    """`rbols audit --select noisy-val` on a grid trained with --noisy-val: the cells are scored at that epoch,
+    audit.md says which checkpoint it judged, and its test-error comparisons are of the selected epochs."""
+    out, to = tmp_path / "runs", tmp_path / "audit"
+    assert main(["audit", "--method", "ls", "--against", "hard", "--preset", "smoke", "--seeds", "0,1",
+                 "--noise", "symmetric:0.4", "--noisy-val", "0.2", "--select", "noisy-val", "--attack", "fgsm",
+                 "--attack-examples", "30", "--device", "cpu", "--no-progress", "--threads", "1",
+                 "--out", str(out), "--to", str(to)]) == 0
+    md = (to / "audit.md").read_text()
+    assert "Checkpoint: every figure but the wrong-label fit" in md and "`--select noisy-val`" in md
+    table = pd.read_csv(to / "audit.csv")
+    t = table[table.metric == "test_err_noisy_val"]
+    assert len(t) == 1 and t.label.iloc[0] == "test error (noisy-validation epoch)"
+    runs = collect(out)
+    for m, col in (("ls", "new_mean"), ("hard", "base_mean")):
+        assert t[col].iloc[0] == pytest.approx(runs[runs.method_label == m].test_err_noisy_val.mean())
+    # each cell's record is the selected epoch's, and says so
+    for d in (p.parent for p in out.glob("*/DONE")):
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["selected_epoch"] == torch.load(d / "model_noisy-val.pt", weights_only=True)["epoch"]
