@@ -105,8 +105,8 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
             raise Interrupted(f"interrupted {where}; the checkpoint keeps {kept} epoch(s) of {run_dir}: run the "
                               "same command to resume") from None
         store.save_final(run_dir, models, r.method)
-        evals_store.write_eval_record(run_dir, ev, scores, ex.channels_last, device)
         scores.metrics.update(selected)
+        evals_store.write_eval_record(run_dir, ev, scores, ex.channels_last, device)
         metrics = {**metrics, **scores.metrics, "eval_id": ev.eval_id}
         store.finish(run_dir, metrics, scores.reliability)
         tr.finish(metrics)

@@ -39,6 +39,12 @@ BUDGETS = ("8", "2", "1")  # /255: the re-scored tier's budgets, the paper's fir
 AA_CLAIMS = [(f"OLS is more robust to the strongest attack recorded at {b}/255", "robust_err" if b == "8" else
               f"robust_eps{b}_err", "all", 100, " points", f"per-image worst case over FGSM, PGD-20 and AutoAttack "
               f"at {b}/255") for b in BUDGETS]
+SEL = Path("docs/results/noisy-val")  # checkpoint selection on a small real grid (publish_noisy_val.sh)
+SEL_BEGIN = "<!-- selection:begin (written by docs/results/build_readme.py from docs/results/; do not edit) -->"
+SEL_END = "<!-- selection:end -->"
+SEL_CLAIM = ("OLS has a lower test error than LS and hard labels under symmetric noise, at the noisy-validation "
+             "epoch", "test_err_noisy_val", "noisy", 100, " points", "test error at the epoch with the lowest "
+             "noisy-validation error")
 BEGIN = "<!-- results:begin (written by docs/results/build_readme.py from docs/results/; do not edit) -->"
 END = "<!-- results:end -->"
 
@@ -561,6 +567,42 @@ def autoattack_section() -> str:
         "", AA_END])
 
 
+def selection_section() -> str:
+    """Checkpoint selection on the small real grid (docs/results/noisy-val/): the test error each selection
+    reports, the epochs it chose, and the audit at the noisy-validation epoch."""
+    if not (ROOT / SEL / "selection.csv").exists():
+        return "\n".join([SEL_BEGIN, "", f"Not published yet (`bash docs/results/publish_noisy_val.sh`).", "", SEL_END])
+    t = _read(SEL, "selection.csv")
+    rows = []
+    for m in _by_method(t):
+        g = t[t.method_label == m]
+        cells = [_ms(g[c].mean(), g[c].std(ddof=1), len(g)) for c in ("test_err_last", "test_err_noisy_val",
+                                                                        "test_err_oracle")]
+        rows.append([m, cells[0], f"{cells[1]} (epochs {', '.join(str(int(e)) for e in g.epoch_noisy_val)})",
+                     f"{cells[2]} (epochs {', '.join(str(int(e)) for e in g.epoch_oracle)})"])
+    optimism = (t.test_err_noisy_val - t.test_err_oracle).mean() * 100
+    early = (t.test_err_last - t.test_err_noisy_val).mean() * 100
+    pooled, per_rate = _read(SEL / "claims", "audit_pooled.csv"), _read(SEL / "claims", "audit.csv")
+    return "\n".join([
+        SEL_BEGIN, "",
+        f"Hard labels, LS and OLS at 40% symmetric noise on the tier's settings, with {int(t.num_val.iloc[0])} "
+        f"images ({t.num_val.iloc[0] / (t.num_val.iloc[0] + t.num_train.iloc[0]) * 100:.0f}% of the noisy training "
+        f"set) held out with their noisy labels (`--noisy-val`), seeds {', '.join(map(str, sorted(t.seed.unique())))} "
+        f"({len(t)} runs; [report]({SEL}/report.md) with Table VII per selection, [selection.csv]({SEL}/selection.csv) "
+        f"per run, [claims]({SEL}/claims/audit.md) at the noisy-validation epoch, the runs in "
+        f"[runs.tar.xz]({SEL}/runs.tar.xz)):", "",
+        "```bash\nbash docs/results/publish_noisy_val.sh   # train, score at each selection, report, audit, this "
+        "section\n```", "",
+        "Top-1 test error (%), mean ± std over the seeds, at the epoch each checkpoint selection chooses (only "
+        "the tested epochs, every 4th and the last, compete):", "",
+        _table(["method", "last epoch", "noisy-validation epoch", "oracle epoch (optimistic)"], rows), "",
+        f"- Mean over the runs: the oracle reports {optimism:.1f} points less test error than the noisy-validation "
+        f"choice (what choosing on the test set adds), and the noisy-validation epoch {abs(early):.1f} points "
+        f"{'less' if early >= 0 else 'more'} than the last epoch.",
+        claim_text(SEL_CLAIM, pooled, per_rate),
+        "", SEL_END])
+
+
 def _replace(readme: str, begin: str, end: str, text: str) -> str:
     if begin not in readme or end not in readme:
         raise SystemExit(f"README.md has no results markers: put the lines\n{begin}\n{end}\nwhere the section goes")
@@ -571,7 +613,8 @@ def _replace(readme: str, begin: str, end: str, text: str) -> str:
 
 def render(readme: str) -> str:
     readme = _replace(_replace(readme, BEGIN, END, section()), TIER_BEGIN, TIER_END, tier_section())
-    return _replace(readme, AA_BEGIN, AA_END, autoattack_section())
+    readme = _replace(readme, AA_BEGIN, AA_END, autoattack_section())
+    return _replace(readme, SEL_BEGIN, SEL_END, selection_section())
 
 
 def main(argv: list[str]) -> int:

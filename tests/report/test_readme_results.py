@@ -122,10 +122,11 @@ def test_publish_autoattack_scores_with_the_setting_it_reports():
     from robustbench_ols import commands
     from robustbench_ols.cli import build_parser
     script = (ROOT / "docs/results/publish_autoattack.sh").read_text()
-    for suffix in ("", "_1"):
-        opts = re.search(rf'SCORING{suffix}="([^"]*)"', script).group(1).split()
-        assert commands.eval_spec_from_args(build_parser().parse_args(["eval", "x", *opts])).eval_id == re.search(
-            rf"EVAL_ID{suffix}=(\w+)", script).group(1)
+    opts = re.search(r'SCORING="([^"]*)"', script).group(1).split()
+    ev = commands.eval_spec_from_args(build_parser().parse_args(["eval", "x", *opts]))
+    assert ev.eval_id == re.search(r"EVAL_ID=(\w+)", script).group(1)
+    # every PGD of it steps eps/4 (issue 24's rule), the setting the README's section reports
+    assert all(s.alpha == s.eps / 4 for s in ev.attack_specs if s.kind == "pgd")
     options = re.search(r'SCORING="([^"]*)"', script).group(1).split()
     eval_id = re.search(r"EVAL_ID=(\w+)", script).group(1)
     args = build_parser().parse_args(["audit", "--method", "ols", "--against", "hard,ls", "--preset", "cpu-regime",
@@ -162,3 +163,15 @@ def test_each_claims_spread_is_computed_over_exactly_its_rates(folder):
             assert m.group(2) == f"{own.median() * claim[3]:.{1 if claim[3] == 100 else 3}f}"
             checked += 1
     assert checked
+
+
+def test_publish_noisy_val_reports_the_setting_its_grid_scores():
+    """docs/results/publish_noisy_val.sh reports the eval_id its grid scores at the noisy-validation epoch."""
+    import re
+
+    from robustbench_ols import commands
+    from robustbench_ols.cli import build_parser
+    script = (ROOT / "docs/results/publish_noisy_val.sh").read_text()
+    grid = re.search(r'GRID="([^"]*)"', script).group(1).split()
+    args = build_parser().parse_args(["matrix", *grid, "--select", "noisy-val"])
+    assert commands.grid_from_args(args)[2].eval_id == re.search(r"EVAL_ID_NOISY_VAL=(\w+)", script).group(1)

@@ -147,4 +147,6 @@ def test_the_audit_at_a_selection_states_it_and_compares_that_epochs_test_error(
     # each cell's record is the selected epoch's, and says so
     for d in (p.parent for p in out.glob("*/DONE")):
         m = json.loads((d / "metrics.json").read_text())
-        assert m["selected_epoch"] == torch.load(d / "model_noisy-val.pt", weights_only=True)["epoch"]
+        rec = json.loads((d / "evals" / f"{m['eval_id']}.json").read_text())
+        assert m["selected_epoch"] == rec["metrics"]["selected_epoch"] == torch.load(
+            d / "model_noisy-val.pt", weights_only=True)["epoch"]

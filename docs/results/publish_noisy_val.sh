@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Checkpoint selection on a small real grid (issue 24): hard labels, LS and OLS at 40% symmetric noise on the
+# cpu-regime tier's settings with 5% of the noisy training set held out (--noisy-val), seeds 0 and 1, scored at
+# the last, the noisy-validation and the oracle epoch; then its archive, report, audit and README section.
+#
+#   bash docs/results/publish_noisy_val.sh [RESULTS_DIR]     # default results/noisy-val; resumes
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:-results/noisy-val}
+DOCS=docs/results/noisy-val
+GRID="--preset cpu-regime --methods hard,ls,ols --noise symmetric:0.4 --seeds 0,1 --noisy-val"
+DATA="--data-root ${RBOLS_DATA:-../shared/data} --no-progress"
+# the tier's scoring at each selection (tests/report/test_readme_results.py checks these ids)
+EVAL_ID_NOISY_VAL=001820fc0868
+for sel in noisy-val last oracle; do rbols matrix $GRID --select "$sel" --out "$OUT" $DATA; done
+mkdir -p "$DOCS"
+# the finished run directories (records, noisy labels, kept weights), in a stable order
+done_runs=$(cd "$OUT" && for d in */; do [ -f "$d/DONE" ] && echo "${d%/}"; done)
+(cd "$OUT" && tar --sort=name --owner=0 --group=0 --numeric-owner -cf - $done_runs) | xz -9 > "$DOCS/runs.tar.xz"
+python docs/results/selection_table.py "$OUT" > "$DOCS/selection.csv"
+rbols report "$OUT" --to "$DOCS" --format png --select noisy-val --eval-id "$EVAL_ID_NOISY_VAL"
+rbols audit --method ols --against hard,ls $GRID --select noisy-val --out "$OUT" --no-run --to "$DOCS/claims"
+python docs/results/build_readme.py
