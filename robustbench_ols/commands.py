@@ -22,7 +22,7 @@ from .presets import AUDIT_PRESET
 from .regime import REFERENCE, fit_lines
 from .report import write_report
 from .rescoring import evaluate_run
-from .results import collect, unreadable
+from .results import check_readable_at, collect, unreadable
 from .run import execute, repair
 from .selection import check_selection
 from .spec import DEFAULT_ATTACKS, EvalSpec, ExecOptions, RunSpec
@@ -57,7 +57,11 @@ def grid_from_args(args):
             "sweep": parse_sweeps(args.sweep) or None}
     grid = Grid.build(args.preset, load_config(args.config) if args.config else None, **over)
     ex = exec_from_args(args)
-    return grid, grid.cells(), grid.eval_spec(), ex
+    cells, ev = grid.cells(), grid.eval_spec()
+    if ev.select == "noisy-val" and not all(c.has_noisy_val for c in cells):
+        raise SpecError("--select noisy-val scores the epoch with the lowest error on each cell's noisy validation "
+                        "split, and these cells hold none: add --noisy-val [SHARE] (or use --select last or oracle)")
+    return grid, cells, ev, ex
 
 
 def exec_from_args(args, progress: bool | None = None):
@@ -250,6 +254,7 @@ def cmd_report(args) -> int:
         raise SpecError(f"--format {args.format!r}: {'unknown ' + ', '.join(bad) if bad else 'no format'}; "
                         "give one or more of png, pdf, svg, e.g. --format png")
     select = check_selection(args.select)
+    check_readable_at(args.results_dir, select, args.eval_id)
     path = write_report(args.results_dir, Path(args.to), paper=args.paper, eval_id=args.eval_id, formats=formats,
                         html=args.html, audit_dirs=args.audit, select=select)
     for b in unreadable(args.results_dir, eval_id=args.eval_id, select=select):

@@ -150,7 +150,10 @@ def _over_spread(g, df: int, stop: float = math.inf, near=()) -> float:
     lo, hi = stats.chi.ppf(1e-16, df, scale=df ** -0.5), min(stop, stats.chi.isf(1e-16, df, scale=df ** -0.5))
     if hi <= lo:
         return 0.0
-    points = sorted({p for p in (1.0, *near) if lo < p < hi})  # the density's peak is near 1
+    # the density's peak is near 1, with a spread of about 1/sqrt(2 df): breakpoints across it, so that a
+    # narrow peak (many seeds) is never missed between the integrator's first nodes
+    spread = (1.0 + j / math.sqrt(2 * df) for j in range(-6, 7))
+    points = sorted({p for p in (*spread, *near) if lo < p < hi})
     val = integrate.quad(integrand, lo, hi, points=points or None, limit=200, epsabs=1e-12, epsrel=1e-10)[0]
     return min(max(val, 0.0), 1.0)
 

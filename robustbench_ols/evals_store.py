@@ -119,20 +119,25 @@ def write_transfer(run_dir: Path, eval_id: str, addon: dict, outcomes: dict | No
 
 def read_transfer(run_dir: Path, eval_id: str, surrogate_id: str | None = None) -> dict | None:
     """The transfer add-on of setting `eval_id` (of `surrogate_id` when given), or None. With several
-    surrogates, the run itself (a hard-label run) or the grid's own hard-label cell comes first, then any
-    other by run_id."""
+    surrogates: the run itself (a hard-label run) or the grid's own hard-label cell first, then any other by
+    run_id, its `failed_elsewhere` naming the others whose check failed (merge_transfer flags those too)."""
     paths = ([transfer_path(run_dir, eval_id, surrogate_id)] if surrogate_id else
              sorted((Path(run_dir) / "evals").glob(f"{eval_id}.transfer-*.json")))
     addons = [read_json(p, f"set it aside and `rbols eval {run_dir}` adds the transfer check again")
               for p in paths if p.exists()]
+    if not addons:
+        return None
     rank = {"self": 0, "grid": 1}
-    return min(addons, key=lambda a: rank.get(a["surrogate"]["chosen_by"], 2), default=None)
+    addons.sort(key=lambda a: rank.get(a["surrogate"]["chosen_by"], 2))
+    failed = [a["surrogate"]["run_id"] for a in addons[1:] if a["metrics"].get("transfer_flagged")]
+    return {**addons[0], "failed_elsewhere": failed} if failed else addons[0]
 
 
 def merge_transfer(metrics: dict, addon: dict) -> dict:
-    """`metrics` with the add-on's figures, and the check's failure added to the masking flags."""
+    """`metrics` with the add-on's figures, and the check's failure (from any surrogate) added to the masking
+    flags."""
     m = {**metrics, **addon["metrics"]}
-    if addon["metrics"].get("transfer_flagged"):
+    if addon["metrics"].get("transfer_flagged") or addon.get("failed_elsewhere"):
         failed = [c for c in str(metrics.get("masking_checks") or "").split(",") if c]
         m.update(masking_suspected=True, masking_checks=",".join([*failed, "transfer"]))
     return m

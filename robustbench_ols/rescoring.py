@@ -13,22 +13,23 @@ from .errors import SpecError
 from .evals_store import read_eval_record, write_eval_record
 from .evaluation import attack_subset, load_human, score
 from .inference import resolve_device
-from .selection import model_at
+from .selection import model_at, selected_epoch
 from .spec import EvalSpec, ExecOptions
 from .transfer_check import add_transfer, check_transfer_from
 
 
 def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptions(), transfer_from=None) -> dict:
-    """Score a finished run's final model with `ev`, without retraining, then add the transfer check where
-    its surrogate (`transfer_from`, else the hard-label run beside it) has finished. Returns the record
-    (its add-on merged in) with `status`: evaluated, already evaluated, or already evaluated with the
-    transfer check added. A record is written to evals/<eval_id>.json once and never overwritten."""
+    """Score a finished run's model (the final one, or the epoch `ev.select` chooses) with `ev`, without
+    retraining, then add the transfer check where its surrogate (`transfer_from`, else the hard-label run
+    beside it) has finished. Returns the record (its add-ons merged in) with `status`: evaluated, already
+    evaluated, or already evaluated with the transfer check added. A record is written to
+    evals/<eval_id>.json once and never overwritten."""
     run_dir = Path(run_dir)
     if not (run_dir / "model.pt").exists() or not (run_dir / "metrics.json").exists():
         raise SpecError(f"{run_dir} is not a finished run (no model.pt and metrics.json); finish it with "
                         "the same `rbols run` command first")
     if transfer_from is not None:
-        check_transfer_from(transfer_from, store.read_spec(run_dir))  # before anything is computed or written
+        check_transfer_from(transfer_from, store.read_spec(run_dir), run_dir)  # before anything is computed or written
     status = "already evaluated"
     if read_eval_record(run_dir, ev.eval_id) is None:
         _score(run_dir, ev, ex)
@@ -47,11 +48,8 @@ def _score(run_dir: Path, ev: EvalSpec, ex: ExecOptions) -> None:
     attack_subset(data.test_y, ev)
     human = load_human(spec.dataset, ev, ex.data_root, ex.download, data.test_y)
     model = store.load_run_model(run_dir, data.num_classes, device, channels_last=ex.channels_last)
-    selected = {}
-    if ev.select != "last":  # the epoch the selection chooses (selection.py), SpecError when it was not kept
-        model, epoch = model_at(run_dir, ev.select, model, store.read_epochs(run_dir), device,
-                                noisy_val=spec.has_noisy_val)
-        selected = {"selected_epoch": epoch}
+    # the epoch the selection chooses (selection.py); SpecError when its weights were not kept
+    model, epoch = model_at(run_dir, ev.select, model, store.read_epochs(run_dir), device, noisy_val=spec.has_noisy_val)
     z = np.load(run_dir / "noise.npz")
     val = None
     if "val_indices" in z.files and len(z["val_indices"]):
@@ -59,6 +57,6 @@ def _score(run_dir: Path, ev: EvalSpec, ex: ExecOptions) -> None:
     scores = score(model, test_x=data.test_x.to(device), test_y=torch.as_tensor(data.test_y, device=device), ev=ev,
                    val=val, human=human, eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
                    progress=ex.progress, progress_position=ex.progress_position)
-    scores.metrics.update(selected)
+    scores.metrics.update(selected_epoch(epoch))
     write_eval_record(run_dir, ev, scores, ex.channels_last, device)
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import RbolsError
-from .evals_store import metrics_for, read_eval_record
+from .errors import RbolsError, SpecError
+from .evals_store import eval_record_path, metrics_for, read_eval_record
 from .methods import method_label
 from .noise import NoiseSpec
 from .selection import selected_figures
-from .spec import EvalSpec
+from .spec import EvalSpec, holds_noisy_val
 from .store import read_epochs, read_metrics, read_record, run_dirs
 
 ID_COLUMNS = ("run_id", "dataset", "model", "method", "method_label", "noise", "noise_kind", "noise_rate",
@@ -37,9 +37,8 @@ def _identity(d: Path) -> dict:
             "noise": s["noise"], "noise_kind": ns.kind,
             "noise_rate": ns.rate if ns.kind != "human" else float("nan"),
             "seed": s["seed"], "epochs": s["epochs"], "epochs_planned": s["epochs"],
-            "train_subset": s["train_subset"], "val_split": s.get("val_split", 0),
-            "has_noisy_val": bool(s.get("noisy_val")) or (s.get("val_split", 0) > 0
-                                                          and s.get("val_labels", "noisy") == "noisy")}
+            "train_subset": s["train_subset"], "val_split": s.get("val_split", 0), "noisy_val": s.get("noisy_val", 0.0),
+            "has_noisy_val": holds_noisy_val(s)}
 
 
 def _read_runs(root, eval_id, select: str = "last") -> tuple[list[dict], list[dict]]:
@@ -55,12 +54,20 @@ def _read_runs(root, eval_id, select: str = "last") -> tuple[list[dict], list[di
     return rows, bad
 
 
+# An eval_id no record has: a run without a record of its own setting has no score at another epoch.
+NO_RECORD = "no-record"
+
+
 def _own_setting_at(run_dir: Path, select: str) -> str | None:
-    """The eval_id of the run's own scoring setting at the epoch `select` chooses (None: its own, `last`)."""
-    if select == "last":
-        return None
-    own = read_eval_record(run_dir, read_metrics(run_dir).get("eval_id"))
-    return None if own is None else dataclasses.replace(EvalSpec.from_dict(own["eval"]), select=select).eval_id
+    """The eval_id of the run's own scoring setting (metrics.json's) at the epoch `select` chooses, None when
+    that is the setting metrics.json holds. A run scored at another epoch than `select` after training (a
+    grid run with --select) gets the record at `select`'s epoch, or no score."""
+    own_id = read_metrics(run_dir).get("eval_id")
+    own = read_eval_record(run_dir, own_id) if own_id else None
+    if own is None:  # scored before evaluation records existed: its own scores are the last epoch's
+        return None if select == "last" else NO_RECORD
+    wanted = dataclasses.replace(EvalSpec.from_dict(own["eval"]), select=select).eval_id
+    return None if wanted == own_id else wanted
 
 
 def unreadable(root, *, eval_id: str | None = None, select: str = "last") -> list[dict]:
@@ -100,3 +107,19 @@ def epochs(root) -> pd.DataFrame:
 def reliability(run_dir) -> pd.DataFrame:
     """The run's reliability.csv (empty bins have NaN confidence and accuracy)."""
     return pd.read_csv(Path(run_dir) / "reliability.csv")
+
+
+def check_readable_at(results_dir, select: str, eval_id=None) -> None:
+    """SpecError before a report is written whose selection its runs cannot give: noisy-val without a noisy
+    validation split, or an `--eval-id` scored at another selection than `--select`."""
+    runs = collect(results_dir, eval_id=eval_id)
+    if select == "noisy-val" and not ("has_noisy_val" in runs and runs.has_noisy_val.any()):
+        raise SpecError(f"--select noisy-val: no run under {results_dir} holds a noisy validation split "
+                        "(--noisy-val); use --select last or oracle")
+    if eval_id:
+        scored = {read_eval_record(Path(d), eval_id)["eval"].get("select", "last") for d in runs.run_dir
+                  if eval_record_path(d, eval_id).exists()}
+        if scored - {select}:
+            raise SpecError(f"--eval-id {eval_id} scored the epoch of --select {', '.join(sorted(scored))}, not "
+                            f"--select {select}: give both the same (or leave --eval-id out: each run's own "
+                            "setting at the selected epoch)")

@@ -24,7 +24,7 @@ from .noise import NoisyLabels, noisy_labels_for
 from .provenance import device_name, git_info, versions
 from .rescoring import evaluate_run
 from .resolved import ResolvedRun, resolve
-from .selection import keep_weights, model_at
+from .selection import keep_weights, model_at, selected_epoch, write_kept
 from .spec import EvalSpec, ExecOptions, RunSpec
 from .training import NonFinite, fit, make_optimizer
 from .transfer_check import add_transfer, check_transfer_from
@@ -39,8 +39,8 @@ class RunResult:
 
 def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: EvalSpec = EvalSpec(),
             transfer_from=None) -> RunResult:
-    """Train (or resume, or skip when DONE) the run `spec` under `out`, then score its final model
-    with `ev` and, where its hard-label surrogate (`transfer_from`, else the hard-label run beside it) has
+    """Train (or resume, or skip when DONE) the run `spec` under `out`, then score the model of the epoch
+    `ev` selects (the final one by default) and, where its hard-label surrogate (`transfer_from`, else the hard-label run beside it) has
     finished, the transfer check. A finished run is never retrained; if it has no record for `ev` yet, one
     is added."""
     device = resolve_device(ex.device)
@@ -48,7 +48,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     out = Path(out)
     store.ensure_writable(out)
     if transfer_from is not None:
-        check_transfer_from(transfer_from, spec)
+        check_transfer_from(transfer_from, spec, out / spec.run_id)
     if ev.select == "noisy-val" and not spec.has_noisy_val:
         raise SpecError("--select noisy-val scores the epoch with the lowest error on a noisy validation split, and "
                         "this run holds none: add --noisy-val [SHARE] (or use --select last or oracle)")
@@ -88,11 +88,10 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
             stage = "scoring"
             metrics = _final_metrics(state, x.noisy.rate, int(x.noisy.is_noisy.sum()), len(x.labels), x.num_meta,
                                      x.num_val)
-            scored, selected = models[0], {}
-            if ev.select != "last":  # the model of the epoch the selection chooses, kept as it trained
-                scored, epoch = model_at(run_dir, ev.select, models[0], state["history"], device,
-                                         noisy_val=spec.has_noisy_val)
-                selected = {"selected_epoch": epoch}
+            write_kept(run_dir, state, store.save_torch)  # the selections' weights, from the checkpoint's state
+            # the model of the epoch the scoring setting selects (the final one unless --select)
+            scored, epoch = model_at(run_dir, ev.select, models[0], state["history"], device,
+                                     noisy_val=spec.has_noisy_val)
             scores = score(scored, test_x=x.test[0], test_y=x.test[1], ev=ev, val=x.val,
                                        human=x.human, eval_batch_size=ex.eval_batch_size,
                                        channels_last=ex.channels_last, progress=ex.progress,
@@ -105,7 +104,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
             raise Interrupted(f"interrupted {where}; the checkpoint keeps {kept} epoch(s) of {run_dir}: run the "
                               "same command to resume") from None
         store.save_final(run_dir, models, r.method)
-        scores.metrics.update(selected)
+        scores.metrics.update(selected_epoch(epoch))
         evals_store.write_eval_record(run_dir, ev, scores, ex.channels_last, device)
         metrics = {**metrics, **scores.metrics, "eval_id": ev.eval_id}
         store.finish(run_dir, metrics, scores.reliability)
@@ -191,8 +190,8 @@ def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, load
     """training.fit with a checkpoint, epochs.csv and the trackers' epoch after every epoch; a failure is
     recorded in status.json."""
     def checkpoint(state):
-        # the weights of the epoch each selection chooses so far, before the checkpoint (selection.py)
-        keep_weights(run_dir, state["history"], models[0], noisy_val=r.spec.has_noisy_val, save=store.save_torch)
+        # the weights of the epoch each selection chooses so far, saved with the checkpoint (selection.py)
+        keep_weights(state, models[0], noisy_val=r.spec.has_noisy_val)
         store.save_checkpoint(run_dir, models, optimizer, r.method, state)
         store.write_epochs_csv(run_dir / "epochs.csv", state["history"])
         tr.epoch(state["history"][-1], state["history"][-1]["epoch"])
@@ -230,7 +229,8 @@ def _already_done(run_dir: Path, ev: EvalSpec, ex: ExecOptions, status: str = "a
 
 
 def _hold_out(clean: np.ndarray, positions: np.ndarray, size: int, seed: int, what: str):
-    """(kept, held out): `size` class-balanced positions (by clean label) taken out of `positions`."""
+    """(kept, held out): `size` positions taken out of `positions`, class-balanced by `clean` (the labels
+    given: the clean ones, or the noisy ones for --noisy-val)."""
     if size <= 0:
         return positions, positions[:0]
     k = len(np.unique(clean[positions]))

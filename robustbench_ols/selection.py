@@ -12,7 +12,8 @@ Only epochs with a test pass compete (`--test-every K`: every K-th and the last)
 winning. The test error at the chosen epoch is read from `epochs.csv`; every other score at that epoch
 needs its weights, which a run keeps as it trains (`keep_weights`: `model_noisy-val.pt` when it has a
 noisy validation split, `model_oracle.pt` always; each one copy of the evaluated model's weights, e.g.
-0.3 MB for resnet8, 2.6 MB for resnet56b on CIFAR-100), and `rbols eval --select` scores them.
+0.3 MB for resnet8, 2.6 MB for resnet56b on CIFAR-100; in the checkpoint with the history while it trains),
+and `rbols eval --select` scores them.
 """
 from __future__ import annotations
 
@@ -68,15 +69,25 @@ def weights_path(run_dir, how: str) -> Path:
     return Path(run_dir) / f"model_{how}.pt"
 
 
-def keep_weights(run_dir, history: list[dict], model, *, noisy_val: bool, save) -> None:
-    """After an epoch (the last row of `history`): where it is now the chosen epoch of `noisy-val` (with a noisy
-    validation split) or `oracle`, keep `model`'s weights with the epoch, through `save(path, obj)` (atomic).
-    Called before the checkpoint is written, so a resumed run redoes the epoch and decides again."""
+def keep_weights(state: dict, model, *, noisy_val: bool) -> None:
+    """After an epoch (the last row of `state["history"]`): where it is now the chosen epoch of `noisy-val`
+    (with a noisy validation split) or `oracle`, keep a copy of `model`'s weights with the epoch in
+    `state["kept"]`. The checkpoint saves that state whole, so the kept weights and the history that chose
+    them are written together (a run killed at any point resumes with both of one epoch)."""
+    history, kept = state["history"], state.setdefault("kept", {})
     last = history[-1]
     for how in ("noisy-val", "oracle"):
         row = chosen(history, how, noisy_val=noisy_val)
         if row is not None and row["epoch"] == last["epoch"] and last.get("test_err") is not None:
-            save(weights_path(run_dir, how), {"epoch": last["epoch"], "state_dict": model.state_dict()})
+            kept[how] = {"epoch": last["epoch"],
+                         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+
+def write_kept(run_dir, state: dict, save) -> None:
+    """`model_<how>.pt` of each selection's kept weights, through `save(path, obj)` (atomic), once training
+    is over: from the checkpoint's state, so a run killed before DONE writes the same files again."""
+    for how, kept in state.get("kept", {}).items():
+        save(weights_path(run_dir, how), kept)
 
 
 def load_weights(run_dir, how: str, history: list[dict], device, *, noisy_val: bool) -> tuple[dict, int]:
@@ -100,12 +111,20 @@ def load_weights(run_dir, how: str, history: list[dict], device, *, noisy_val: b
 
 
 def model_at(run_dir, how: str, model, history: list[dict], device, *, noisy_val: bool):
-    """(a copy of `model` with the weights of the epoch `how` chooses, that epoch); SpecError as load_weights."""
+    """(the model of the epoch `how` chooses, that epoch): `model` itself and None for `last`, else a copy of
+    it with the kept weights of that epoch; SpecError as load_weights."""
+    if how == "last":
+        return model, None
     import copy
     weights, epoch = load_weights(run_dir, how, history, device, noisy_val=noisy_val)
     chosen_model = copy.deepcopy(model)
     chosen_model.load_state_dict(weights)
     return chosen_model.eval(), epoch
+
+
+def selected_epoch(epoch) -> dict:
+    """The record's `selected_epoch` figure for `model_at`'s epoch (none for the last epoch)."""
+    return {} if epoch is None else {"selected_epoch": epoch}
 
 
 def _nan(v) -> bool:

@@ -129,7 +129,7 @@ class RunSpec:
     @property
     def has_noisy_val(self) -> bool:
         """Whether the run holds out a validation split with noisy labels (checkpoint selection `noisy-val`)."""
-        return bool(self.noisy_val) or (self.val_split > 0 and self.val_labels == "noisy")
+        return holds_noisy_val(self.to_dict())
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -164,6 +164,12 @@ class RunSpec:
         if self.schedule == "cosine":
             return 0.5 * self.lr * (1 + math.cos(math.pi * epoch / self.epochs))
         return self.lr * self.lr_decay ** sum(epoch >= m for m in self.milestones)
+
+
+def holds_noisy_val(spec: dict) -> bool:
+    """Whether a run's spec (spec.json's dict) holds out a validation split with noisy labels: --noisy-val, or
+    --val-split N with its default noisy labels."""
+    return bool(spec.get("noisy_val")) or (spec.get("val_split", 0) > 0 and spec.get("val_labels", "noisy") == "noisy")
 
 
 def default_milestones(epochs: int) -> tuple:

@@ -34,14 +34,22 @@ def surrogate_spec(spec: RunSpec) -> RunSpec:
     return dataclasses.replace(spec, method=REFERENCE, method_options=())
 
 
-def check_transfer_from(transfer_from, spec: RunSpec) -> Path:
-    """`--transfer-from RUN_DIR` checked against the run it is for: a finished run of the same architecture
-    and dataset (so of the same test images); SpecError naming the problem otherwise."""
+def check_transfer_from(transfer_from, spec: RunSpec, run_dir=None) -> Path:
+    """`--transfer-from RUN_DIR` checked against the run it is for: a finished hard-label run of the same
+    architecture and dataset (so of the same test images), not the run itself; SpecError naming the problem
+    otherwise."""
     src = Path(transfer_from)
     if not store.is_done(src) or not (src / "model.pt").exists():
         raise SpecError(f"--transfer-from {src} is not a finished run directory (no DONE and model.pt); give the "
                         "directory of a finished hard-label run of the same model and dataset")
     other = store.read_spec(src)
+    if other.run_id == spec.run_id or (run_dir is not None and src.resolve() == Path(run_dir).resolve()):
+        raise SpecError(f"--transfer-from {src} is the run itself: a transfer from it is the white-box attack; give "
+                        "a hard-label run of the same setting")
+    if other.method != REFERENCE:
+        raise SpecError(f"--transfer-from {src} is a run of {other.method!r}, not hard labels: the surrogate must be "
+                        "trained with hard labels (the check asks whether a naturally trained model's attacks "
+                        "transfer)")
     for field, what in (("model", "architecture"), ("dataset", "dataset (and so test set)")):
         if getattr(other, field) != getattr(spec, field):
             raise SpecError(f"--transfer-from {src} is a run of another {what} ({getattr(other, field)}, not "
@@ -55,7 +63,7 @@ def surrogate_of(run_dir: Path, transfer_from=None) -> tuple[Path | None, str]:
     `self` or `grid`)."""
     spec = store.read_spec(run_dir)
     if transfer_from is not None:
-        return check_transfer_from(transfer_from, spec), "transfer-from"
+        return check_transfer_from(transfer_from, spec, run_dir), "transfer-from"
     hard = surrogate_spec(spec)
     if hard.run_id == spec.run_id:
         return Path(run_dir), "self"
@@ -110,7 +118,7 @@ def _compute(run_dir: Path, surrogate: Path, ev: EvalSpec, ex: ExecOptions, devi
     models = []
     for d in (run_dir, surrogate):
         m = store.load_run_model(d, data.num_classes, device, channels_last=ex.channels_last)
-        if d == run_dir and ev.select != "last":  # the scored model is the selected epoch's (selection.py)
+        if d == run_dir:  # the scored model: the epoch the setting selects (selection.py)
             m = model_at(run_dir, ev.select, m, store.read_epochs(run_dir), device, noisy_val=spec.has_noisy_val)[0]
         folded = fold_batchnorm(m, channels_last=ex.channels_last)  # the same function, faster (robust.py)
         models.append(folded if folded is not None else m)
@@ -130,6 +138,6 @@ def complete_transfers(out, cells, ev: EvalSpec, ex: ExecOptions) -> int:
         surrogate, _ = surrogate_of(run_dir)
         if surrogate is None or read_transfer(run_dir, ev.eval_id, surrogate.name) is not None:
             continue
-        add_transfer(run_dir, ev, ex)
-        added += 1
+        if add_transfer(run_dir, ev, ex) is not None:
+            added += 1
     return added

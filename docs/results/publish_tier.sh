@@ -13,8 +13,12 @@ DOCS=docs/results/cpu-regime
 EVAL_ID=e2907d948677
 mkdir -p "$DOCS"
 done_runs=$(cd "$OUT" && for d in */; do [ -f "$d/DONE" ] && echo "${d%/}"; done)
-# the finished run directories only (an unfinished one resumes from scratch of its cell), in a stable order
-(cd "$OUT" && tar --sort=name --owner=0 --group=0 --numeric-owner -cf - $done_runs) | xz -9 > "$DOCS/runs.tar.xz.tmp"
+# the finished run directories only (an unfinished one resumes from scratch of its cell), in a stable order,
+# with the evaluation records of this setting alone (the re-scorings have archives of their own)
+others=$(mktemp)
+(cd "$OUT" && find $done_runs -path '*/evals/*' ! -name "$EVAL_ID.*" > "$others")
+(cd "$OUT" && tar --sort=name --owner=0 --group=0 --numeric-owner -X "$others" -cf - $done_runs) | xz -9 > "$DOCS/runs.tar.xz.tmp"
+rm -f "$others"
 mv "$DOCS/runs.tar.xz.tmp" "$DOCS/runs.tar.xz"
 rbols report "$OUT" --to "$DOCS" --paper --format png --eval-id "$EVAL_ID" --html --audit "$DOCS/claims" --audit "$DOCS/autoattack/claims"
 rbols audit --method ols --against hard,ls --preset cpu-regime --out "$OUT" --no-run --no-checks --to "$DOCS/claims"

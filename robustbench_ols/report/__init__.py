@@ -273,13 +273,14 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
     return path
 
 
-def write_html(results_dir, report_dir, *, paper: bool = False, eval_id: str | None = None, audit_dirs=()) -> Path:
+def write_html(results_dir, report_dir, *, paper: bool = False, eval_id: str | None = None, audit_dirs=(),
+               select: str = "last") -> Path:
     """report.html alone (see `html.py`); `write_report(..., html=True)` writes it beside report.md
     without drawing the figures twice."""
     from .html import render_html
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return render_html(build(results_dir, paper=paper, eval_id=eval_id), out, audit_dirs=audit_dirs)
+    return render_html(build(results_dir, paper=paper, eval_id=eval_id, select=select), out, audit_dirs=audit_dirs)
 
 
 def _overview(d: pd.DataFrame, eval_id) -> str:

@@ -57,7 +57,9 @@ def table7_parts(df: pd.DataFrame, *, paper: bool = False, select: str = "last")
     table of checkpoint selection `select` first, marked as the one used, then the others the runs allow."""
     d = prepare(df)
     parts, frames = [], []
-    for which in dict.fromkeys([select, *SELECTIONS]):
+    # runs whose validation split has clean labels: their own best epoch (chosen on it) as well
+    clean_val = "has_noisy_val" in d and ((d.val_split > 0) & ~d.has_noisy_val.astype(bool)).any()
+    for which in dict.fromkeys([select, *SELECTIONS, *(["best"] if clean_val else [])]):
         col = f"test_err_{suffix(which)}"
         if col not in d or d[col].isna().all():
             continue  # e.g. noisy-val without a noisy validation split
@@ -70,7 +72,9 @@ def table7_parts(df: pd.DataFrame, *, paper: bool = False, select: str = "last")
         parts.append(f"### {setting_title(g.iloc[0])}\n\n{_cells_text(g, SETTING, ('method_label', 'noise_col'))}\n")
         for t in frames:
             which, tg = t["which"].iloc[0], select_rows(t, SETTING, key)
-            label = SELECTION_TITLES[which] + (f" — the selection used (`--select {which}`)" if which == select else "")
+            label = (SELECTION_TITLES[which] if which != "best" else "Best epoch (`test_err_best`): "
+                     + "; ".join(sorted(g["best_rule"].unique())))
+            label += f" — the selection used (`--select {which}`)" if which == select else ""
             table = _pivot7(tg, paper)
             note = "\nBold: the two lowest means of each column.\n"
             if any("paper†" in c for c in table.columns):

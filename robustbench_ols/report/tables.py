@@ -174,7 +174,8 @@ def select_rows(frame: pd.DataFrame, cols, key) -> pd.DataFrame:
 def setting_title(r, with_model: bool = True) -> str:
     parts = [f"{r['dataset']} / {r['model']}" if with_model else str(r["dataset"]), f"{r['epochs']} epochs",
              f"train subset {r['train_subset']}" if r["train_subset"] else "whole training set",
-             f"val split {r['val_split']}" if r["val_split"] else "no val split"]
+             f"val split {r['val_split']}" if r["val_split"] else
+             f"noisy-validation share {r['noisy_val']:g}" if r.get("noisy_val") else "no val split"]
     return ", ".join(parts) + (f", {r['variant']}" if r.get("variant") else "")
 
 

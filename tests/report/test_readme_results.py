@@ -134,7 +134,8 @@ def test_publish_autoattack_scores_with_the_setting_it_reports():
     assert commands.grid_from_args(args)[2].eval_id == eval_id
 
 
-@pytest.mark.parametrize("folder", ["cpu-regime/claims", "quick/claims", "cpu-regime/autoattack/claims"])
+@pytest.mark.parametrize("folder", ["cpu-regime/claims", "quick/claims", "cpu-regime/autoattack/claims",
+                                    "noisy-val/claims"])
 def test_each_claims_spread_is_computed_over_exactly_its_rates(folder):
     """Every README sentence's 'seed-to-seed std ... median' is the median of the per-rate spreads over the
     rates that claim pooled (its audit row's `rates`), recomputed here from audit.csv, and the sentence names
@@ -146,19 +147,17 @@ def test_each_claims_spread_is_computed_over_exactly_its_rates(folder):
         pytest.skip(f"{folder} is not published")
     pooled, per_rate = pd.read_csv(path / "audit_pooled.csv"), pd.read_csv(path / "audit.csv")
     checked = 0
-    for claim in [*b.CLAIMS_LIST, *b.AA_CLAIMS]:
+    for claim in [*b.CLAIMS_LIST, *b.AA_CLAIMS, b.SEL_CLAIM]:
         rows = pooled[(pooled.metric == claim[1]) & (pooled.scope == claim[2])]
         text = b.claim_text(claim, pooled, per_rate)
         for r in rows.itertuples():
-            if not isinstance(r.rates, str) or not str(r.outcome)[:1].isalpha() or str(r.outcome).startswith("incon"
-                                                                                                              "clusive: outside"):
+            rates = b._rates_of(r.rates)
+            if not rates or str(r.outcome).startswith(b.OUTSIDE):
                 continue
-            rates = [float(x) for x in r.rates.split()]
             own = per_rate[(per_rate.metric == claim[1]) & (per_rate.baseline == r.baseline)
                            & per_rate.noise_rate.isin(rates)].std_diff.dropna()
-            part = text.split(f"(OLS − {r.baseline}:")[1].split(")")[0] if f"(OLS − {r.baseline}:" in text else ""
             m = re.search(r"within a rate \(([^)]*)\): median ([\d.]+)", text.split(f"(OLS − {r.baseline}:")[1])
-            assert m, (claim[0], r.baseline, part)
+            assert m, (claim[0], r.baseline)
             assert m.group(1) == b._rates_text(rates)
             assert m.group(2) == f"{own.median() * claim[3]:.{1 if claim[3] == 100 else 3}f}"
             checked += 1
@@ -175,3 +174,29 @@ def test_publish_noisy_val_reports_the_setting_its_grid_scores():
     grid = re.search(r'GRID="([^"]*)"', script).group(1).split()
     args = build_parser().parse_args(["matrix", *grid, "--select", "noisy-val"])
     assert commands.grid_from_args(args)[2].eval_id == re.search(r"EVAL_ID_NOISY_VAL=(\w+)", script).group(1)
+
+
+def test_the_published_robustness_audit_decides_at_1_255_and_every_record_names_its_surrogate():
+    """The re-scored tier: robustness verdicts at 1/255 inside the regime (off the floor), the budgets of each
+    attack in one family; every run's record carries the transfer check with its surrogate named (a hard-label
+    run is its own), and every PGD-20 stepped eps/4."""
+    aa = ROOT / "docs/results/cpu-regime/autoattack"
+    table = pd.read_csv(aa / "claims/audit.csv")
+    for family in ("pgd_err", "aa_err", "robust_err"):
+        rows = table[table.family == family]
+        assert sorted(rows.budget.unique()) == [1.0, 2.0, 8.0]
+        one = rows[rows.budget == 1]
+        assert one.regime.eq("ok").any()
+        tested = rows.regime.eq("ok") & rows.p.notna()  # a comparison without spread is in no family
+        assert (one[one.regime.eq("ok") & one.p.notna()].family_size == tested.sum()).all()
+    r = pd.read_csv(aa / "robustness.csv")
+    hard = r.method_label == "hard"
+    assert r.loc[hard, "transfer_surrogate"].eq("self").all()
+    others = r[~hard]
+    assert others.transfer_surrogate.str.fullmatch(r"[0-9a-f]{12}").all()
+    assert others[["transfer_err", "transfer_eps2_err", "transfer_eps1_err"]].notna().all().all()
+    steps = pd.read_csv(aa / "step_rule.csv")
+    # the old step's records: 2/255 for every run, 1/255 for hard labels, LS and OLS (as published before)
+    assert len(steps[steps.budget == 2]) == len(r)
+    assert set(steps[steps.budget == 1].method_label) == {"hard", "ls", "ols"}
+    assert (steps.pgd20_step_eps_4.notna() & steps.pgd20_step_2_255.notna()).all()

@@ -173,3 +173,28 @@ def test_bad_attack_specs(text, fragment):
     with pytest.raises(SpecError) as e:
         AttackSpec.parse(text)
     assert fragment in str(e.value)
+
+
+@pytest.mark.parametrize("eps", ["1/255", "2/255", "4/255", "8/255", "16/255"])
+def test_pgds_step_follows_its_budget_unless_given(eps):
+    """Without alpha, PGD steps eps/4 (2/255 at 8/255, as before); the text (and so the eval_id) spells it; an
+    explicit alpha is kept."""
+    from fractions import Fraction
+    spec = AttackSpec.parse(f"pgd:eps={eps}")
+    assert spec.alpha == spec.eps / 4 <= spec.eps
+    assert f"alpha={Fraction(eps) / 4}" in spec.text and AttackSpec.parse(spec.text) == spec
+    assert AttackSpec.parse(f"pgd:eps={eps},alpha=2/255").alpha == 2 / 255
+
+
+def test_rbols_run_records_the_resolved_step(tmp_path):
+    import json
+
+    from robustbench_ols.cli import main
+    out = tmp_path / "r"
+    assert main(["run", "--dataset", "synthetic", "--epochs", "1", "--train-subset", "100", "--device", "cpu",
+                 "--no-progress", "--threads", "1", "--no-checks", "--attack", "pgd:eps=1/255,steps=2",
+                 "--attack-examples", "20", "--out", str(out)]) == 0
+    rec = json.loads(next((next(out.iterdir()) / "evals").glob("*.json")).read_text())
+    (text,) = rec["eval"]["attacks"]
+    step = AttackSpec.parse(text)
+    assert text == "pgd:eps=1/255,alpha=1/1020,steps=2,random_start=true" and step.alpha <= step.eps

@@ -120,3 +120,20 @@ def test_transfer_from_another_architecture_or_dataset_exits_2_and_writes_nothin
     assert main(["eval", str(run), *scoring, "--device", "cpu", "--no-progress", "--no-cifar10h",
                  "--transfer-from", str(tmp_path)]) == 2
     assert "is not a finished run directory" in capsys.readouterr().err
+
+
+def test_transfer_from_must_be_another_hard_label_run(tmp_path, capsys):
+    from robustbench_ols.cli import main
+    base = ["--dataset", "synthetic", "--model", "resnet8", "--epochs", "1", "--train-subset", "100",
+            "--device", "cpu", "--no-progress", "--threads", "1", "--attack", "none"]
+    assert main(["run", *base, "--method", "ols", "--out", str(tmp_path / "b")]) == 0
+    assert main(["run", *base, "--method", "ls", "--out", str(tmp_path / "a")]) == 0
+    src, run = next((tmp_path / "b").iterdir()), next((tmp_path / "a").iterdir())
+    scoring = ["--attack", "pgd:steps=2", "--attack-examples", "20", "--eps-sweep", "0,8", "--device", "cpu",
+               "--no-progress"]
+    before = sorted(p.name for p in (run / "evals").iterdir())
+    capsys.readouterr()
+    for other, message in ((src, "not hard labels"), (run, "is the run itself")):
+        assert main(["eval", str(run), *scoring, "--transfer-from", str(other)]) == 2
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in (run / "evals").iterdir()) == before  # nothing scored or written

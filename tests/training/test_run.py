@@ -152,6 +152,10 @@ def test_resume_after_interruption_equals_uninterrupted(finished, tmp_path, monk
     a, b = torch.load(d / "model.pt"), torch.load(finished.run_dir / "model.pt")
     assert all(torch.equal(a["models"][0][k], b["models"][0][k]) for k in a["models"][0])
     assert torch.equal(a["method"]["S"], b["method"]["S"])  # OLS soft labels resumed exactly
+    # the kept weights of the oracle epoch travel in the checkpoint: the resumed run keeps the same ones
+    ka, kb = torch.load(d / "model_oracle.pt"), torch.load(finished.run_dir / "model_oracle.pt")
+    assert ka["epoch"] == kb["epoch"] and all(torch.equal(ka["state_dict"][k], kb["state_dict"][k])
+                                              for k in ka["state_dict"])
 
 
 def test_two_methods_on_one_cell_see_the_same_noisy_labels(finished, tmp_path):

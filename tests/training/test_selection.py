@@ -150,3 +150,26 @@ def test_the_audit_at_a_selection_states_it_and_compares_that_epochs_test_error(
         rec = json.loads((d / "evals" / f"{m['eval_id']}.json").read_text())
         assert m["selected_epoch"] == rec["metrics"]["selected_epoch"] == torch.load(
             d / "model_noisy-val.pt", weights_only=True)["epoch"]
+
+
+def test_a_grid_scored_at_a_selection_reports_no_last_epoch_score_it_never_made(tmp_path, capsys):
+    """Cells scored with --select noisy-val after training: their metrics.json holds that epoch's scores, so a
+    report at the last epoch takes no score from it (NaN), one at noisy-val takes them; asking for noisy-val
+    where no cell holds a noisy split, or an --eval-id of another selection, exits 2 with nothing written."""
+    out = tmp_path / "runs"
+    base = ["--preset", "smoke", "--methods", "ls", "--seeds", "0", "--noise", "symmetric:0.4", "--attack", "fgsm",
+            "--attack-examples", "30", "--device", "cpu", "--no-progress", "--threads", "1", "--out", str(out)]
+    assert main(["matrix", *base, "--select", "noisy-val"]) == 2
+    assert "these cells hold none" in capsys.readouterr().err and not out.exists()
+    assert main(["matrix", *base, "--noisy-val", "0.2", "--select", "noisy-val"]) == 0
+    last, chosen = collect(out).iloc[0], collect(out, select="noisy-val").iloc[0]
+    assert np.isnan(last.get("clean_err", np.nan)) and chosen["clean_err"] == pytest.approx(chosen["test_err_noisy_val"])
+    own = json.loads((next(out.glob("*/metrics.json"))).read_text())["eval_id"]
+    for argv, message in ((["--select", "last", "--eval-id", own], "scored the epoch of --select noisy-val"),):
+        assert main(["report", str(out), "--to", str(tmp_path / "rep"), *argv]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "rep").exists()
+    plain = tmp_path / "plain"
+    assert main(["run", "--dataset", "synthetic", "--epochs", "1", "--train-subset", "100", "--device", "cpu",
+                 "--no-progress", "--attack", "none", "--out", str(plain)]) == 0
+    assert main(["report", str(plain), "--to", str(tmp_path / "rep"), "--select", "noisy-val"]) == 2
+    assert "no run under" in capsys.readouterr().err and not (tmp_path / "rep").exists()
