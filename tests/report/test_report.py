@@ -218,7 +218,7 @@ def test_attack_columns_found_whatever_the_steps():
 
 def test_robust_error_against_eps_and_the_masking_flags():
     """One panel per noise rate, one line per method through the sweep's mean; the flagged runs listed."""
-    from robustbench_ols.report import masking_markdown
+    from robustbench_ols.report.paper_tables import masking_markdown
     from robustbench_ols.report.figures import robust_vs_eps
     df = fake_runs("cifar10", "resnet8")
     sweep = {0: 0.3, 1: 0.5, 2: 0.7, 8: 0.95, 64: 1.0}
