@@ -14,9 +14,12 @@ DATA="--data-root ${RBOLS_DATA:-../shared/data} --no-progress"
 EVAL_ID_NOISY_VAL=001820fc0868
 for sel in noisy-val last oracle; do rbols matrix $GRID --select "$sel" --out "$OUT" $DATA; done
 mkdir -p "$DOCS"
-# the finished run directories (records, noisy labels, kept weights), in a stable order
-done_runs=$(cd "$OUT" && for d in */; do [ -f "$d/DONE" ] && echo "${d%/}"; done)
-(cd "$OUT" && tar --sort=name --owner=0 --group=0 --numeric-owner -cf - $done_runs) | xz -9 > "$DOCS/runs.tar.xz"
+# the finished run directories (records, noisy labels, kept weights), in a stable order, with the data root
+# as this script's commands give it instead of this machine's path (portable_copy.py)
+copy=$(mktemp -d)
+python docs/results/portable_copy.py "$OUT" "$copy" ../shared/data
+(cd "$copy" && tar --sort=name --owner=0 --group=0 --numeric-owner -cf - *) | xz -9 > "$DOCS/runs.tar.xz"
+rm -rf "$copy"
 python docs/results/selection_table.py "$OUT" > "$DOCS/selection.csv"
 rbols report "$OUT" --to "$DOCS" --format png --select noisy-val --eval-id "$EVAL_ID_NOISY_VAL"
 rbols audit --method ols --against hard,ls $GRID --select noisy-val --out "$OUT" --no-run --to "$DOCS/claims"
