@@ -108,8 +108,6 @@ def load_weights(run_dir, how: str, history: list[dict], device, *, noisy_val: b
     return kept["state_dict"], row["epoch"]
 
 
-
-
 def model_at(run_dir, how: str, model, history: list[dict], device, *, noisy_val: bool):
     """(the model of the epoch `how` chooses, that epoch): `model` itself and None for `last`, else a copy of
     it with the kept weights of that epoch; SpecError as load_weights."""

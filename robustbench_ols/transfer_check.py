@@ -23,10 +23,9 @@ from .data import load_dataset
 from .errors import SpecError
 from .evals_store import read_eval_record, read_transfer, write_transfer
 from .inference import resolve_device
+from .regime import REFERENCE
 from .selection import model_at
 from .spec import EvalSpec, ExecOptions, RunSpec
-
-REFERENCE = "hard"
 
 
 def surrogate_spec(spec: RunSpec) -> RunSpec:
