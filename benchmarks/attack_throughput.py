@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_ols.attacks import AttackSpec, fold_batchnorm, robust_error
+from robustbench_ols.common.provenance import device_name, git_info
 from robustbench_ols.data import load_dataset
 from robustbench_ols.models import create_model
-from robustbench_ols.provenance import device_name, git_info
 
 SEED = 0
 
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
 def metrics_timing():
     """Calibration and CIFAR-10H metrics on 10,000 x 100 probabilities (target: under 50 ms)."""
     try:
-        from robustbench_ols import calibration, cifar10h
+        from robustbench_ols.scoring import calibration, cifar10h
     except ImportError:
         return
     names = [n for n in ("ece", "mce", "adaptive_ece", "classwise_ece", "nll", "brier") if hasattr(calibration, n)]

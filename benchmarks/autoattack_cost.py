@@ -27,9 +27,9 @@ import torch
 
 from robustbench_ols.attacks import AttackSpec
 from robustbench_ols.attacks.robust import attack_outcomes
+from robustbench_ols.common.provenance import device_name, git_info
 from robustbench_ols.data import class_balanced_subset, load_dataset
 from robustbench_ols.models import create_model
-from robustbench_ols.provenance import device_name, git_info
 
 EPS = 8 / 255
 

@@ -32,14 +32,14 @@ import time
 import torch
 
 from robustbench_ols import __version__
+from robustbench_ols.common.provenance import device_name, git_info
 from robustbench_ols.data import TrainLoader, class_balanced_subset, load_dataset
-from robustbench_ols.inference import evaluate
 from robustbench_ols.methods import FitInfo, build_method
 from robustbench_ols.models import create_model
-from robustbench_ols.presets import PRESETS
-from robustbench_ols.provenance import device_name, git_info
+from robustbench_ols.models.inference import evaluate
 from robustbench_ols.spec import RunSpec
-from robustbench_ols.training import make_optimizer, train_epoch
+from robustbench_ols.spec.presets import PRESETS
+from robustbench_ols.train.training import make_optimizer, train_epoch
 
 
 def tier_spec(preset: str) -> RunSpec:

@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_ols import __version__
+from robustbench_ols.common.provenance import device_name, git_info
 from robustbench_ols.data import TrainLoader, load_dataset
 from robustbench_ols.methods import FitInfo, build_method, list_methods
 from robustbench_ols.models import create_model
-from robustbench_ols.provenance import device_name, git_info
 from robustbench_ols.spec import RunSpec
-from robustbench_ols.training import make_optimizer, train_epoch
+from robustbench_ols.train.training import make_optimizer, train_epoch
 
 BATCH = 128
 MODEL = "resnet20"  # --model
@@ -112,6 +112,7 @@ class _PILSet(torch.utils.data.Dataset):
     """A torchvision-style dataset: one PIL image per __getitem__, transformed in Python."""
     def __init__(self, hwc: np.ndarray, labels: np.ndarray):
         from torchvision import transforms
+
         from robustbench_ols.models import CIFAR_MEAN, CIFAR_STD
         self.hwc, self.labels = hwc, labels
         self.tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from robustbench_ols.errors import SpecError
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.methods import Method, soft_cross_entropy
 
 # CIFAR-10 class indices: 0 airplane, 1 automobile, 2 bird, 3 cat, 4 deer, 5 dog, 6 frog, 7 horse,

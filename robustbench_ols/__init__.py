@@ -6,13 +6,13 @@ Public API: `RunSpec`, `ExecOptions`, `execute` (one run), `load_dataset`, `make
 """
 __version__ = "0.1.0"
 
-from .spec import ExecOptions, RunSpec  # noqa: E402
+from robustbench_ols.spec import ExecOptions, RunSpec  # noqa: E402
 
 
 def __getattr__(name):
     # Lazy: `import robustbench_ols` stays cheap; torch is imported on first use of these.
     from importlib import import_module
-    where = {"execute": "run", "load_dataset": "data", "make_noisy_labels": "noise",
+    where = {"execute": "train.run", "load_dataset": "data", "make_noisy_labels": "data.noise",
              "create_model": "models", "list_models": "models", "build_method": "methods",
              "list_methods": "methods", "Method": "methods", "register": "methods"}
     if name in where:

@@ -1,3 +1,3 @@
-from .cli import main
+from robustbench_ols.cli import main
 
 raise SystemExit(main())

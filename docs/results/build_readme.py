@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_ols.comparison import ALPHA
-from robustbench_ols.markdown import markdown_table
-from robustbench_ols.regime import FLOOR, MIN_WRONG_FIT, OUTSIDE
+from robustbench_ols.audit.comparison import ALPHA
+from robustbench_ols.audit.regime import FLOOR, MIN_WRONG_FIT, OUTSIDE
+from robustbench_ols.audit.verdicts import pooled_verdicts
+from robustbench_ols.common.markdown import markdown_table
 from robustbench_ols.report.cost import duration
 from robustbench_ols.report.tables import method_key
-from robustbench_ols.verdict_lines import pooled_verdicts
 
 ROOT = Path(__file__).resolve().parents[2]
 SEARCH = Path("docs/results/tier-search")  # the records of the runs that chose the cpu-regime tier
@@ -295,7 +295,7 @@ def reading_text(per_rate: pd.DataFrame, prov: dict, folder: Path) -> str:
 
 def example_text() -> str:
     """The example plugin's pooled verdicts, from its audit (which applies the regime guard itself)."""
-    from robustbench_ols.audit import METRICS
+    from robustbench_ols.audit.tables import METRICS
     pooled = pd.read_csv(ROOT / EXAMPLE / "audit_pooled.csv")
     (method,) = set(pooled["method"])
     lines = []
@@ -370,7 +370,7 @@ def tier_results() -> list[str]:
     if not (ROOT / TIER / "provenance.json").exists():
         return ["The grid's results are not published yet: no report under "
                 f"[`{TIER}`]({TIER}) (see the issue's closing notes for where the grid stands)."]
-    from robustbench_ols.grid import Grid
+    from robustbench_ols.spec.grid import Grid
     runs = json.loads((ROOT / TIER / "provenance.json").read_text())["runs"]
     cells = len(Grid.build("cpu-regime").cells())
     interim = ("" if runs >= cells else f"**Interim: {runs} of the grid's {cells} cells are finished** (the matrix "

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_ols.audit import _family, decide
-from robustbench_ols.audit_report import outcome_section, statistics_section, verdict_section
-from robustbench_ols.comparison import Settings
+from robustbench_ols.audit.comparison import Settings
+from robustbench_ols.audit.tables import _family, decide
+from robustbench_ols.audit.write import outcome_section, statistics_section, verdict_section
 
 SECTIONS = ("## Verdict", "## How a comparison is decided", "## Regime", "## Outcomes", "## Figures")
 

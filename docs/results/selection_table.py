@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from robustbench_ols.results import collect
+from robustbench_ols.store.results import collect
 
 
 def main(argv: list[str]) -> int:

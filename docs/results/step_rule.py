@@ -13,7 +13,7 @@ import sys
 
 import pandas as pd
 
-from robustbench_ols.results import collect
+from robustbench_ols.store.results import collect
 
 
 def main(argv: list[str]) -> int:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from .spec import ATTACKS, DEFAULT_EPS, AttackSpec, _fraction
+from robustbench_ols.attacks.spec import ATTACKS, DEFAULT_EPS, AttackSpec, _fraction
 
 VERSIONS = ("standard", "plus")  # "rand" is for randomised defences, which this suite does not train
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .spec import AttackSpec
+from robustbench_ols.attacks.spec import AttackSpec
 
 
 class ChannelsLastInput(torch.nn.Module):

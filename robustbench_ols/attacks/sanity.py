@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .robust import attack_outcomes
-from .spec import DEFAULT_SWEEP, PGD, AttackSpec
+from robustbench_ols.attacks.robust import attack_outcomes
+from robustbench_ols.attacks.spec import DEFAULT_SWEEP, PGD, AttackSpec
 
 # PGD from a random start is a heuristic: one image of 100 may go either way between two neighbouring
 # budgets or two attacks without anything being wrong.

@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import ClassVar
 
-from ..errors import SpecError
-from ..registry import Registry
+from robustbench_ols.common.errors import SpecError
+from robustbench_ols.common.registry import Registry
 
 DEFAULT_EPS = 8 / 255  # RobustBench / the OLS paper's L-inf budget
 # The gradient-masking checks' settings (the checks themselves: sanity.py). Budgets of the eps sweep in

@@ -24,9 +24,9 @@ from typing import ClassVar
 
 import torch
 
-from .parameter_free import APGDCE, APGDDLR, APGDT, AutoAttackSpec
-from .robust import adversarial
-from .spec import PGD, AttackSpec
+from robustbench_ols.attacks.parameter_free import APGDCE, APGDDLR, APGDT, AutoAttackSpec
+from robustbench_ols.attacks.robust import adversarial
+from robustbench_ols.attacks.spec import PGD, AttackSpec
 
 # One image in 100 (the checks' default sample) may go either way between two attacks without anything
 # being wrong, as for the other checks (sanity.MONOTONE_SLACK, SQUARE_EXCESS_MAX).

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import SpecError
-from .base import Method, StepOutput
-from .bmm import bmm_posterior, fit_bmm
-from .registry import register
+from robustbench_ols.common.errors import SpecError
+from robustbench_ols.methods.base import Method, StepOutput
+from robustbench_ols.methods.bmm import bmm_posterior, fit_bmm
+from robustbench_ols.methods.registry import register
 
 # The authors' schedule: plain mixup for epochs 1..105 of 300, bootstrapping from epoch 106 (1-based).
 WARMUP_FRACTION = 105 / 300

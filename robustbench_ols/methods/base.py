@@ -14,8 +14,8 @@ from typing import Callable, ClassVar, Mapping
 import torch
 import torch.nn.functional as F
 
-from ..data import Batch
-from ..inference import predict_logits
+from robustbench_ols.data import Batch
+from robustbench_ols.models.inference import predict_logits
 
 
 @dataclass

@@ -7,9 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..errors import SpecError
-from .base import Method
-from .registry import register
+from robustbench_ols.common.errors import SpecError
+from robustbench_ols.methods.base import Method
+from robustbench_ols.methods.registry import register
 
 
 @register

@@ -10,9 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..errors import SpecError
-from .base import Method, StepOutput
-from .registry import register
+from robustbench_ols.common.errors import SpecError
+from robustbench_ols.methods.base import Method, StepOutput
+from robustbench_ols.methods.registry import register
 
 # The MLP optimiser's weight decay when `meta_wd` is not given, per optimiser (the authors' code).
 DEFAULT_WD = {"adam": 1e-4, "sgd": 5e-4}

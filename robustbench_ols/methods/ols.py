@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import SpecError
-from .base import Method, soft_cross_entropy
-from .losses import method_generator
-from .registry import register
+from robustbench_ols.common.errors import SpecError
+from robustbench_ols.methods.base import Method, soft_cross_entropy
+from robustbench_ols.methods.losses import method_generator
+from robustbench_ols.methods.registry import register
 
 
 @register

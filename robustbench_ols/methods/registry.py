@@ -14,9 +14,9 @@ import inspect
 import types
 import typing
 
-from ..errors import ContractError, SpecError
-from ..registry import Registry
-from .base import Method
+from robustbench_ols.common.errors import ContractError, SpecError
+from robustbench_ols.common.registry import Registry
+from robustbench_ols.methods.base import Method
 
 ENTRY_POINT_GROUP = "robustbench_ols.methods"
 # Each hook and the positional parameters it is called with (besides self).

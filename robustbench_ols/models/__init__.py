@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from . import preact, resnet  # noqa: F401  (registers the architectures)
-from .base import CIFAR_MEAN, CIFAR_STD, MODELS, register_model
+from robustbench_ols.models import preact, resnet  # noqa: F401  (registers the architectures)
+from robustbench_ols.models.base import CIFAR_MEAN, CIFAR_STD, MODELS, register_model
 
 
 def list_models() -> list[str]:

@@ -7,7 +7,7 @@ returns logits of shape (B, num_classes).
 """
 from __future__ import annotations
 
-from ..registry import Registry
+from robustbench_ols.common.registry import Registry
 
 # Per-channel statistics used by the OLS authors' CIFAR code (Zhang et al., "Delving Deep into Label
 # Smoothing", IEEE TIP 2021; inherited from the CutMix-PyTorch pipeline), on the [0, 1] scale because

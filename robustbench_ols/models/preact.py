@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import register_model
-from .resnet import Normalize, conv1x1, conv3x3, init_weights
+from robustbench_ols.models.base import register_model
+from robustbench_ols.models.resnet import Normalize, conv1x1, conv3x3, init_weights
 
 
 class PreActBlock(nn.Module):

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import CIFAR_MEAN, CIFAR_STD, register_model
+from robustbench_ols.models.base import CIFAR_MEAN, CIFAR_STD, register_model
 
 
 class Normalize(nn.Module):

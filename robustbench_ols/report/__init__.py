@@ -38,13 +38,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..markdown import markdown_table
-from ..regime import MIN_WRONG_FIT, fit_markdown
-from ..results import collect, epochs, unreadable
-from ..selection import LABELS
-from ..store import incomplete
-from .cost import cost_markdown
-from .figures import (
+from robustbench_ols.audit.regime import MIN_WRONG_FIT, fit_markdown
+from robustbench_ols.common.markdown import markdown_table
+from robustbench_ols.report.cost import cost_markdown
+from robustbench_ols.report.figures import (
     PNG_DPI,
     error_vs_noise,
     fig4,
@@ -57,9 +54,9 @@ from .figures import (
     robust_vs_eps,
     save_figure,
 )
-from .paper_tables import robustness_frame, table_parts
-from .table7 import table7, table7_markdown
-from .tables import (
+from robustbench_ols.report.paper_tables import robustness_frame, table_parts
+from robustbench_ols.report.table7 import table7, table7_markdown
+from robustbench_ols.report.tables import (
     SETTING,
     TABLE_NAMES,
     attack_columns,
@@ -74,6 +71,9 @@ from .tables import (
     slug,
     summarise,
 )
+from robustbench_ols.store import incomplete
+from robustbench_ols.store.results import collect, epochs, unreadable
+from robustbench_ols.train.selection import LABELS
 
 __all__ = ["write_report", "write_html", "build", "table7", "table7_markdown", "summarise", "prepare", "noise_column",
            "attack_columns", "fig4", "fig5", "error_vs_noise", "pool_reliability", "reliability_figure"]
@@ -242,7 +242,7 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
     if not formats or any(f not in ("png", "pdf", "svg") for f in formats):
         raise ValueError(f"figure formats {formats!r}: choose one or more of png, pdf, svg (e.g. --format png)")
     if html:
-        from .html import libraries
+        from robustbench_ols.report.html import libraries
         libraries()  # SpecError now, before any file is written, when the html extra is missing
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,7 +268,7 @@ def write_report(results_dir, report_dir, *, paper: bool = False, eval_id: str |
     path = out / "report.md"
     path.write_text("\n".join(md))
     if html:
-        from .html import render_html  # jinja2 and plotly: the `html` extra
+        from robustbench_ols.report.html import render_html  # jinja2 and plotly: the `html` extra
         render_html(b, out, audit_dirs=audit_dirs)
     return path
 
@@ -277,7 +277,7 @@ def write_html(results_dir, report_dir, *, paper: bool = False, eval_id: str | N
                select: str = "last") -> Path:
     """report.html alone (see `html.py`); `write_report(..., html=True)` writes it beside report.md
     without drawing the figures twice."""
-    from .html import render_html
+    from robustbench_ols.report.html import render_html
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     return render_html(build(results_dir, paper=paper, eval_id=eval_id, select=select), out, audit_dirs=audit_dirs)

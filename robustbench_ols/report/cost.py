@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..markdown import markdown_table
-from .tables import SETTING, images_per_run, method_key, setting_title
+from robustbench_ols.common.markdown import markdown_table
+from robustbench_ols.report.tables import SETTING, images_per_run, method_key, setting_title
 
 GAP = timedelta(minutes=10)  # a pause longer than this between two runs starts a new stretch
 

@@ -11,8 +11,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .table7 import table7
-from .tables import method_key, noise_key, prepare
+from robustbench_ols.report.table7 import table7
+from robustbench_ols.report.tables import method_key, noise_key, prepare
 
 # ---------------------------------------------------------------- figures
 

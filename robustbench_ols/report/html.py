@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import SpecError
-from ..provenance import git_info, now, versions
-from .cost import _clock, duration
-from .figures import _colors, curve_stats, noise_panels
-from .tables import SETTING, images_text, prepare, select_rows, setting_title
+from robustbench_ols.common.errors import SpecError
+from robustbench_ols.common.provenance import git_info, now, versions
+from robustbench_ols.report.cost import _clock, duration
+from robustbench_ols.report.figures import _colors, curve_stats, noise_panels
+from robustbench_ols.report.tables import SETTING, images_text, prepare, select_rows, setting_title
 
 AUDIT_COLUMNS = ["label", "dataset", "model", "noise_rate", "baseline", "n", "new_mean", "base_mean", "mean_diff",
                  "ci_lo", "ci_hi", "boot_lo", "boot_hi", "p", "p_adj", "p_equiv_adj", "outcome", "reason"]
@@ -215,7 +215,7 @@ def render_html(b, report_dir, *, audit_dirs=()) -> Path:
     from markupsafe import Markup
     from plotly.offline import get_plotlyjs
 
-    from . import _FIGURE_NOTES
+    from robustbench_ols.report import _FIGURE_NOTES
     env = jinja2.Environment(loader=jinja2.PackageLoader("robustbench_ols.report", "templates"), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters["md"] = lambda text: Markup(markdown.markdown(text, extensions=["tables"]))

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..attacks import AttackSpec
-from ..markdown import markdown_table
-from .figures import sweep_columns
-from .table7 import table7_parts
-from .tables import SETTING, attack_columns, metric_parts
+from robustbench_ols.attacks import AttackSpec
+from robustbench_ols.common.markdown import markdown_table
+from robustbench_ols.report.figures import sweep_columns
+from robustbench_ols.report.table7 import table7_parts
+from robustbench_ols.report.tables import SETTING, attack_columns, metric_parts
 
 
 def table_parts(d: pd.DataFrame, paper: bool, select: str = "last") -> list[tuple[str, str, list, pd.DataFrame]]:

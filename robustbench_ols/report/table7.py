@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..selection import SELECTIONS, suffix
-from .tables import (
+from robustbench_ols.report.tables import (
     SETTING,
     _cell,
     _cells_text,
@@ -18,6 +17,7 @@ from .tables import (
     setting_title,
     summarise,
 )
+from robustbench_ols.train.selection import SELECTIONS, suffix
 
 
 def table7(df: pd.DataFrame, *, which: str = "last") -> pd.DataFrame:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import paper as paper_data
-from ..attacks import DEFAULT_EPS, AttackSpec
-from ..markdown import markdown_table
+from robustbench_ols.attacks import DEFAULT_EPS, AttackSpec
+from robustbench_ols.common.markdown import markdown_table
+from robustbench_ols.report import paper as paper_data
 
 SETTING = ("dataset", "model", "epochs", "train_subset", "val_split", "variant")
 # The paper's row order (Table VII), then anything else alphabetically.

@@ -1,4 +1,4 @@
-"""Tests for CIFAR-10H loading and metrics (robustbench_ols.cifar10h).
+"""Tests for CIFAR-10H loading and metrics (robustbench_ols.scoring.cifar10h).
 
 The real file is found through $RBOLS_DATA (CI: ``RBOLS_DATA=../shared/data`` from the repo root);
 tests that need it are skipped with a reason when it is not there. Everything else runs on small
@@ -14,16 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_ols import cifar10h as c10h
-from robustbench_ols.cifar10h import (
+from robustbench_ols.common.errors import DataError
+from robustbench_ols.scoring import cifar10h as c10h
+from robustbench_ols.scoring.cifar10h import (
     METRIC_KEYS,
     cifar10h_metrics,
     cross_entropy_human_model,
     kl_human_model,
     load_cifar10h,
 )
-from robustbench_ols.errors import DataError
-
 
 # --------------------------------------------------------------------------------------------------
 # fixtures

@@ -16,17 +16,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from robustbench_ols.common.errors import DataError
 from robustbench_ols.data import (
     CIFAR10_CLASSES,
     DATASETS,
     TrainLoader,
     augment_batch,
     class_balanced_subset,
-    describe_root,
     load_dataset,
 )
-from robustbench_ols.datafiles import ENV_VAR, resolve_data_root
-from robustbench_ols.errors import DataError
+from robustbench_ols.data.check import describe_root
+from robustbench_ols.data.files import ENV_VAR, resolve_data_root
 
 BIN = "cifar-10-batches-bin"
 BIN_TRAIN = [f"data_batch_{i}.bin" for i in range(1, 6)]

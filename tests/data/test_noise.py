@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from robustbench_ols.errors import SpecError
-from robustbench_ols.noise import NoiseSpec, make_noisy_labels, noisy_labels_for, transition_matrix
+from robustbench_ols.common.errors import SpecError
+from robustbench_ols.data.noise import NoiseSpec, make_noisy_labels, noisy_labels_for, transition_matrix
 
 K = 10
 CLEAN = np.repeat(np.arange(K), 5000)  # 50,000 balanced labels, like CIFAR-10
@@ -134,7 +134,7 @@ def test_cifar10n_rates_on_real_files(cifar10, name, rate):
 
 def test_cifar10n_follows_the_train_subset(cifar10):
     from robustbench_ols.data import class_balanced_subset
-    from robustbench_ols.noise.human import load_human_labels
+    from robustbench_ols.data.noise.human import load_human_labels
     root = os.environ["RBOLS_DATA"]
     idx = class_balanced_subset(cifar10.train_y, 1000, seed=0)
     r = noisy_labels_for(cifar10, idx, NoiseSpec.parse("human:worst"), seed=0, data_root=root)
@@ -145,15 +145,15 @@ def test_cifar100n_rate_on_real_file(real_data):
     root = real_data
     if not (Path(root) / "cifar-10n" / "CIFAR-100_human.pt").is_file():
         pytest.skip("CIFAR-100N file not found: set RBOLS_DATA (e.g. ../shared/data)")
-    from robustbench_ols.noise.human import _read, load_human_labels
+    from robustbench_ols.data.noise.human import _read, load_human_labels
     noisy100 = load_human_labels("cifar100", "noisy", root)
     clean = np.asarray(_read(Path(root) / "cifar-10n" / "CIFAR-100_human.pt")["clean_label"])
     assert np.mean(noisy100 != clean) == pytest.approx(0.4020, abs=5e-5)
 
 
 def test_misaligned_human_labels_are_an_error(cifar10):
-    from robustbench_ols.errors import DataError
-    from robustbench_ols.noise.human import load_human_labels
+    from robustbench_ols.common.errors import DataError
+    from robustbench_ols.data.noise.human import load_human_labels
     with pytest.raises(DataError, match="does not match the cifar10 training labels"):
         load_human_labels("cifar10", "worst", os.environ["RBOLS_DATA"], clean=cifar10.train_y[::-1].copy())
 

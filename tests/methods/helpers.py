@@ -8,7 +8,7 @@ import torch.nn as nn
 from robustbench_ols.data import Batch, TrainLoader
 from robustbench_ols.methods import FitInfo, build_method
 from robustbench_ols.models import create_model
-from robustbench_ols.training import train_epoch
+from robustbench_ols.train.training import train_epoch
 
 CPU = torch.device("cpu")
 

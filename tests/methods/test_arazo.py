@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.data import Batch
-from robustbench_ols.errors import SpecError
 from robustbench_ols.methods import build_method
 from robustbench_ols.methods.arazo import bootstrap_mixup_loss, class_balance_reg
 from robustbench_ols.methods.bmm import bmm_posterior, fit_beta_mixture, fit_bmm

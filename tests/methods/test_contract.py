@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from robustbench_ols import store
-from robustbench_ols.evaluation import EvalSpec
 from robustbench_ols.methods import build_method, list_methods
-from robustbench_ols.run import execute
+from robustbench_ols.scoring.evaluation import EvalSpec
 from robustbench_ols.spec import ExecOptions, RunSpec
+from robustbench_ols.train.run import execute
 
 EX = ExecOptions(device="cpu", progress=False)
 EV = EvalSpec(attacks=())  # scoring is tested elsewhere

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustbench_ols.errors import SpecError
-from robustbench_ols.evaluation import EvalSpec
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.methods import build_method
-from robustbench_ols.run import execute
+from robustbench_ols.scoring.evaluation import EvalSpec
 from robustbench_ols.spec import ExecOptions, RunSpec
+from robustbench_ols.train.run import execute
 
 from .helpers import Table, index_batch, make
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.data import Batch
-from robustbench_ols.errors import SpecError
 from robustbench_ols.methods import FitInfo, StepOutput, build_method
 
 NEW_METHODS = ("sce", "bootsoft", "boothard", "disturblabel", "gce", "ols-single")

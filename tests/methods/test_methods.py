@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.data import Batch
-from robustbench_ols.errors import SpecError
 from robustbench_ols.methods import FitInfo, StepOutput, build_method, parse_method
 
 

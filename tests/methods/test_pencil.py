@@ -8,13 +8,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.data import Batch
-from robustbench_ols.errors import SpecError
-from robustbench_ols.evaluation import EvalSpec
 from robustbench_ols.methods import StepOutput, build_method
 from robustbench_ols.methods.pencil import pencil_stages
-from robustbench_ols.run import execute
+from robustbench_ols.scoring.evaluation import EvalSpec
 from robustbench_ols.spec import ExecOptions, RunSpec
+from robustbench_ols.train.run import execute
 
 from .helpers import make
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robustbench_ols.cli import main
-from robustbench_ols.errors import ContractError
+from robustbench_ols.common.errors import ContractError
 from robustbench_ols.methods import METHODS, build_method, method_class
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_ols.evaluation import EvalSpec
-from robustbench_ols.run import execute
+from robustbench_ols.scoring.evaluation import EvalSpec
 from robustbench_ols.spec import ExecOptions, RunSpec
+from robustbench_ols.train.run import execute
 
 ROOT = os.environ.get("RBOLS_DATA")
 pytestmark = pytest.mark.usefixtures("real_data")  # skipped without it, marked slow

@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from robustbench_ols.audit import paired_table
-from robustbench_ols.verdict_lines import pooled_verdicts, verdicts
+from robustbench_ols.audit.tables import paired_table
+from robustbench_ols.audit.verdicts import pooled_verdicts, verdicts
 from robustbench_ols.cli import main
 
 TOY = '''
@@ -194,7 +194,7 @@ def test_pooled_verdicts_name_each_baseline():
 def test_a_robustness_win_with_masking_suspected_is_unconfirmed():
     """The audited method's lower robust error (the per-image worst case) is not "better" when the
     gradient-masking checks flagged its runs: the verdict names the failed checks; unflagged, it is a win."""
-    from robustbench_ols.audit import MASKED, pooled_table
+    from robustbench_ols.audit.tables import MASKED, pooled_table
     base = dict(dataset="cifar10", model="resnet8", epochs=1, train_subset=0)
     rows = [{**base, "noise_rate": r, "method_label": m, "seed": s, "fgsm_err": e, "pgd20_err": e,
              "worst_err": e + 0.01, "masking_suspected": m == "new", "masking_checks": "square,zero_grad" * (m == "new")}
@@ -218,7 +218,7 @@ def test_robustness_is_tested_at_every_budget_with_the_floor_per_budget_and_one_
     case is compared at each budget (none chosen after looking); at 8/255, where every model errs on every
     image, the floor guard answers; the budgets of one attack are one multiplicity family, named in the line;
     a transfer check that failed makes a win unconfirmed."""
-    from robustbench_ols.audit import MASKED, pooled_table
+    from robustbench_ols.audit.tables import MASKED, pooled_table
     base = dict(dataset="cifar10", model="resnet8", epochs=1, train_subset=0)
     rows = []
     for r in (0.0, 0.4):

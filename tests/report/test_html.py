@@ -19,11 +19,11 @@ pytest.importorskip("plotly", reason="the html extra is not installed (pip insta
 pytest.importorskip("markdown", reason="the html extra is not installed (pip install -e '.[html]')")
 
 from robustbench_ols import report  # noqa: E402
-from robustbench_ols.audit_report import write_audit  # noqa: E402
-from robustbench_ols.evaluation import EvalSpec  # noqa: E402
-from robustbench_ols.results import collect  # noqa: E402
-from robustbench_ols.run import execute  # noqa: E402
+from robustbench_ols.audit.write import write_audit  # noqa: E402
+from robustbench_ols.scoring.evaluation import EvalSpec  # noqa: E402
 from robustbench_ols.spec import ExecOptions, RunSpec  # noqa: E402
+from robustbench_ols.store.results import collect  # noqa: E402
+from robustbench_ols.train.run import execute  # noqa: E402
 
 EX = ExecOptions(device="cpu", progress=False)
 # FGSM on 20 images and the masking checks on 10 with a two-budget sweep: robust_vs_eps is drawn too.

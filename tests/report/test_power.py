@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import integrate, special, stats
 
-from robustbench_ols.comparison import SEEDS_CAP, difference_power, equivalence_power, fewest_seeds, seeds_needed
+from robustbench_ols.audit.comparison import SEEDS_CAP, difference_power, equivalence_power, fewest_seeds, seeds_needed
 
 DRAWS = 20_000
 EFFECTS = [0.2, 0.5, 1, 2, 5, 11.6, 20]

@@ -119,8 +119,7 @@ def test_publish_autoattack_scores_with_the_setting_it_reports():
     """docs/results/publish_autoattack.sh reports (and audits) the eval_id its own scoring options give."""
     import re
 
-    from robustbench_ols import commands
-    from robustbench_ols.cli import build_parser
+    from robustbench_ols.cli import build_parser, commands
     script = (ROOT / "docs/results/publish_autoattack.sh").read_text()
     opts = re.search(r'SCORING="([^"]*)"', script).group(1).split()
     ev = commands.eval_spec_from_args(build_parser().parse_args(["eval", "x", *opts]))
@@ -168,8 +167,7 @@ def test_publish_noisy_val_reports_the_setting_its_grid_scores():
     """docs/results/publish_noisy_val.sh reports the eval_id its grid scores at the noisy-validation epoch."""
     import re
 
-    from robustbench_ols import commands
-    from robustbench_ols.cli import build_parser
+    from robustbench_ols.cli import build_parser, commands
     script = (ROOT / "docs/results/publish_noisy_val.sh").read_text()
     grid = re.search(r'GRID="([^"]*)"', script).group(1).split()
     args = build_parser().parse_args(["matrix", *grid, "--select", "noisy-val"])

@@ -3,9 +3,9 @@ baseline never memorised the wrong labels (or a run stopped early), whatever the
 left alone where it did."""
 import pandas as pd
 
-from robustbench_ols.audit import paired_table, pooled_table
-from robustbench_ols.verdict_lines import pooled_verdicts, tally, verdicts
-from robustbench_ols.regime import MIN_WRONG_FIT, fit_table
+from robustbench_ols.audit.regime import MIN_WRONG_FIT, fit_table
+from robustbench_ols.audit.tables import paired_table, pooled_table
+from robustbench_ols.audit.verdicts import pooled_verdicts, tally, verdicts
 
 BASE = dict(dataset="cifar10", model="resnet8", epochs=100, epochs_planned=100, train_subset=2000)
 

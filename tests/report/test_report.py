@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustbench_ols import paper, report
-from robustbench_ols.evaluation import EvalSpec
-from robustbench_ols.results import collect, epochs
-from robustbench_ols.run import execute
+from robustbench_ols import report
+from robustbench_ols.report import paper
+from robustbench_ols.scoring.evaluation import EvalSpec
 from robustbench_ols.spec import ExecOptions, RunSpec
+from robustbench_ols.store.results import collect, epochs
+from robustbench_ols.train.run import execute
 
 EX = ExecOptions(device="cpu", progress=False)
 EV = EvalSpec(attacks=("fgsm", "pgd:steps=2"), attack_examples=20)
@@ -218,8 +219,8 @@ def test_attack_columns_found_whatever_the_steps():
 
 def test_robust_error_against_eps_and_the_masking_flags():
     """One panel per noise rate, one line per method through the sweep's mean; the flagged runs listed."""
-    from robustbench_ols.report.paper_tables import masking_markdown
     from robustbench_ols.report.figures import robust_vs_eps
+    from robustbench_ols.report.paper_tables import masking_markdown
     df = fake_runs("cifar10", "resnet8")
     sweep = {0: 0.3, 1: 0.5, 2: 0.7, 8: 0.95, 64: 1.0}
     df = df.assign(**{f"sweep_eps{e}_err": v for e, v in sweep.items()}, check_examples=100,
@@ -285,8 +286,7 @@ def test_paper_match():
 
 
 def collect_label_for_default(method: str) -> str:
-    from robustbench_ols.methods import build_method
-    from robustbench_ols.methods import method_label
+    from robustbench_ols.methods import build_method, method_label
     return method_label(method, build_method(method, {})[1])
 
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from robustbench_ols.audit import paired_table, pooled_table
-from robustbench_ols.verdict_lines import verdicts
+from robustbench_ols.audit.comparison import Settings, adjust, seeds_needed, summarize
+from robustbench_ols.audit.tables import paired_table, pooled_table
+from robustbench_ols.audit.verdicts import verdicts
 from robustbench_ols.cli import main
-from robustbench_ols.comparison import Settings, adjust, seeds_needed, summarize
 
 BASE = dict(dataset="cifar10", model="resnet8", epochs=1, train_subset=0)
 
@@ -156,8 +156,8 @@ def _run_dir(tmp_path, name, correct, conf, fooled_pgd, fooled_fgsm, clean_wrong
 
 
 def test_one_seed_gets_a_bootstrap_over_the_test_images_labelled_as_such(tmp_path):
-    from robustbench_ols.calibration import ece
-    from robustbench_ols.image_bootstrap import image_bootstrap
+    from robustbench_ols.audit.image_bootstrap import image_bootstrap
+    from robustbench_ols.scoring.calibration import ece
     rng = np.random.default_rng(0)
     n = 400
     old_ok = rng.random(n) < 0.6
@@ -204,7 +204,7 @@ def test_seeds_needed_where_the_noncentral_t_fails():
 
 
 def test_seeds_text_prints_the_median_as_computed():
-    from robustbench_ols.verdict_lines import _seeds_text
+    from robustbench_ols.audit.verdicts import _seeds_text
     published = [5, 60, 107, 3, 31, 10, 82, 4, 22, 32]  # test error's seeds in the cpu-regime audit
     assert _seeds_text(pd.DataFrame({"seeds_needed": published})).startswith("3-107 (median 26.5) seeds would")
     assert "4-40 (median 9) seeds would" in _seeds_text(pd.DataFrame({"seeds_needed": [4.0, 9.0, 9.0, 40.0]}))

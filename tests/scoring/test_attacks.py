@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from robustbench_ols.attacks import AttackSpec, adversarial, fold_batchnorm, robust_error
-from robustbench_ols.errors import SpecError
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.models import create_model
 
 EPS = 8 / 255
@@ -17,9 +17,9 @@ def trained(tmp_path_factory, one_torch_thread):
     """A resnet8 trained for 3 epochs on the synthetic set, and its test images. One torch thread for the
     module, whatever earlier tests left: the float rounding of another thread count trains another model."""
     from robustbench_ols.data import load_dataset
-    from robustbench_ols.run import execute
+    from robustbench_ols.scoring.evaluation import EvalSpec
     from robustbench_ols.spec import ExecOptions, RunSpec
-    from robustbench_ols.evaluation import EvalSpec
+    from robustbench_ols.train.run import execute
     r = execute(RunSpec(dataset="synthetic", model="resnet8", epochs=3, batch_size=64),
                 ExecOptions(device="cpu", progress=False), tmp_path_factory.mktemp("attack"), EvalSpec(attacks=()))
     model = create_model("resnet8", 10)

@@ -6,10 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_ols.calibration import (adaptive_ece, apply_temperature, brier, calibration_metrics,
-                                         classwise_ece, ece, fit_temperature, mce, nll,
-                                         reliability_table)
-
+from robustbench_ols.scoring.calibration import (
+    adaptive_ece,
+    apply_temperature,
+    brier,
+    calibration_metrics,
+    classwise_ece,
+    ece,
+    fit_temperature,
+    mce,
+    nll,
+    reliability_table,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from robustbench_ols.attacks import AttackSpec, robust_error
-from robustbench_ols.calibration import calibration_metrics, fit_temperature, reliability_table
 from robustbench_ols.cli import main
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.data import load_dataset
-from robustbench_ols.errors import SpecError
-from robustbench_ols.evaluation import EvalSpec, attack_subset, score
 from robustbench_ols.models import create_model
-from robustbench_ols.rescoring import evaluate_run
-from robustbench_ols.run import execute
-from robustbench_ols.store import EPOCH_COLUMNS
+from robustbench_ols.scoring.calibration import calibration_metrics, fit_temperature, reliability_table
+from robustbench_ols.scoring.evaluation import EvalSpec, attack_subset, score
+from robustbench_ols.scoring.rescoring import evaluate_run
 from robustbench_ols.spec import ExecOptions, RunSpec
+from robustbench_ols.store import EPOCH_COLUMNS
+from robustbench_ols.train.run import execute
 
 EX = ExecOptions(device="cpu", progress=False)
 EV = EvalSpec(attacks=("fgsm", "pgd:steps=3"), attack_examples=40, attack_seed=5)
@@ -158,7 +158,7 @@ def test_test_every_and_subset_keep_the_run_ids_made_before_them():
 def test_attack_amp_is_a_scoring_setting_of_its_own(val_run, tmp_path):
     """--attack-amp: the attacks under bf16 autocast. Settings made before it keep their eval_id; with it
     the record says so, and the robust errors stay close to float32's (bf16 rounds the gradients)."""
-    from robustbench_ols.grid import Grid
+    from robustbench_ols.spec.grid import Grid
     # the committed quick results' setting, from before the gradient-masking checks
     assert dataclasses.replace(Grid.build("quick").eval_spec(), checks=False).eval_id == "8b34dde76a61"
     assert "attack_amp" not in EV.to_dict()

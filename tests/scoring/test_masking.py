@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from robustbench_ols.attacks.sanity import CHECKS
-from robustbench_ols.evaluation import EvalSpec, attack_subset, score
+from robustbench_ols.scoring.evaluation import EvalSpec, attack_subset, score
 
 N = 20  # attacked images (two per class): every check runs on all of them
 EV = EvalSpec(attacks=("pgd", "autoattack"), attack_examples=N, check_examples=0, cifar10h=False)
@@ -46,8 +46,8 @@ def cifar_model(real_data, tmp_path_factory, one_torch_thread):
     """A resnet8 trained for 4 epochs on 2,000 real CIFAR-10 images (clean error about 60%), and the test set."""
     from robustbench_ols.data import load_dataset
     from robustbench_ols.models import create_model
-    from robustbench_ols.run import execute
     from robustbench_ols.spec import ExecOptions, RunSpec
+    from robustbench_ols.train.run import execute
     r = execute(RunSpec(dataset="cifar10", model="resnet8", epochs=4, batch_size=64, train_subset=2000,
                         milestones=(), augment=False),
                 ExecOptions(device="cpu", progress=False, data_root=str(real_data), download=False),

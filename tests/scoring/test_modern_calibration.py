@@ -10,7 +10,7 @@ import relplot
 from scipy import stats
 from scipy.special import ndtr, ndtri
 
-from robustbench_ols.calibration.modern import (
+from robustbench_ols.scoring.calibration.modern import (
     aurc,
     debiased_ece,
     equal_mass_edges,
@@ -194,7 +194,8 @@ def test_a_scored_run_records_them_and_each_images_prediction(tmp_path):
     write_report(out, rep, formats=("png",))
     assert (rep / "reliability_ls.png").exists()
     import pandas as pd
-    from robustbench_ols.results import collect
+
+    from robustbench_ols.store.results import collect
     d = collect(out)
     (key, (f, y)), = prediction_rows(d.assign(noise_col="0%"), None).items()
     assert key == ("ls", "0%") and len(f) == len(conf) and (y == correct).all()

@@ -12,11 +12,11 @@ import torch
 from robustbench_ols.attacks.robust import attack_outcomes
 from robustbench_ols.attacks.spec import PGD
 from robustbench_ols.attacks.transfer import TRANSFER_SLACK, transfer_check
-from robustbench_ols.evals_store import metrics_for, read_transfer
-from robustbench_ols.evaluation import attack_subset
-from robustbench_ols.run import execute
+from robustbench_ols.scoring.evaluation import attack_subset
+from robustbench_ols.scoring.transfer_check import complete_transfers
 from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
-from robustbench_ols.transfer_check import complete_transfers
+from robustbench_ols.store.evals import metrics_for, read_transfer
+from robustbench_ols.train.run import execute
 from tests.scoring.test_masking import ScaledLogits
 
 # 20 attacked images (two per class); the checks on all of them, with a short sweep

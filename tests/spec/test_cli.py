@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from robustbench_ols import cli, commands
-from robustbench_ols.errors import SpecError
-from robustbench_ols.options import EVAL_FLAGS
+from robustbench_ols import cli
+from robustbench_ols.cli import commands
+from robustbench_ols.cli.options import EVAL_FLAGS
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
 
 

@@ -192,7 +192,7 @@ def test_preset_cell_seconds_are_the_published_measurements():
     of that preset's report (rounded), not a typed-in guess."""
     import csv
 
-    from robustbench_ols.presets import CELL_SECONDS
+    from robustbench_ols.spec.presets import CELL_SECONDS
     root = Path(__file__).resolve().parents[2] / "docs" / "results"
     for preset, seconds in CELL_SECONDS.items():
         with open(root / preset / "cost.csv") as f:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from robustbench_ols import ExecOptions, RunSpec
-from robustbench_ols.grid import Grid
-from robustbench_ols.run import execute
 from robustbench_ols.spec import EvalSpec
+from robustbench_ols.spec.grid import Grid
+from robustbench_ols.train.run import execute
 
 # Run ids of the presets' cells and their scoring settings, as the package gave them at db9534c.
 PINNED = {

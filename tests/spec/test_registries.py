@@ -9,13 +9,13 @@ import pytest
 
 from robustbench_ols import ExecOptions, RunSpec
 from robustbench_ols.attacks import ATTACKS, AttackSpec
+from robustbench_ols.common.errors import DataError, SpecError
+from robustbench_ols.common.registry import Registry
 from robustbench_ols.data import DATASETS
-from robustbench_ols.errors import DataError, SpecError
 from robustbench_ols.methods import METHODS
 from robustbench_ols.models import MODELS
-from robustbench_ols.registry import Registry
-from robustbench_ols.run import execute
 from robustbench_ols.spec import EvalSpec
+from robustbench_ols.train.run import execute
 
 
 def test_one_registry_per_kind_with_the_same_errors():

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from examples.prior_smoothing import CIFAR10_GROUPS, PriorSmoothing, similarity_prior
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.data import Batch
-from robustbench_ols.errors import SpecError
 from robustbench_ols.methods import FitInfo, build_method
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from robustbench_ols.claims import Claim, cell_state
 from robustbench_ols.cli import main
-from robustbench_ols.errors import SpecError
-from robustbench_ols.grid import Grid, split_methods
-from robustbench_ols.matrix import cpu_layout
-from robustbench_ols.presets import PRESETS
+from robustbench_ols.common.errors import SpecError
+from robustbench_ols.executors.cells import cpu_layout
+from robustbench_ols.spec.grid import Grid, split_methods
+from robustbench_ols.spec.presets import PRESETS
+from robustbench_ols.store.claims import Claim, cell_state
 
 from .grid_helpers import ENV, SMOKE, files, rbols, results, training_pids
 
@@ -50,7 +50,7 @@ def test_flags_override_config_which_overrides_the_preset(tmp_path):
     args = ["matrix", "--config", str(cfg), "--methods", "hard,ols:alpha=0.3,init=zeros", "--epochs", "4",
             "--out", str(tmp_path / "o")]
     from robustbench_ols.cli import build_parser
-    from robustbench_ols.commands import grid_from_args
+    from robustbench_ols.cli.commands import grid_from_args
     grid, cells, ev, _ = grid_from_args(build_parser().parse_args(args))
     assert grid.name == "smoke" and grid.seeds == [0, 1] and len(cells) == 2 * 2 * 2
     assert {c.epochs for c in cells} == {4} and {c.train_subset for c in cells} == {300}  # flag, preset
@@ -239,7 +239,7 @@ def test_a_failing_cell_is_recorded_and_the_others_complete(tmp_path):
 HOLDER = '''
 import sys, time
 from pathlib import Path
-from robustbench_ols.claims import Claim
+from robustbench_ols.store.claims import Claim
 c = Claim(Path(sys.argv[1]), "abc123")
 assert c.acquire()
 print("held", flush=True)
@@ -278,8 +278,8 @@ def test_ray_backend_gives_the_local_results(reference, tmp_path):
     code = f"""
 import ray, sys
 from pathlib import Path
-from robustbench_ols.grid import Grid
-from robustbench_ols.matrix import run_ray
+from robustbench_ols.spec.grid import Grid
+from robustbench_ols.executors.cells import run_ray
 from robustbench_ols.spec import ExecOptions
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 g = Grid.build("smoke")
@@ -300,7 +300,7 @@ def test_rbols_report_on_the_grid(reference, tmp_path, capsys):
     assert main(["report", str(reference), "--to", str(tmp_path / "rep")]) == 0
     *fits, last = capsys.readouterr().out.strip().splitlines()
     assert Path(last) == tmp_path / "rep" / "report.md"  # the path last, after the regime lines
-    from robustbench_ols.results import collect
+    from robustbench_ols.store.results import collect
     runs = collect(reference)
     hard = runs[(runs.method_label == "hard") & (runs.noise_rate == 0.4)].noisy_err_last.iloc[0]
     assert fits == [f"synthetic resnet8 2 epochs subset 300 symmetric 0.4: hard labels fit {1 - hard:.1%} of the "

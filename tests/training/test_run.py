@@ -11,15 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustbench_ols import run as run_mod
 from robustbench_ols import store
 from robustbench_ols.cli import main
-from robustbench_ols.errors import RunFailed
+from robustbench_ols.common.errors import RunFailed
 from robustbench_ols.methods import METHODS, Method, register
-from robustbench_ols.run import execute
-from robustbench_ols.store import EPOCH_COLUMNS
-from robustbench_ols.evaluation import EvalSpec
+from robustbench_ols.scoring.evaluation import EvalSpec
 from robustbench_ols.spec import ExecOptions, RunSpec
+from robustbench_ols.store import EPOCH_COLUMNS
+from robustbench_ols.train import run as run_mod
+from robustbench_ols.train.run import execute
 
 EX = ExecOptions(device="cpu", progress=False)
 EV = EvalSpec(attacks=("fgsm", "pgd:steps=2"), attack_examples=20)  # light scoring: these tests are about runs
@@ -99,7 +99,7 @@ def test_statistics_are_consistent(finished):
 def test_epoch_statistics_hand_computed():
     from robustbench_ols.data import Batch
     from robustbench_ols.methods import StepOutput
-    from robustbench_ols.training import _batch_stats, _epoch_figures
+    from robustbench_ols.train.training import _batch_stats, _epoch_figures
     # 5 samples, K = 3. Clean labels 0 1 2 0 1; samples 1 and 3 carry wrong labels (2 and 1).
     clean = torch.tensor([0, 1, 2, 0, 1])
     noisy = torch.tensor([0, 2, 2, 1, 1])
@@ -218,7 +218,7 @@ def test_killed_between_final_files_and_done_is_finished_without_retraining(fini
 
 def test_python_api_and_cli_give_one_run_id():
     from robustbench_ols.cli import build_parser
-    from robustbench_ols.commands import spec_from_args
+    from robustbench_ols.cli.commands import spec_from_args
     args = build_parser().parse_args(["run", "--dataset", "synthetic", "--method", "ols",
                                       "--noise", "symmetric:0.40", "--epochs", "300"])
     cli_spec, _ = spec_from_args(args)

@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from robustbench_ols import selection, store
+from robustbench_ols import store
 from robustbench_ols.cli import main
-from robustbench_ols.errors import SpecError
-from robustbench_ols.results import collect
-from robustbench_ols.run import execute
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
+from robustbench_ols.store.results import collect
+from robustbench_ols.train import selection
+from robustbench_ols.train.run import execute
 
 EX = ExecOptions(device="cpu", progress=False)
 EV = EvalSpec(attacks=("pgd:steps=2",), attack_examples=20, eps_sweep=(0, 8), cifar10h=False)

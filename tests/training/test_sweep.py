@@ -3,8 +3,8 @@ as its own cell (its own run_id), typed like the RunSpec field; bad sweeps are n
 import pytest
 
 from robustbench_ols.cli import main
-from robustbench_ols.errors import SpecError
-from robustbench_ols.grid import Grid, parse_sweeps
+from robustbench_ols.common.errors import SpecError
+from robustbench_ols.spec.grid import Grid, parse_sweeps
 
 
 def test_every_combination_is_a_cell():

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from robustbench_ols import store, trackers
-from robustbench_ols.errors import SpecError
-from robustbench_ols.run import execute
+from robustbench_ols.common.errors import SpecError
 from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
 from robustbench_ols.store import EPOCH_COLUMNS
+from robustbench_ols.train.run import execute
 
 HAVE = {n: importlib.util.find_spec(n) is not None for n in trackers.TRACKERS}
 

@@ -1,0 +1,221 @@
+"""`rbols matrix --backend slurm`: the cells left to train as one Slurm job array, submitted through
+submitit (the library DomainBed's maintainers point Slurm users to: it writes the sbatch file, pickles each
+task's call, and on a time-out or preemption checkpoints and requeues the job).
+
+The semantics are the local backend's: each task takes its cell's claim (claims.py) inside the job, so the
+driver, other drivers and local processes share the grid; a cell that raises is recorded in `.failed/`; a
+task killed (scancel, node failure, time limit without requeue) leaves its cell's per-epoch checkpoint,
+and the same command submits it again to resume. The driver waits for its jobs by `squeue`, which every
+Slurm answers; submitit's own watcher reads `sacct`, which needs the accounting daemon (slurmdbd) that many
+clusters, and a single-node test cluster, lack. Logs and submitit's pickles: `<out>/.slurm/<job id>_<task>_*`.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from robustbench_ols.common.errors import SpecError
+from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
+from robustbench_ols.store.claims import Claim, cell_state, failure_path
+
+# sbatch options of ours that submitit names itself; --slurm-extra KEY=VALUE may not set these (it would
+# silently override them)
+OWN = {"partition", "time", "gpus-per-task", "cpus-per-task", "array", "output", "error", "job-name", "signal"}
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each cell's Slurm task asks for; parsed once from the command line (`parse`)."""
+    partition: str | None = None
+    time_min: int = 60
+    gpus_per_task: int = 0
+    cpus_per_task: int = 1
+    array_parallelism: int = 256
+    extra: dict = field(default_factory=dict)
+    requeues: int = 3  # submitit's max_num_timeout: how often a timed-out or preempted task is requeued
+
+    @classmethod
+    def parse(cls, *, partition=None, time=None, gpus_per_task=None, cpus_per_task=None, array_parallelism=None,
+              extra=()) -> SlurmOptions:
+        kw = {"partition": partition or None, "extra": _extra(extra)}
+        if time is not None:
+            kw["time_min"] = _minutes(time)
+        for name, value, least in (("gpus_per_task", gpus_per_task, 0), ("cpus_per_task", cpus_per_task, 1),
+                                   ("array_parallelism", array_parallelism, 1)):
+            if value is not None:
+                if value < least:
+                    raise SpecError(f"--slurm-{name.replace('_', '-')} must be >= {least}, got {value}")
+                kw[name] = value
+        return cls(**kw)
+
+    def parameters(self) -> dict:
+        """submitit.SlurmExecutor.update_parameters arguments."""
+        p = {"job_name": "rbols", "time": self.time_min, "cpus_per_task": self.cpus_per_task,
+             "array_parallelism": self.array_parallelism, "additional_parameters": dict(self.extra)}
+        if self.partition:
+            p["partition"] = self.partition
+        if self.gpus_per_task:
+            p["gpus_per_task"] = self.gpus_per_task
+        return p
+
+
+def _minutes(text) -> int:
+    """--slurm-time: minutes, or [D-]HH:MM[:SS] as sbatch --time takes it."""
+    s = str(text).strip()
+    try:
+        if ":" not in s:
+            minutes = int(s)
+        else:
+            days, _, clock = s.rpartition("-")
+            parts = [int(x) for x in clock.split(":")]
+            if len(parts) not in (2, 3):
+                raise ValueError
+            h, m, sec = (parts + [0])[:3]
+            minutes = int(days or 0) * 1440 + h * 60 + m + (sec > 0)
+    except ValueError:
+        raise SpecError(f"--slurm-time {text!r}: give minutes (e.g. 90) or [D-]HH:MM[:SS] (e.g. 1-12:00:00)") from None
+    if minutes < 1:
+        raise SpecError(f"--slurm-time {text!r}: must be at least one minute")
+    return minutes
+
+
+def _extra(items) -> dict:
+    out = {}
+    for item in items or ():
+        key, eq, value = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not eq or not key:
+            raise SpecError(f"--slurm-extra {item!r}: give KEY=VALUE, an sbatch option without its dashes, "
+                            "e.g. --slurm-extra account=myproj --slurm-extra qos=high")
+        if key in OWN:
+            raise SpecError(f"--slurm-extra {key}: set by rbols itself; use its own option "
+                            f"(--slurm-partition, --slurm-time, --slurm-gpus-per-task, --slurm-cpus-per-task, "
+                            "--slurm-array-parallelism) or leave it to submitit")
+        out[key.replace("-", "_")] = value.strip()
+    return out
+
+
+class CellTask:
+    """One Slurm task: the cell's claim, then `matrix.run_cell`. submitit pickles it with its arguments;
+    having `checkpoint`, it is requeued on a time-out or preemption (submitit's signal handler), and the
+    requeued task resumes the cell from its last finished epoch."""
+
+    def __call__(self, spec: dict, ev: dict, ex: dict, out: str, threads: int) -> str:
+        from robustbench_ols.executors.cells import run_cell, set_threads
+        set_threads(threads)
+        spec_, ev_, out_ = RunSpec.from_dict(spec), EvalSpec.from_dict(ev), Path(out)
+        claim = Claim(out_, spec_.run_id)
+        if not claim.acquire():
+            return "held by another process"
+        try:
+            state = cell_state(out_, spec_, ev_)
+            if state in ("done", "unreadable", "failed"):
+                return state
+            status, message = run_cell(spec_, ev_, ExecOptions(**ex), out_)
+            return f"{status}: {message}" if message else status
+        finally:
+            claim.release()
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _executor(out: Path, opts: SlurmOptions):
+    try:
+        import submitit  # an optional extra: pip install 'robustbench_ols[slurm]'
+    except ImportError:
+        raise SpecError("--backend slurm needs submitit: pip install 'robustbench_ols[slurm]'") from None
+    try:
+        ex = submitit.SlurmExecutor(folder=out / ".slurm" / "%j", max_num_timeout=opts.requeues)
+    except RuntimeError as e:  # no srun on this machine
+        raise SpecError(f"--backend slurm: {e} (run rbols matrix on a login node of the cluster)") from None
+    ex.update_parameters(**opts.parameters())
+    return ex
+
+
+def sbatch_preview(out: Path, opts: SlurmOptions, n_cells: int) -> str:
+    """The sbatch file submitit would submit for `n_cells` cells (`--dry-run`), written by the function
+    submitit itself writes it with (a private one: pinned to submitit 1.5 in pyproject)."""
+    try:
+        from submitit.slurm.slurm import _make_sbatch_string
+    except ImportError:
+        raise SpecError("--backend slurm needs submitit: pip install 'robustbench_ols[slurm]'") from None
+    command = "<python> -u -m submitit.core._submit " + str(out / ".slurm" / "%j")
+    params = opts.parameters()
+    return _make_sbatch_string(command=command, folder=out / ".slurm" / "%j", map_count=n_cells if n_cells > 1 else None,
+                               **params)
+
+
+def _queued(job_ids: list[str]) -> dict[str, str] | None:
+    """{job id as squeue prints it (array tasks: <job>_<task>): state} of the jobs Slurm still knows,
+    finished ones included while it keeps them (MinJobAge); None when squeue could not answer this time
+    (a busy controller): the caller asks again rather than take its jobs for ended."""
+    cmd = ["squeue", "--noheader", "--states=all", "--array", "--format=%i %T", "--jobs", ",".join(job_ids)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        return {} if "Invalid job id" in p.stderr else None  # the former: every job has left Slurm's memory
+    return dict(line.split(None, 1) for line in p.stdout.splitlines() if line.strip())
+
+
+ALIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+         "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED"}
+
+
+def run_slurm(cells, out: Path, ev: EvalSpec, ex: ExecOptions, opts: SlurmOptions, *, retry_failed=False,
+              progress=True, poll: float = 5.0):
+    """Submit the cells left to train as one job array and wait for it; the Summary of `matrix.tally`,
+    with `unfinished` naming the cells whose task ended without finishing them (and how they ended)."""
+    from robustbench_ols.executors.cells import grid_bar, tally, to_take, update_bar
+    t0 = time.perf_counter()
+    take, _ = to_take(cells, out, ev, retry_failed)
+    jobs = []
+    if take:
+        executor = _executor(out, opts)
+        if retry_failed:
+            for spec in take:
+                failure_path(out, spec.run_id).unlink(missing_ok=True)
+        device = "cuda" if opts.gpus_per_task else "cpu" if ex.device == "auto" else ex.device
+        ex_dict = asdict(replace(ex, device=device, progress=False))
+        n = len(take)
+        jobs = executor.map_array(CellTask(), [s.to_dict() for s in take], [ev.to_dict()] * n, [ex_dict] * n,
+                                  [str(out.resolve())] * n, [opts.cpus_per_task] * n)
+        _log_jobs(out, take, jobs)
+        print(f"slurm: {n} cell{'s' * (n > 1)} submitted as job {jobs[0].job_id.split('_')[0]} "
+              f"(logs in {out / '.slurm'}); Ctrl-C stops waiting, not the jobs (scancel them)", flush=True)
+    bar = grid_bar(len(cells), progress)
+    last: dict[str, str] = {}
+    ids = [j.job_id for j in jobs]
+    while ids:
+        seen = _queued(sorted({i.split("_")[0] for i in ids}))
+        if seen is not None:
+            last.update({i: seen[i] for i in ids if i in seen})
+            ids = [i for i in ids if seen.get(i) in ALIVE]  # a job no longer listed has ended
+        update_bar(bar, cells, out, ev)
+        if ids:
+            time.sleep(poll)
+    if bar is not None:
+        update_bar(bar, cells, out, ev)
+        bar.close()
+    s = tally(cells, out, ev)
+    for spec, job in zip(take, jobs):
+        if cell_state(out, spec, ev) in ("partial", "todo"):
+            ended = last.get(job.job_id, "no longer in squeue")
+            s.unfinished[spec.run_id] = (f"Slurm task {job.job_id} ended ({ended}) before the cell finished; run the "
+                                         f"same command to submit it again (it resumes from its checkpoint; log: "
+                                         f"{job.paths.stderr})")
+    s.seconds = time.perf_counter() - t0
+    return s
+
+
+def _log_jobs(out: Path, specs, jobs) -> None:
+    """<out>/.slurm/jobs.jsonl: which job array task took which cell, one line per submission."""
+    path = out / ".slurm" / "jobs.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        for spec, job in zip(specs, jobs):
+            f.write(json.dumps({"run_id": spec.run_id, "job_id": job.job_id,
+                                "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
