@@ -43,7 +43,8 @@ from robustbench_ols.spec.grid import Grid, load_config, parse_sweeps, split_met
 from robustbench_ols.spec.presets import AUDIT_PRESET
 from robustbench_ols.store import ensure_writable, run_dirs
 from robustbench_ols.store.results import check_readable_at, collect, unreadable
-from robustbench_ols.trackers import export
+from robustbench_ols.trackers import require_installed
+from robustbench_ols.trackers.export import export
 from robustbench_ols.train.run import execute, repair
 from robustbench_ols.train.selection import check_selection
 
@@ -84,6 +85,7 @@ def grid_from_args(args):
 def exec_from_args(args, progress: bool | None = None):
     """ExecOptions from the execution options (cli.py's `_exec_options`); `progress` overrides --progress."""
     kw = {k: getattr(args, k) for k in EXEC_DEFAULTS if hasattr(args, k)}  # rbols eval has no --progress
+    require_installed(kw.get("log"))  # here, at the entry: a Ray or Slurm worker rebuilding ExecOptions needs none
     return ExecOptions(**{**kw, "progress": getattr(args, "progress", True) if progress is None else progress})
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from robustbench_ols.attacks.spec import DEFAULT_CHECK_EXAMPLES, DEFAULT_SWEEP, AttackSpec
 from robustbench_ols.common.errors import SpecError
-from robustbench_ols.trackers import parse_trackers  # light: no tracker library is imported
+from robustbench_ols.trackers import parse_trackers  # names only: no tracker library is imported or looked for
 from robustbench_ols.train.selection import check_selection
 
 SCHEDULES = ("step", "cosine")
@@ -197,7 +197,7 @@ class ExecOptions:
 
     def __post_init__(self):
         _check(self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
-        object.__setattr__(self, "log", parse_trackers(self.log))  # SpecError for a bad or missing tracker
+        object.__setattr__(self, "log", parse_trackers(self.log))  # SpecError for an unknown tracker
 
 
 DEFAULT_ATTACKS = ("fgsm", "pgd")

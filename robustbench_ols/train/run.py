@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustbench_ols import store, trackers
+from robustbench_ols import store
 from robustbench_ols.common.errors import ContractError, Interrupted, RbolsError, RunFailed, SpecError
 from robustbench_ols.common.provenance import device_name, git_info, versions
 from robustbench_ols.data import ImageData, TrainLoader, class_balanced_subset
@@ -27,6 +27,7 @@ from robustbench_ols.scoring.transfer_check import add_transfer, check_transfer_
 from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
 from robustbench_ols.spec.resolve import ResolvedRun, resolve
 from robustbench_ols.store import evals as evals_store
+from robustbench_ols.trackers.session import Trackers, open_trackers
 from robustbench_ols.train.selection import keep_weights, model_at, selected_epoch, write_kept
 from robustbench_ols.train.training import NonFinite, fit, make_optimizer
 
@@ -75,7 +76,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     optimizer = make_optimizer(spec, models)
     record = _spec_record(r, ex, device, x.data.source, x.num_meta)
     # --log: opened before the first file, so that a tracker that cannot open loses nothing
-    tr = trackers.open_trackers(ex.log, run_dir, record, ex.log_dir or out / "tracking", warn=_warn)
+    tr = open_trackers(ex.log, run_dir, record, ex.log_dir or out / "tracking", warn=_warn)
     with tr:  # each tracker closed as finished, interrupted (Ctrl-C) or failed
         # the first file: spec.json, the noisy labels and which images each split holds
         store.write_record(run_dir, record, x.noisy.summary(), x.arrays)
@@ -187,7 +188,7 @@ def _inputs(r: ResolvedRun, ex: ExecOptions, ev: EvalSpec, device) -> Inputs:
 
 
 def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, loader, state: dict, x: Inputs,
-         tr: trackers.Trackers) -> None:
+         tr: Trackers) -> None:
     """training.fit with a checkpoint, epochs.csv and the trackers' epoch after every epoch; a failure is
     recorded in status.json."""
     def checkpoint(state):

@@ -15,6 +15,8 @@ from robustbench_ols import store, trackers
 from robustbench_ols.common.errors import SpecError
 from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
 from robustbench_ols.store import EPOCH_COLUMNS
+from robustbench_ols.trackers import records, session
+from robustbench_ols.trackers.export import export
 from robustbench_ols.train.run import execute
 
 HAVE = {n: importlib.util.find_spec(n) is not None for n in trackers.TRACKERS}
@@ -80,7 +82,7 @@ def expected(run_dir) -> dict:
 
 
 def hparams(run_dir) -> dict:
-    return {"run_id": run_dir.name, **trackers.hyperparams(store.read_record(run_dir)["spec"])}
+    return {"run_id": run_dir.name, **records.hyperparams(store.read_record(run_dir)["spec"])}
 
 
 def numeric_metrics(run_dir) -> dict:
@@ -116,7 +118,7 @@ def mlflow_run(root, run_id):
     client = MlflowClient(tracking_uri=(root / "mlruns").resolve().as_uri())
     exp = client.get_experiment_by_name("robustbench_ols")
     runs = client.search_runs([exp.experiment_id])
-    assert [r.data.tags[trackers.RUN_TAG] for r in runs] == [run_id]  # one MLflow run, reused on resume
+    assert [r.data.tags[records.RUN_TAG] for r in runs] == [run_id]  # one MLflow run, reused on resume
     return client, runs[0]
 
 
@@ -194,12 +196,12 @@ def test_wandb_offline_run_files_hold_the_history(live):
 def test_export_replays_finished_runs_once(live, tmp_path, env):
     run_dir, live_root = live
     root = tmp_path / "logs"
-    assert trackers.export(run_dir.parent, "tensorboard,mlflow", root) == 1
+    assert export(run_dir.parent, "tensorboard,mlflow", root) == 1
     check_tensorboard(run_dir, root)
     check_mlflow(run_dir, root)
     # again, and into the live run's logs: no second MLflow run, no epoch twice, the replay supersedes in TensorBoard
-    assert trackers.export(run_dir.parent, ["mlflow", "tensorboard"], root) == 1
-    assert trackers.export(run_dir.parent, FIGURES, live_root) == 1
+    assert export(run_dir.parent, ["mlflow", "tensorboard"], root) == 1
+    assert export(run_dir.parent, FIGURES, live_root) == 1
     for r in (root, live_root):
         check_tensorboard(run_dir, r)
         check_mlflow(run_dir, r)
@@ -207,11 +209,11 @@ def test_export_replays_finished_runs_once(live, tmp_path, env):
 
 def test_export_needs_finished_runs_and_trackers(tmp_path):
     with pytest.raises(SpecError, match="no finished run directory"):
-        trackers.export(tmp_path, "tensorboard", tmp_path / "logs")
+        export(tmp_path, "tensorboard", tmp_path / "logs")
     with pytest.raises(SpecError, match="name one or more trackers"):
-        trackers.export(tmp_path, "", tmp_path / "logs")
+        export(tmp_path, "", tmp_path / "logs")
     with pytest.raises(SpecError, match="unknown tracker 'comet' in --to; valid: tensorboard, mlflow, wandb"):
-        trackers.export(tmp_path, "comet", tmp_path / "logs")
+        export(tmp_path, "comet", tmp_path / "logs")
 
 
 @needs("mlflow")
@@ -219,7 +221,7 @@ def test_mlflow_tracking_uri_and_experiment_from_the_environment(live, tmp_path,
     run_dir, _ = live
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "elsewhere").as_uri())
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
-    with trackers.open_trackers("mlflow", run_dir, None, tmp_path / "logs") as tr:
+    with session.open_trackers("mlflow", run_dir, None, tmp_path / "logs") as tr:
         tr.epochs(store.read_epochs(run_dir))
     assert not (tmp_path / "logs" / "mlruns").exists()
     from mlflow.tracking import MlflowClient
@@ -236,7 +238,7 @@ def test_mlflow_sqlite_store_keeps_its_artifacts_under_the_log_root(live, tmp_pa
     run_dir, _ = live
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
-    assert trackers.export(run_dir.parent, "mlflow", tmp_path / "logs") == 1
+    assert export(run_dir.parent, "mlflow", tmp_path / "logs") == 1
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("robustbench_ols").experiment_id])
@@ -259,11 +261,13 @@ def test_a_missing_library_names_the_pip_extra(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(SpecError, match=r"wandb is not installed; pip install 'robustbench_ols\[trackers\]'"):
-        trackers.parse_trackers("wandb")
+        trackers.require_installed("wandb")
+    # the options themselves need no library: a Ray or Slurm worker without W&B rebuilds them
+    assert ExecOptions(log="wandb").log == ("wandb",)
 
 
 def test_no_trackers_do_nothing(tmp_path):
-    tr = trackers.open_trackers((), tmp_path / "abc")
+    tr = session.open_trackers((), tmp_path / "abc")
     assert not tr
     tr.epoch({"epoch": 1, "lr": 0.1}, 1)
     tr.finish({"epochs": 1})
@@ -288,7 +292,7 @@ def test_a_tracker_that_fails_is_dropped_with_a_warning(tmp_path):
         def close(self, status):
             self.seen.append(status)
     warnings = []
-    tr = trackers.Trackers([Broken(), Kept()], tmp_path / "abc123", warnings.append)
+    tr = session.Trackers([Broken(), Kept()], tmp_path / "abc123", warnings.append)
     tr.epoch({"epoch": 1, "lr": 0.1, "test_err": None, "seconds": float("nan")}, 1)
     tr.epoch({"epoch": 2, "lr": 0.1}, 2)
     tr.close()
@@ -298,8 +302,8 @@ def test_a_tracker_that_fails_is_dropped_with_a_warning(tmp_path):
 
 
 def test_hyperparams_flatten_the_spec():
-    hp = trackers.hyperparams(SPEC.to_dict())
+    hp = records.hyperparams(SPEC.to_dict())
     assert hp["method_options.alpha"] == SPEC.options["alpha"] and hp["milestones"] == "2"
     assert hp["nesterov"] is True and hp["epochs"] == 3 and hp["noise"] == "symmetric:0.4"
-    assert trackers.hyperparams({"method_options": {}, "milestones": [], "x": None}) == {
+    assert records.hyperparams({"method_options": {}, "milestones": [], "x": None}) == {
         "method_options": "", "milestones": "", "x": "None"}
