@@ -51,7 +51,7 @@ class _Official(AttackSpec):
         return None if ok else "need 0 <= eps <= 1" + "".join(f", {k} >= 1" for k in counts)
 
     @classmethod
-    def from_key(cls, key: str):
+    def parse_key(cls, key: str):
         """The spec whose key is `key` (`apgd_ce_steps50_eps2_err`), or None."""
         m = re.fullmatch(re.escape(cls.stem) + r"((?:_[a-z]+\d+(?:\.\d+)?)*)_err", key)
         if not m:
@@ -123,6 +123,7 @@ class Square(_Official):
     queries: int = 5000
     kind: ClassVar[str] = "square"
     stem: ClassVar[str] = "square"
+    white_box: ClassVar[bool] = False  # score-based: queries the model's outputs, never its gradients
     options: ClassVar[dict] = {"eps": _fraction, "queries": int}
 
     @property
@@ -149,6 +150,7 @@ class AutoAttackSpec(_Official):
     version: str = "standard"
     kind: ClassVar[str] = "autoattack"
     stem: ClassVar[str] = "aa"
+    white_box: ClassVar[bool] = False  # the ensemble includes Square
     options: ClassVar[dict] = {"eps": _fraction, "version": _version}
 
     @property
@@ -160,7 +162,7 @@ class AutoAttackSpec(_Official):
         return "AutoAttack" + ("" if self.version == "standard" else f" ({self.version})")
 
     @classmethod
-    def from_key(cls, key: str):
+    def parse_key(cls, key: str):
         for version in VERSIONS:
             stem = "aa" if version == "standard" else f"aa_{version}"
             eps = cls._eps_from_key(key, stem)

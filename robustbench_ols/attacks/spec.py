@@ -49,6 +49,9 @@ class AttackSpec:
     # option -> converter from text (ValueError, KeyError or ZeroDivisionError: not valid)
     options: ClassVar[dict] = {"eps": _fraction}
     needs_nchw: ClassVar[bool] = False  # the attack's code needs NCHW-contiguous inputs
+    # Whether the attack uses only the model's gradients: the gradient-masking checks (sanity.py) compare such
+    # attacks with a black-box one (Square). False for Square and for AutoAttack, whose ensemble includes it.
+    white_box: ClassVar[bool] = True
 
     @staticmethod
     def parse(text: str) -> "AttackSpec":
@@ -78,12 +81,20 @@ class AttackSpec:
     @staticmethod
     def from_key(key: str) -> "AttackSpec | None":
         """The attack (at its default options apart from those the key names) whose record key is `key`
-        (`pgd20_eps4_err`), or None when no registered kind writes it."""
-        for cls in [*(ATTACKS.get(kind) for kind in ATTACKS.names()), WorstCase]:
-            spec = cls.from_key(key)
+        (`pgd20_eps4_err`), or None when no registered kind writes it. Asks each kind's `parse_key`."""
+        for cls in [*(ATTACKS.get(kind) for kind in sorted(ATTACKS.known())), WorstCase]:
+            spec = cls.parse_key(key)
             if spec is not None:
                 return spec
         return None
+
+    @classmethod
+    def parse_key(cls, key: str) -> "AttackSpec | None":
+        """This kind's spec whose record key is `key`, or None. The default reads the keys `key` writes when
+        `name` is the kind (`noise_err`, `noise_eps4_err`), every other option at its default; a kind whose
+        key names more (PGD's steps) overrides it. The contract test checks key -> spec -> key for every kind."""
+        eps = cls._eps_from_key(key, cls.kind)
+        return None if eps is None else cls(eps=eps)
 
     def invalid(self) -> str | None:
         """What is wrong with the values, or None."""
@@ -150,11 +161,6 @@ class FGSM(AttackSpec):
         import torchattacks  # here, not at the top: it pulls in scipy (~2 s), which only an attack needs
         return torchattacks.FGSM(model, eps=self.eps)
 
-    @classmethod
-    def from_key(cls, key: str):
-        eps = cls._eps_from_key(key, "fgsm")
-        return None if eps is None else cls(eps=eps)
-
 
 # PGD's step when none is given: eps/4, the ratio of Madry et al. (2018)'s CIFAR-10 PGD (step 2/255 at
 # 8/255; RobustBench's and the OLS paper's 8/255 setting), so that a smaller budget gets a smaller step
@@ -197,7 +203,7 @@ class PGD(AttackSpec):
                                 random_start=self.random_start)
 
     @classmethod
-    def from_key(cls, key: str):
+    def parse_key(cls, key: str):
         stem = key.split("_", 1)[0]
         if not (stem.startswith("pgd") and stem[3:].isdigit()):
             return None
@@ -214,11 +220,6 @@ class WorstCase(AttackSpec):
     @property
     def display(self) -> str:
         return "Worst case"
-
-    @classmethod
-    def from_key(cls, key: str):
-        eps = cls._eps_from_key(key, "worst")
-        return None if eps is None else cls(eps=eps)
 
 
 def _text(v) -> str:

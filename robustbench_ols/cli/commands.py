@@ -15,16 +15,9 @@ from robustbench_ols.common.errors import Interrupted, RbolsError, SpecError
 from robustbench_ols.data import find_layout
 from robustbench_ols.data.check import describe_root
 from robustbench_ols.data.files import resolve_data_root
-from robustbench_ols.executors.cells import (
-    describe,
-    estimate_line,
-    print_summary,
-    run_local,
-    run_ray,
-    set_threads,
-    tally,
-    to_take,
-)
+from robustbench_ols.executors import BACKENDS
+from robustbench_ols.executors.cells import set_threads, tally
+from robustbench_ols.executors.estimate import describe, estimate_line, print_summary
 from robustbench_ols.methods import (
     label_of,
     list_methods,
@@ -189,34 +182,34 @@ def cmd_score(args) -> int:
     return 0
 
 
-def slurm_from_args(args):
-    """SlurmOptions from the --slurm-* options (None for the other backends); every value checked here."""
-    if getattr(args, "backend", None) != "slurm":
-        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if k.startswith("slurm_") and v]
+def backend_from_args(args):
+    """The grid's backend (executors/backends.py) configured from its options; an option of another backend is an
+    error that names the backend it belongs to."""
+    backend = BACKENDS.get(args.backend)
+    for name, options in args.backend_options.items():
+        if name == backend.name:
+            continue
+        given = [f"--{k.replace('_', '-')}" for k, default in options.items() if getattr(args, k) != default]
         if given:
-            raise SpecError(f"{', '.join(given)}: for --backend slurm only (the backend is {args.backend})")
-        return None
-    from robustbench_ols.executors.slurm import SlurmOptions
-    return SlurmOptions.parse(partition=args.slurm_partition, time=args.slurm_time,
-                              gpus_per_task=args.slurm_gpus_per_task, cpus_per_task=args.slurm_cpus_per_task,
-                              array_parallelism=args.slurm_array_parallelism, extra=args.slurm_extra)
+            raise SpecError(f"{', '.join(given)}: for --backend {name} only (the backend is {args.backend})")
+    return backend.from_args(args)
 
 
 def cmd_matrix(args) -> int:
-    args.slurm = slurm_from_args(args)
+    backend = backend_from_args(args)
     grid, cells, ev, ex = grid_from_args(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {out} is a file; give a directory for the grid's run directories")
     if args.dry_run:
-        return _dry_run(grid, cells, ev, out, args.slurm, args.retry_failed)
-    summary = _run_grid(args, grid, cells, ev, ex, out)
+        return _dry_run(grid, cells, ev, out, backend, args.retry_failed)
+    summary = _run_grid(args, backend, grid, cells, ev, ex, out)
     return 0 if summary.ok else 1
 
 
-def _dry_run(grid, cells, ev, out, slurm=None, retry_failed=False) -> int:
-    """`--dry-run`: the cells, their state, what the grid would cost and, for Slurm, the sbatch file that
-    would be submitted; nothing is run or written."""
+def _dry_run(grid, cells, ev, out, backend, retry_failed=False) -> int:
+    """`--dry-run`: the cells, their state, what the grid would cost and what the backend would submit (Slurm: the
+    sbatch file); nothing is run or written."""
     lines = describe(cells, out, ev, swept=list(grid.sweep))
     print(f"grid {grid.name}: {len(cells)} cells ({grid.about or 'custom'}); scoring {ev.eval_id}: "
           f"{', '.join(ev.attacks) or 'no attack'}, attack examples {ev.attack_examples or 'all'}")
@@ -224,31 +217,20 @@ def _dry_run(grid, cells, ev, out, slurm=None, retry_failed=False) -> int:
     states = [ln.split()[0] for ln in lines]
     print("; ".join(f"{k} {states.count(k)}" for k in ("done", "needs-eval", "unreadable", "partial", "running",
                                                        "failed", "todo") if states.count(k)))
-    print(estimate_line(grid, cells, out, ev, None))
-    if slurm is not None:
-        from robustbench_ols.executors.slurm import sbatch_preview
-        n = len(to_take(cells, out, ev, retry_failed)[0])
-        print(f"sbatch file for the {n} cell{'s' * (n != 1)} to submit (one array task each):\n"
-              + sbatch_preview(out, slurm, n))
+    print(estimate_line(grid, cells, out, ev, backend))
+    preview = backend.preview(cells, out, ev, retry_failed=retry_failed)
+    if preview:
+        print(preview)
     return 0
 
 
-def _run_grid(args, grid, cells, ev, ex, out):
+def _run_grid(args, backend, grid, cells, ev, ex, out):
     """Train the grid's cells (`rbols matrix`, `rbols audit`): --out checked first, the estimate printed."""
     ensure_writable(out)
-    print(estimate_line(grid, cells, out, ev, args.workers), file=sys.stderr)
+    print(estimate_line(grid, cells, out, ev, backend), file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        if args.backend == "slurm":
-            from robustbench_ols.executors.slurm import run_slurm
-            summary = run_slurm(cells, out, ev, ex, args.slurm, retry_failed=args.retry_failed,
-                                progress=args.progress)
-        elif args.backend == "ray":
-            summary = run_ray(cells, out, ev, ex, address=args.ray_address, retry_failed=args.retry_failed,
-                              cpus_per_task=args.ray_cpus_per_task, progress=args.progress)
-        else:
-            summary = run_local(cells, out, ev, ex, workers=args.workers, retry_failed=args.retry_failed,
-                                threads=args.threads, progress=args.progress)
+        summary = backend.run(cells, out, ev, ex, retry_failed=args.retry_failed, progress=args.progress)
         # a cell scored before its hard-label cell had finished gets its transfer check now (transfer_check.py)
         added = complete_transfers(out, cells, ev, ex)
     except KeyboardInterrupt:
@@ -288,7 +270,7 @@ def cmd_report(args) -> int:
 
 def cmd_audit(args) -> int:
     settings = Settings.parse(test=args.test, correction=args.correction, margins=args.margin)
-    args.slurm = slurm_from_args(args)
+    backend = backend_from_args(args)
     against = split_methods(args.against)
     labels = [label_of(t) for t in [args.method, *against]]
     # hard labels are the regime's reference (regime.py): run them too, or no noise claim can be checked
@@ -299,7 +281,7 @@ def cmd_audit(args) -> int:
     grid, cells, ev, ex = grid_from_args(args)
     out = Path(args.out)
     if args.dry_run:
-        return _dry_run(grid, cells, ev, out, args.slurm, args.retry_failed)
+        return _dry_run(grid, cells, ev, out, backend, args.retry_failed)
     ok = True
     if args.no_run:
         found = set(collect(out, eval_id=ev.eval_id).get("method_label", ()))
@@ -309,7 +291,7 @@ def cmd_audit(args) -> int:
                             f"directories with DONE{'; found only ' + ', '.join(sorted(found)) if found else ''}); "
                             "give the --out of the grid that trained them, or drop --no-run to train them")
     else:
-        ok = _run_grid(args, grid, cells, ev, ex, out).ok
+        ok = _run_grid(args, backend, grid, cells, ev, ex, out).ok
     to = Path(args.to) if args.to else out / "audit"
     path = write_audit(out, to, labels[0], labels[1:], eval_id=ev.eval_id, settings=settings, select=ev.select,
                        about=f"Grid: {grid.name} ({grid.about or 'custom'}); seeds {grid.seeds}; noise {grid.noise}.")

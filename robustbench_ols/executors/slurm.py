@@ -2,7 +2,7 @@
 submitit (the library DomainBed's maintainers point Slurm users to: it writes the sbatch file, pickles each
 task's call, and on a time-out or preemption checkpoints and requeues the job).
 
-The semantics are the local backend's: each task takes its cell's claim (claims.py) inside the job, so the
+The semantics are the local backend's: each task takes its cell's claim (store/claims.py) inside the job, so the
 driver, other drivers and local processes share the grid; a cell that raises is recorded in `.failed/`; a
 task killed (scancel, node failure, time limit without requeue) leaves its cell's per-epoch checkpoint,
 and the same command submits it again to resume. The driver waits for its jobs by `squeue`, which every
@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from robustbench_ols.common.errors import SpecError
+from robustbench_ols.executors.backends import Backend, register
 from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
-from robustbench_ols.store.claims import Claim, cell_state, failure_path
 
 # sbatch options of ours that submitit names itself; --slurm-extra KEY=VALUE may not set these (it would
 # silently override them)
@@ -62,6 +62,42 @@ class SlurmOptions:
         return p
 
 
+@register("slurm")
+class Slurm(Backend):
+    """A Slurm job array through submitit (`pip install 'robustbench_ols[slurm]'`): one task per cell."""
+    help = "a Slurm job array (submitit)"
+
+    def __init__(self, options: SlurmOptions):
+        self.options = options
+
+    @classmethod
+    def add_arguments(cls, group) -> None:
+        a = group.add_argument
+        a("--slurm-partition", default=None, help="the partition (default: the cluster's)")
+        a("--slurm-time", default=None, help="each task's time limit: minutes or [D-]HH:MM[:SS] (default 60 minutes; "
+                                              "a task that runs out is requeued and resumes)")
+        a("--slurm-gpus-per-task", type=int, default=None, help="GPUs per cell (default 0: on the CPU)")
+        a("--slurm-cpus-per-task", type=int, default=None, help="CPUs per cell, also its torch threads (default 1)")
+        a("--slurm-array-parallelism", type=int, default=None, help="cells running at once (default 256)")
+        a("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+          help="any other sbatch option, without its dashes (repeat), e.g. account=myproj, qos=high")
+
+    @classmethod
+    def from_args(cls, args) -> "Slurm":
+        return cls(SlurmOptions.parse(partition=args.slurm_partition, time=args.slurm_time,
+                                      gpus_per_task=args.slurm_gpus_per_task, cpus_per_task=args.slurm_cpus_per_task,
+                                      array_parallelism=args.slurm_array_parallelism, extra=args.slurm_extra))
+
+    def run(self, cells, out, ev, ex, *, retry_failed, progress):
+        return run_slurm(cells, out, ev, ex, self.options, retry_failed=retry_failed, progress=progress)
+
+    def preview(self, cells, out, ev, *, retry_failed) -> str:
+        from robustbench_ols.executors.cells import to_take
+        n = len(to_take(cells, out, ev, retry_failed)[0])
+        return (f"sbatch file for the {n} cell{'s' * (n != 1)} to submit (one array task each):\n"
+                + sbatch_preview(out, self.options, n))
+
+
 def _minutes(text) -> int:
     """--slurm-time: minutes, or [D-]HH:MM[:SS] as sbatch --time takes it."""
     s = str(text).strip()
@@ -99,21 +135,19 @@ def _extra(items) -> dict:
 
 
 class CellTask:
-    """One Slurm task: the cell's claim, then `matrix.run_cell`. submitit pickles it with its arguments;
-    having `checkpoint`, it is requeued on a time-out or preemption (submitit's signal handler), and the
+    """One Slurm task: the cell's claim (`cells.claim_next`), then `cells.run_cell`. submitit pickles it with its
+    arguments; having `checkpoint`, it is requeued on a time-out or preemption (submitit's signal handler), and the
     requeued task resumes the cell from its last finished epoch."""
 
     def __call__(self, spec: dict, ev: dict, ex: dict, out: str, threads: int) -> str:
-        from robustbench_ols.executors.cells import run_cell, set_threads
+        from robustbench_ols.executors.cells import claim_next, run_cell, set_threads
+        from robustbench_ols.store.claims import cell_state
         set_threads(threads)
         spec_, ev_, out_ = RunSpec.from_dict(spec), EvalSpec.from_dict(ev), Path(out)
-        claim = Claim(out_, spec_.run_id)
-        if not claim.acquire():
-            return "held by another process"
+        claim = claim_next(spec_, out_, ev_, retry_failed=False)  # the driver cleared the failures to retry
+        if claim is None:
+            return f"not run: held by another process, or {cell_state(out_, spec_, ev_)}"
         try:
-            state = cell_state(out_, spec_, ev_)
-            if state in ("done", "unreadable", "failed"):
-                return state
             status, message = run_cell(spec_, ev_, ExecOptions(**ex), out_)
             return f"{status}: {message}" if message else status
         finally:
@@ -170,6 +204,7 @@ def run_slurm(cells, out: Path, ev: EvalSpec, ex: ExecOptions, opts: SlurmOption
     """Submit the cells left to train as one job array and wait for it; the Summary of `matrix.tally`,
     with `unfinished` naming the cells whose task ended without finishing them (and how they ended)."""
     from robustbench_ols.executors.cells import grid_bar, tally, to_take, update_bar
+    from robustbench_ols.store.claims import cell_state, failure_path
     t0 = time.perf_counter()
     take, _ = to_take(cells, out, ev, retry_failed)
     jobs = []

@@ -213,8 +213,7 @@ def _check(attacked, ax, ay, ev: EvalSpec, out: Scores, clean_wrong, fooled: dic
     pos = np.arange(len(ay)) if not ev.check_examples or ev.check_examples >= len(ay) else \
         class_balanced_subset(ay.cpu().numpy(), ev.check_examples, ev.attack_seed)
     idx = torch.as_tensor(pos)
-    white = {s: f[idx] for s, f in fooled.items() if abs(s.eps - DEFAULT_EPS) < 1e-12
-             and s.kind not in ("square", "autoattack")}
+    white = {s: f[idx] for s, f in fooled.items() if abs(s.eps - DEFAULT_EPS) < 1e-12 and s.white_box}
     square = next((f[idx] for s, f in fooled.items() if s == Square()), None)
     on_stage = None if bar is None else bar.set_description
     figures, details = run_checks(attacked, ax[idx.to(ax.device)], ay[idx.to(ay.device)],

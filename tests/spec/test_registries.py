@@ -38,7 +38,8 @@ def test_a_name_is_registered_once():
 
 
 TOY = '''
-"""A toy dataset and a toy attack, registered from outside robustbench_ols."""
+"""A toy dataset and a toy attack, registered from outside robustbench_ols. The attack writes no key parser:
+the default one reads noise_err and noise_eps4_err."""
 import torch
 from dataclasses import dataclass
 from typing import ClassVar
@@ -65,11 +66,6 @@ class UniformNoise(AttackSpec):
         def perturb(x, y):
             return (x + eps * (2 * torch.rand_like(x) - 1)).clamp(0, 1)
         return perturb
-
-    @classmethod
-    def from_key(cls, key):
-        eps = cls._eps_from_key(key, "noise")
-        return None if eps is None else cls(eps=eps)
 '''
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from robustbench_ols.cli import main
 from robustbench_ols.common.errors import SpecError
-from robustbench_ols.executors.cells import cpu_layout
+from robustbench_ols.executors.local import cpu_layout
 from robustbench_ols.spec.grid import Grid, split_methods
 from robustbench_ols.spec.presets import PRESETS
 from robustbench_ols.store.claims import Claim, cell_state
@@ -279,7 +279,7 @@ def test_ray_backend_gives_the_local_results(reference, tmp_path):
 import ray, sys
 from pathlib import Path
 from robustbench_ols.spec.grid import Grid
-from robustbench_ols.executors.cells import run_ray
+from robustbench_ols.executors.ray import run_ray
 from robustbench_ols.spec import ExecOptions
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 g = Grid.build("smoke")
