@@ -20,5 +20,10 @@ def __getattr__(name):
     raise AttributeError(f"module 'robustbench_ols' has no attribute {name!r}")
 
 
+def __dir__():
+    # help(robustbench_ols) and dir() list the public API (pydoc reads it through __getattr__, importing torch then)
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = ["ExecOptions", "RunSpec", "__version__", "execute", "load_dataset", "make_noisy_labels",
            "create_model", "list_models", "build_method", "list_methods", "Method", "register"]

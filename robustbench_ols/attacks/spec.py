@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from robustbench_ols.common.errors import SpecError
 from robustbench_ols.common.registry import Registry
+from robustbench_ols.common.values import parse_bool
 
 DEFAULT_EPS = 8 / 255  # RobustBench / the OLS paper's L-inf budget
 # The gradient-masking checks' settings (the checks themselves: sanity.py). Budgets of the eps sweep in
@@ -31,8 +32,8 @@ def _fraction(value: str) -> float:
 
 
 def _boolean(value: str) -> bool:
-    """true or false"""
-    return {"true": True, "false": False}[value.lower()]
+    """true or false (or yes/no, on/off, 1/0)"""
+    return parse_bool(value)
 
 
 def _accepts(converter) -> str:

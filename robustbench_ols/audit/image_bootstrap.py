@@ -11,12 +11,11 @@ FGSM and PGD error and the per-image worst case at 8/255. Not KL on CIFAR-10H no
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from robustbench_ols.attacks import DEFAULT_EPS, AttackSpec
+from robustbench_ols.store.evals import eval_record_path, read_setting
+from robustbench_ols.store.reading import read_arrays
 
 RESAMPLES = 2000
 ALLOWED = ("test_err_last", "ece", "fgsm_err", "pgd_err", "robust_err")
@@ -27,25 +26,20 @@ def _images(run, metric: str):
     per-image record of it."""
     if not isinstance(run.get("run_dir"), str) or not isinstance(run.get("eval_id"), str):
         return None  # a table not read from run directories
-    folder = Path(run["run_dir"]) / "evals"
-    eid = run["eval_id"]
+    run_dir, eid = run["run_dir"], run["eval_id"]
     if metric in ("test_err_last", "ece"):
-        f = folder / f"{eid}.predictions.npz"
-        if not f.exists():
+        z = read_arrays(eval_record_path(run_dir, eid, "predictions.npz"))
+        if z is None:
             return None
-        with np.load(f) as z:
-            z_conf, correct = z["confidence"], z["correct"].astype(np.float64)  # bins in the stored dtype
-            conf = z_conf
+        conf, correct = z["confidence"], z["correct"].astype(np.float64)  # bins in the stored dtype
         index = np.arange(len(conf))
         if metric == "test_err_last":
             return index, (1.0 - correct,), _mean
-        n_bins = json.loads((folder / f"{eid}.json").read_text())["eval"].get("n_bins", 15)
-        return index, (z_conf, correct), lambda c, k, axis=-1: binned_ece_rows(c, k, n_bins)
-    f = folder / f"{eid}.robust.npz"
-    if not f.exists():
+        n_bins = read_setting(run_dir, eid).get("n_bins", 15)
+        return index, (conf, correct), lambda c, k, axis=-1: binned_ece_rows(c, k, n_bins)
+    arrays = read_arrays(eval_record_path(run_dir, eid, "robust.npz"))
+    if arrays is None:
         return None
-    with np.load(f) as z:
-        arrays = {k: z[k] for k in z.files}
     at_default = {k: a for k in arrays if (a := AttackSpec.from_key(f"{k}_err")) is not None
                   and a.eps == DEFAULT_EPS and a.kind != "worst"}
     if metric == "fgsm_err":

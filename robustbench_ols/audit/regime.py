@@ -27,7 +27,7 @@ from robustbench_ols.common.markdown import markdown_table
 
 REFERENCE = "hard"
 # The share of wrong labels hard labels must fit. The OLS paper's Fig. 5 has hard labels fitting ~100% of
-# them at 40% noise after the lr drops; 60% (the tier's target in issue 11) is well past chance (10% for
+# them at 40% noise after the lr drops; 60% (the cpu-regime tier's target) is well past chance (10% for
 # ten classes) and past the noise rate itself, i.e. clearly memorising.
 MIN_WRONG_FIT = 0.6
 MEMORISATION_METRICS = ("test_err_last", "wrong_fit")

@@ -12,7 +12,7 @@ from robustbench_ols.audit.comparison import MARGINS, POINTS, Settings
 from robustbench_ols.audit.tables import paired_table, pooled_table
 from robustbench_ols.audit.verdicts import OUTCOMES, pooled_verdicts, tally, verdicts
 from robustbench_ols.common.markdown import markdown_table
-from robustbench_ols.store.results import collect, unreadable
+from robustbench_ols.store.results import ResultSet
 
 
 def figures(table: pd.DataFrame, to: Path) -> list[str]:
@@ -152,7 +152,13 @@ def write_audit(results_dir, to, method: str, against: list[str], *, about: str 
     records (scored with `eval_id`, whose checkpoint selection is `select`)."""
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
-    records = collect(results_dir, eval_id=eval_id)
+    results = ResultSet.of(results_dir)
+    with results.reading():  # the image bootstrap reads the runs' per-image records
+        return _write(results, to, method, against, about, eval_id, settings, select)
+
+
+def _write(results, to: Path, method, against, about, eval_id, settings, select) -> Path:
+    records = results.runs(eval_id=eval_id)
     df = records[records.method_label.isin([method, *against])] if len(records) else records
     kw = dict(settings=settings, records=records, select=select)
     table = paired_table(df, method, against, **kw) if len(df) else pd.DataFrame()
@@ -166,14 +172,14 @@ def write_audit(results_dir, to, method: str, against: list[str], *, about: str 
     lines = [f"# Audit of `{method}` against {', '.join(f'`{b}`' for b in against)}", ""]
     if about:
         lines += [about, ""]
-    lines += [f"Runs read from `{results_dir}`: {len(df)} finished runs; seeds per method: "
+    lines += [f"Runs read from `{results}`: {len(df)} finished runs; seeds per method: "
               + (", ".join(f"{k} {v}" for k, v in sorted(present.items())) or "none") + ".",
               f"Scale: datasets {sorted(set(df.dataset)) if len(df) else []}, models "
               f"{sorted(set(df.model)) if len(df) else []}, epochs {sorted(set(df.epochs)) if len(df) else []}, "
               f"train subset {sorted(set(df.train_subset)) if len(df) else []} (0 = all).",
               f"Statistics: {settings.describe()}; equivalence margins below.",
               f"Checkpoint: {SELECTION_TEXT[select]} (`--select {select}`).", ""]
-    lines += [f"Left out, unreadable: {b['reason']}" for b in unreadable(results_dir, eval_id=eval_id)]
+    lines += [f"Left out, unreadable: {b['reason']}" for b in results.unreadable(eval_id=eval_id)]
     if method not in present:
         lines += [f"**No finished run of `{method}`**: nothing can be said. Run the grid first.", ""]
     lines += verdict_section(table, pooled, method, settings)

@@ -34,8 +34,8 @@ from robustbench_ols.scoring.transfer_check import complete_transfers
 from robustbench_ols.spec import DEFAULT_ATTACKS, EvalSpec, ExecOptions, RunSpec
 from robustbench_ols.spec.grid import Grid, load_config, parse_sweeps, split_methods
 from robustbench_ols.spec.presets import AUDIT_PRESET
-from robustbench_ols.store import ensure_writable, run_dirs
-from robustbench_ols.store.results import check_readable_at, collect, unreadable
+from robustbench_ols.store import ensure_writable
+from robustbench_ols.store.results import ResultSet
 from robustbench_ols.trackers import require_installed
 from robustbench_ols.trackers.export import export
 from robustbench_ols.train.run import execute, repair
@@ -245,8 +245,8 @@ def _run_grid(args, backend, grid, cells, ev, ex, out):
 
 
 def cmd_report(args) -> int:
-
-    if not run_dirs(args.results_dir):
+    results = ResultSet(args.results_dir)  # each run folder's files read once, whatever the report asks
+    if not results.run_dirs():
         raise SpecError(f"{args.results_dir} holds no finished run directory (<run_id>/DONE); give the --out "
                         "folder of `rbols run` or `rbols matrix`")
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
@@ -255,12 +255,12 @@ def cmd_report(args) -> int:
         raise SpecError(f"--format {args.format!r}: {'unknown ' + ', '.join(bad) if bad else 'no format'}; "
                         "give one or more of png, pdf, svg, e.g. --format png")
     select = check_selection(args.select)
-    check_readable_at(args.results_dir, select, args.eval_id)
-    path = write_report(args.results_dir, Path(args.to), paper=args.paper, eval_id=args.eval_id, formats=formats,
+    results.check_readable_at(select, args.eval_id)
+    path = write_report(results, Path(args.to), paper=args.paper, eval_id=args.eval_id, formats=formats,
                         html=args.html, audit_dirs=args.audit, select=select)
-    for b in unreadable(args.results_dir, eval_id=args.eval_id, select=select):
+    for b in results.unreadable(eval_id=args.eval_id, select=select):
         print(f"warning: left out of the report: {b['reason']}", file=sys.stderr)
-    print("\n".join(fit_lines(collect(args.results_dir, eval_id=args.eval_id))
+    print("\n".join(fit_lines(results.runs(eval_id=args.eval_id))
                     or ["no hard-label run with label noise: the regime (memorising) cannot be read"]))
     print(path)
     if args.html:
@@ -284,7 +284,7 @@ def cmd_audit(args) -> int:
         return _dry_run(grid, cells, ev, out, backend, args.retry_failed)
     ok = True
     if args.no_run:
-        found = set(collect(out, eval_id=ev.eval_id).get("method_label", ()))
+        found = set(ResultSet(out).runs(eval_id=ev.eval_id).get("method_label", ()))
         wanted = list(dict.fromkeys([*labels, *reference]))
         if not found & set(wanted):
             raise SpecError(f"--no-run: no finished run of {', '.join(wanted)} under {out} (looked for run "

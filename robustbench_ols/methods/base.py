@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from robustbench_ols.data import Batch
 from robustbench_ols.models.inference import predict_logits
+from robustbench_ols.spec.ids import without_later
 
 
 @dataclass
@@ -62,8 +63,8 @@ class Method:
     name: ClassVar[str] = ""
     citation: ClassVar[str] = ""
     num_models: ClassVar[int] = 1
-    # Options added after runs of the method were recorded, with their defaults: left out of options() (so
-    # out of the run_id) at the default, so that every run recorded before keeps its id.
+    # Options added after runs of the method were recorded, with the value that reproduces those runs: the id rule
+    # (spec/ids.py) leaves them out of options(), and so of the run_id, at that value.
     LATER_OPTIONS: ClassVar[Mapping] = MappingProxyType({})
     # Set by `bind` (build_method): how the user named the method, and its options with their defaults.
     _label: str = ""
@@ -100,9 +101,8 @@ class Method:
         return self._label or self.name
 
     def options(self) -> dict:
-        """The options as given, defaults included (but LATER_OPTIONS at their defaults): part of the run_id."""
-        return {k: v for k, v in self._options.items()
-                if not (k in self.LATER_OPTIONS and v == self.LATER_OPTIONS[k])}
+        """The options as given, defaults included, under the id rule (LATER_OPTIONS): part of the run_id."""
+        return without_later(self._options, self.LATER_OPTIONS)
 
     def effective_options(self) -> dict:
         """The values actually used, after setup() (e.g. SCE's per-dataset alpha and beta); recorded

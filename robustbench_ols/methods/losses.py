@@ -111,7 +111,7 @@ class SCE(Method):
                 "(A=-4 as in the paper; A=code gives the official code's ln(1e-4))")
 
     DEFAULTS = {"cifar100": (6.0, 0.1), "other": (0.1, 1.0)}
-    LATER_OPTIONS = {"ce": "plain"}  # added after the cpu-regime and quick grids: their sce runs keep their ids
+    LATER_OPTIONS = {"ce": "plain"}  # the id rule (spec/ids.py): plain CE reproduces the sce runs recorded without it
 
     def __init__(self, *, alpha: float | None = None, beta: float | None = None,
                  A: float | str = -4.0, ce: str = "plain"):

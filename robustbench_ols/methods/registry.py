@@ -16,6 +16,7 @@ import typing
 
 from robustbench_ols.common.errors import ContractError, SpecError
 from robustbench_ols.common.registry import Registry
+from robustbench_ols.common.values import parse_bool
 from robustbench_ols.methods.base import Method
 
 ENTRY_POINT_GROUP = "robustbench_ols.methods"
@@ -154,13 +155,7 @@ def _convert(method: str, key: str, value, hint):
         return None
     for t in types_:
         try:
-            if t is bool:
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            return t(value)
+            return parse_bool(value) if t is bool else t(value)
         except (TypeError, ValueError):
             continue
     names = " or ".join(getattr(t, "__name__", str(t)) for t in types_)

@@ -1,6 +1,6 @@
 """`rbols report`: the OLS paper's tables and figures rebuilt from finished run directories alone.
 
-`write_report(results_dir, report_dir)` reads the runs through `results.collect` / `results.epochs`
+`write_report(results_dir, report_dir)` reads the runs through a `ResultSet` (store/results.py)
 (never retrains) and writes, under `report_dir`:
 
 - `table7.md/.csv`: test error, mean ± std over seeds (ddof=1), method x noise rate, a table per checkpoint
@@ -71,8 +71,7 @@ from robustbench_ols.report.tables import (
     slug,
     summarise,
 )
-from robustbench_ols.store import incomplete
-from robustbench_ols.store.results import collect, epochs, unreadable
+from robustbench_ols.store.results import ResultSet
 from robustbench_ols.train.selection import LABELS
 
 __all__ = ["write_report", "write_html", "build", "table7", "table7_markdown", "summarise", "prepare", "noise_column",
@@ -199,11 +198,17 @@ class Built:
 
 
 def build(results_dir, *, paper: bool = False, eval_id: str | None = None, select: str = "last") -> Built:
-    """Read the finished runs under `results_dir` and compute every table and figure of the report, at the
-    checkpoint selection `select` (selection.py)."""
-    runs, bad = collect(results_dir, eval_id=eval_id, select=select), incomplete(results_dir)
-    md = [f"# Report: {results_dir}\n",
-          f"Built from the finished run directories under `{results_dir}` alone (no retraining): "
+    """Read the finished runs under `results_dir` (a folder or its ResultSet, each file read once) and compute every
+    table and figure of the report, at the checkpoint selection `select` (selection.py)."""
+    results = ResultSet.of(results_dir)
+    with results.reading():  # the cost tables and the figures read run files too
+        return _build(results, paper, eval_id, select)
+
+
+def _build(results: ResultSet, paper: bool, eval_id: str | None, select: str) -> Built:
+    runs, bad = results.runs(eval_id=eval_id, select=select), results.incomplete()
+    md = [f"# Report: {results}\n",
+          f"Built from the finished run directories under `{results}` alone (no retraining): "
           f"{len(runs)} finished runs. Markdown tables and figures show percent; the CSV files hold "
           "fractions in [0, 1] like metrics.json (KL divergence as is). A cell with fewer runs than the "
           "fullest cell of its setting says `n=k of N`; a cell with no run says `— (no run)`.\n"]
@@ -215,14 +220,14 @@ def build(results_dir, *, paper: bool = False, eval_id: str | None = None, selec
                   f"epoch it chooses ({LABELS[select]})"
                   + ("" if eval_id else "; the scores are each run's own scoring setting at that epoch") + ".\n")
     md.append(_incomplete_md(bad))
-    md.append(_unreadable_md(unreadable(results_dir, eval_id=eval_id, select=select)))
-    b = Built(str(results_dir), eval_id, md, runs=len(runs))
+    md.append(_unreadable_md(results.unreadable(eval_id=eval_id, select=select)))
+    b = Built(str(results), eval_id, md, runs=len(runs))
     if runs.empty:
         return b
     b.d = d = prepare(runs)
     b.overview, b.regime = _overview(d, eval_id), _regime_md(d)
     b.tables = table_parts(d, paper, select)
-    ep = epochs(results_dir)
+    ep = results.epochs()
     b.ep = ep.merge(d[["run_id", "variant", "best_rule"]], on="run_id", how="inner")
     b.figures = _figures(d, b.ep, eval_id)
     b.cost, b.cost_csv, b.provenance = cost_markdown(d)

@@ -3,23 +3,18 @@ method, the wall time of the stretches in which the runs were made, and the devi
 and code versions (git commits) that made them."""
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
+from robustbench_ols.common.errors import DataError
 from robustbench_ols.common.markdown import markdown_table
 from robustbench_ols.report.tables import SETTING, images_per_run, method_key, setting_title
+from robustbench_ols.store.evals import read_setting
+from robustbench_ols.store.reading import read_executions, read_frame, read_record
 
 GAP = timedelta(minutes=10)  # a pause longer than this between two runs starts a new stretch
-
-
-def _executions(run_dir) -> list[dict]:
-    try:
-        return json.loads((Path(run_dir) / "executions.json").read_text())
-    except (OSError, ValueError):
-        return []
 
 
 # Training settings a reader needs beside the setting's name (which has the dataset, model, epochs, subset).
@@ -33,8 +28,8 @@ def _training(g: pd.DataFrame) -> dict:
     specs = []
     for rd in g["run_dir"]:
         try:
-            specs.append(json.loads((Path(rd) / "spec.json").read_text())["spec"])
-        except (OSError, ValueError, KeyError):
+            specs.append(read_record(rd)["spec"])
+        except (DataError, KeyError):
             return {}
     return {k: specs[0].get(k) for k in TRAINING
             if specs and k in specs[0] and all(s.get(k) == specs[0][k] for s in specs)}
@@ -49,11 +44,7 @@ def _evaluations(g: pd.DataFrame) -> list[dict]:
         if not isinstance(eid, str):
             continue
         if eid not in out:
-            try:
-                setting = json.loads((Path(r["run_dir"]) / "evals" / f"{eid}.json").read_text())["eval"]
-            except (OSError, ValueError, KeyError):
-                setting = {}
-            out[eid] = {"eval_id": eid, "setting": setting, "runs": 0}
+            out[eid] = {"eval_id": eid, "setting": read_setting(r["run_dir"], eid), "runs": 0}
         out[eid]["runs"] += 1
     return list(out.values())
 
@@ -63,7 +54,7 @@ def run_times(d: pd.DataFrame) -> pd.DataFrame:
     and estimated end of its last execution (start + the seconds of the epochs it trained + scoring)."""
     rows = []
     for _, r in d.iterrows():
-        ex = _executions(r["run_dir"])
+        ex = read_executions(r["run_dir"])
         train, score = _seconds(r.get("train_seconds")), _seconds(r.get("eval_seconds"))
         start = end = None
         if ex:
@@ -73,7 +64,7 @@ def run_times(d: pd.DataFrame) -> pd.DataFrame:
             except (KeyError, ValueError):  # a record without a readable start: no place in a stretch
                 start = None
             try:
-                ep = pd.read_csv(Path(r["run_dir"]) / "epochs.csv")
+                ep = read_frame(Path(r["run_dir"]) / "epochs.csv")
                 trained = float(ep.loc[ep["epoch"] >= int(last.get("first_epoch", 1)), "seconds"].sum())
             except (OSError, ValueError, KeyError):
                 trained = train
@@ -118,7 +109,7 @@ def provenance(d: pd.DataFrame) -> dict[str, dict[str, int]]:
     def add(kind, value):
         seen[kind][value] = seen[kind].get(value, 0) + 1
     for _, r in d.iterrows():
-        ex = _executions(r["run_dir"])
+        ex = read_executions(r["run_dir"])
         for value in sorted({f"{e.get('device_name', '?')} ({e.get('device', '?')})" for e in ex}):
             add("device", value)
         for value in sorted({(e.get("git") or {}).get("commit", "unknown")[:12]
@@ -127,8 +118,8 @@ def provenance(d: pd.DataFrame) -> dict[str, dict[str, int]]:
         for value in sorted({str(e.get("torch_threads", "unknown")) for e in ex}):
             add("threads", value)
         try:
-            add("torch", json.loads((Path(r["run_dir"]) / "spec.json").read_text())["versions"]["torch"])
-        except (OSError, ValueError, KeyError):
+            add("torch", read_record(r["run_dir"])["versions"]["torch"])
+        except (DataError, KeyError):
             add("torch", "unknown")
     return seen
 

@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 
 from robustbench_ols.report.table7 import table7
 from robustbench_ols.report.tables import method_key, noise_key, prepare
+from robustbench_ols.store.evals import eval_record_path
+from robustbench_ols.store.reading import read_arrays, read_frame
 
 # ---------------------------------------------------------------- figures
 
@@ -257,13 +259,12 @@ def prediction_rows(d: pd.DataFrame, eval_id: str | None) -> dict:
     out: dict = {}
     for _, r in d.iterrows():
         eid = eval_id or r.get("eval_id")
-        f = Path(r["run_dir"]) / "evals" / f"{eid}.predictions.npz"
-        if not eid or not f.exists():
+        z = read_arrays(eval_record_path(r["run_dir"], eid, "predictions.npz")) if isinstance(eid, str) else None
+        if z is None:
             continue
-        with np.load(f) as z:
-            key = (r["method_label"], r["noise_col"])
-            conf, corr = out.get(key, (np.empty(0), np.empty(0)))
-            out[key] = (np.concatenate([conf, z["confidence"]]), np.concatenate([corr, z["correct"]]))
+        key = (r["method_label"], r["noise_col"])
+        conf, corr = out.get(key, (np.empty(0), np.empty(0)))
+        out[key] = (np.concatenate([conf, z["confidence"]]), np.concatenate([corr, z["correct"]]))
     return out
 
 
@@ -285,9 +286,10 @@ def reliability_rows(d: pd.DataFrame, eval_id: str | None) -> pd.DataFrame:
     frames = []
     for _, r in d.iterrows():
         eid = eval_id or r.get("eval_id")
-        f = Path(r["run_dir"]) / (f"evals/{eid}.reliability.csv" if isinstance(eid, str) else "reliability.csv")
+        f = eval_record_path(r["run_dir"], eid, "reliability.csv") if isinstance(eid, str) else \
+            Path(r["run_dir"]) / "reliability.csv"
         if f.exists():
-            frames.append(pd.read_csv(f).assign(noise_col=r["noise_col"], method_label=r["method_label"]))
+            frames.append(read_frame(f).assign(noise_col=r["noise_col"], method_label=r["method_label"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

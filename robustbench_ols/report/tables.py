@@ -5,14 +5,15 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from robustbench_ols.attacks import DEFAULT_EPS, AttackSpec
+from robustbench_ols.common.errors import DataError
 from robustbench_ols.common.markdown import markdown_table
 from robustbench_ols.report import paper as paper_data
+from robustbench_ols.store.reading import read_record
 
 SETTING = ("dataset", "model", "epochs", "train_subset", "val_split", "variant")
 # The paper's row order (Table VII), then anything else alphabetically.
@@ -55,8 +56,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
 
 def _spec_record(run_dir) -> dict:
     try:
-        return json.loads((Path(run_dir) / "spec.json").read_text())
-    except (OSError, ValueError, TypeError):
+        return read_record(run_dir)
+    except (DataError, TypeError):
         return {}
 
 

@@ -96,6 +96,19 @@ class Scores:
     predictions: dict | None = None
 
 
+def labelled_test_images(data, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images (uint8) and labels of `data` on `device`."""
+    return data.test_x.to(device), torch.as_tensor(data.test_y, device=device)
+
+
+def score_with(model, test, ev: EvalSpec, ex, *, val=None, human=None) -> "Scores":
+    """`score` run as the execution options `ex` say (batch size, memory format, progress bar): the one call behind
+    a run's final scoring, `rbols eval` and `rbols score`. `test`: (images, labels) on the model's device."""
+    return score(model, test_x=test[0], test_y=test[1], ev=ev, val=val, human=human,
+                 eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last, progress=ex.progress,
+                 progress_position=ex.progress_position)
+
+
 def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, val=None, human=None,
           eval_batch_size: int = 256, channels_last: bool = False, progress: bool = False,
           progress_position: int | None = None) -> Scores:

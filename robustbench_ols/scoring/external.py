@@ -23,7 +23,7 @@ from robustbench_ols.data import load_dataset
 from robustbench_ols.data.files import file_digest
 from robustbench_ols.models import create_model
 from robustbench_ols.models.inference import resolve_device
-from robustbench_ols.scoring.evaluation import attack_subset, load_human, score
+from robustbench_ols.scoring.evaluation import attack_subset, labelled_test_images, load_human, score_with
 from robustbench_ols.spec import EvalSpec, ExecOptions
 from robustbench_ols.store import evals as evals_store
 
@@ -77,9 +77,7 @@ def score_checkpoint(checkpoint, model_name: str, dataset: str, ev: EvalSpec = E
     human = load_human(dataset, ev, ex.data_root, ex.download, data.test_y)
     if ex.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    scores = score(model, test_x=data.test_x.to(device), test_y=torch.as_tensor(data.test_y, device=device),
-                               ev=ev, human=human, eval_batch_size=ex.eval_batch_size,
-                               channels_last=ex.channels_last, progress=ex.progress)
+    scores = score_with(model, labelled_test_images(data, device), ev, ex, human=human)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "source.json").exists():
         store.write_json(folder / "source.json", {

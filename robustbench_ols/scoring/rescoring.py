@@ -11,7 +11,7 @@ from robustbench_ols import store
 from robustbench_ols.common.errors import SpecError
 from robustbench_ols.data import load_dataset
 from robustbench_ols.models.inference import resolve_device
-from robustbench_ols.scoring.evaluation import attack_subset, load_human, score
+from robustbench_ols.scoring.evaluation import attack_subset, labelled_test_images, load_human, score_with
 from robustbench_ols.scoring.transfer_check import add_transfer, check_transfer_from
 from robustbench_ols.spec import EvalSpec, ExecOptions
 from robustbench_ols.store.evals import read_eval_record, write_eval_record
@@ -54,9 +54,7 @@ def _score(run_dir: Path, ev: EvalSpec, ex: ExecOptions) -> None:
     val = None
     if "val_indices" in z.files and len(z["val_indices"]):
         val = (data.train_x[z["val_indices"]].to(device), torch.as_tensor(z["val_labels"], device=device))
-    scores = score(model, test_x=data.test_x.to(device), test_y=torch.as_tensor(data.test_y, device=device), ev=ev,
-                   val=val, human=human, eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
-                   progress=ex.progress, progress_position=ex.progress_position)
+    scores = score_with(model, labelled_test_images(data, device), ev, ex, val=val, human=human)
     scores.metrics.update(selected_epoch(epoch))
     write_eval_record(run_dir, ev, scores, ex.channels_last, device)
 

@@ -10,21 +10,17 @@ directory name.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 
 from robustbench_ols.attacks.spec import DEFAULT_CHECK_EXAMPLES, DEFAULT_SWEEP, AttackSpec
 from robustbench_ols.common.errors import SpecError
+from robustbench_ols.spec.ids import LATER_EVAL_FIELDS, LATER_RUN_FIELDS, content_id, without_later
 from robustbench_ols.trackers import parse_trackers  # names only: no tracker library is imported or looked for
 from robustbench_ols.train.selection import check_selection
 
 SCHEDULES = ("step", "cosine")
 VAL_LABELS = ("noisy", "clean")
-# Fields added after run directories already existed: they enter the run_id only when they differ from
-# these defaults, so every run made before they existed keeps its run_id and directory.
-_LATER_FIELDS = {"val_split": 0, "val_labels": "noisy", "test_every": 1, "test_subset": 0, "noisy_val": 0.0}
 NOISY_VAL_DEFAULT = 0.05  # --noisy-val without a share: the CIFAR-N reproduction's 5% of the noisy training set
 
 
@@ -138,9 +134,8 @@ class RunSpec:
         return d
 
     def identity(self) -> dict:
-        """The dict the run_id hashes: to_dict() without later fields left at their defaults."""
-        return {k: v for k, v in self.to_dict().items()
-                if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+        """The dict the run_id hashes: to_dict() under the id rule (ids.py)."""
+        return without_later(self.to_dict(), LATER_RUN_FIELDS)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
@@ -151,9 +146,8 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """12 hex digits of the SHA-256 of the canonical JSON of the spec."""
-        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        """12 hex digits of the SHA-256 of the canonical JSON of the spec (ids.py)."""
+        return content_id(self.identity())
 
     def tests_at(self, epoch: int) -> bool:
         """Whether the 0-based `epoch` has a test pass: every test_every-th epoch and always the last."""
@@ -211,14 +205,12 @@ class EvalSpec:
     attack_batch_size: int = 256  # batch b's attack is seeded attack_seed + b: changes PGD's numbers
     n_bins: int = 15  # calibration bins
     cifar10h: bool = True  # CIFAR-10 only: the human-agreement figures
-    attack_amp: bool = False  # attacks under bf16 autocast (a later field: in the eval_id only when True)
-    # The gradient-masking checks (attacks/sanity.py), whenever an attack is scored. Later fields: in the
-    # eval_id only when the checks run, so that a setting scored before they existed keeps its id.
+    attack_amp: bool = False  # attacks under bf16 autocast
+    # The gradient-masking checks (attacks/sanity.py), whenever an attack is scored.
     checks: bool = True
     check_examples: int = DEFAULT_CHECK_EXAMPLES  # a class-balanced subset of the attacked images; 0: all
     eps_sweep: tuple = DEFAULT_SWEEP  # the checks' PGD-20 budgets, in /255 units
-    # Which epoch's model is scored (selection.py): last, noisy-val or oracle (a later field: in the eval_id
-    # only when not the last epoch).
+    # Which epoch's model is scored (selection.py): last, noisy-val or oracle.
     select: str = "last"
     # The attacks parsed once (AttackSpec objects, in order); derived from `attacks`, not part of the eval_id.
     attack_specs: tuple = dataclasses.field(init=False, repr=False, compare=False, default=())
@@ -253,17 +245,12 @@ class EvalSpec:
         check_selection(self.select)
 
     def to_dict(self) -> dict:
+        """The setting as recorded (evals/<eval_id>.json's "eval") and hashed into the eval_id, under the id rule
+        (ids.py)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         d["attacks"] = list(self.attacks)
         d["eps_sweep"] = list(self.eps_sweep)
-        if not self.attack_amp:  # every setting scored before the field existed keeps its eval_id
-            del d["attack_amp"]
-        if self.select == "last":  # the same
-            del d["select"]
-        if not self.checks:  # the same for the checks
-            for k in ("checks", "check_examples", "eps_sweep"):
-                del d[k]
-        return d
+        return without_later(d, LATER_EVAL_FIELDS)
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalSpec":
@@ -276,8 +263,7 @@ class EvalSpec:
 
     @property
     def eval_id(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return content_id(self.to_dict())
 
 
 def _check(ok: bool, message: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import tomllib
 
 from robustbench_ols.common.errors import RbolsError, SpecError
+from robustbench_ols.common.values import parse_bool
 from robustbench_ols.methods import parse_method
 from robustbench_ols.spec import EvalSpec, RunSpec
 from robustbench_ols.spec.presets import CELL_SECONDS, PRESETS
@@ -171,11 +172,7 @@ def parse_sweeps(texts) -> dict:
 
 def _convert(value: str, kind: type, text: str):
     try:
-        if kind is bool:
-            if value.lower() not in ("true", "false"):
-                raise ValueError
-            return value.lower() == "true"
-        return kind(value)
+        return parse_bool(value) if kind is bool else kind(value)
     except ValueError:
         raise SpecError(f"--sweep {text!r}: {value!r} is not a {kind.__name__}") from None
 

@@ -17,8 +17,7 @@ AUDIT_PRESET = "quick"
 # workers (docs/results/<preset>/cost.csv): the cost estimate printed before a grid starts, until cells of the
 # grid have finished in its folder (then those are used). Only for the preset's own settings.
 CELL_SECONDS = {
-    # quick: its 2026-12-04 run (test suites shared the cores); a quiet re-run with two one-thread workers took
-    # as long a cell (hard 116-117 s, coteaching 183 s, mwnet 366 s on its first cells)
+    # quick: from docs/results/quick/cost.csv; a quiet machine gives about the same (hard 116-117 s a cell)
     "quick": {"hard": 121, "ls": 122, "ols": 113, "ols-single": 110, "sce": 122, "bootsoft": 118, "boothard": 126,
               "coteaching": 165, "pencil": 127, "arazo": 156, "mwnet": 320},
     "cpu-regime": {"hard": 300, "ls": 289, "ols": 298, "ols-single": 329, "sce": 322, "coteaching": 553,

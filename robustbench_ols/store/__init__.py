@@ -27,10 +27,18 @@ from robustbench_ols.common.errors import ContractError, DataError, SpecError
 from robustbench_ols.common.provenance import device_name, git_info, now
 from robustbench_ols.models import create_model
 from robustbench_ols.spec import RunSpec
+from robustbench_ols.store.reading import (  # noqa: F401  (the store's reading side, by its usual names)
+    EPOCH_COLUMNS,
+    incomplete,
+    is_done,
+    read_epochs,
+    read_json,
+    read_metrics,
+    read_noise_summary,
+    read_record,
+    run_dirs,
+)
 
-EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_err", "noisy_err", "noisy_true_acc",
-                 "clean_subset_err", "test_loss", "test_err", "val_loss", "val_err", "seconds")
-# val_loss and val_err: on the validation split (--val-split), empty when the run has none.
 RELIABILITY_COLUMNS = ("lower", "upper", "count", "confidence", "accuracy")  # calibration.ReliabilityTable.rows()
 
 
@@ -208,46 +216,7 @@ def mark_done(run_dir: Path) -> None:
     write_text(run_dir / "DONE", f"{run_dir.name}\n")
 
 
-# ---------------------------------------------------------------- reading back
-
-def is_done(run_dir: Path) -> bool:
-    return (run_dir / "DONE").exists()
-
-
-def read_metrics(run_dir: Path) -> dict:
-    """metrics.json; DataError naming the file and the fix when it is unreadable."""
-    return read_json(Path(run_dir) / "metrics.json", f"`rbols repair {run_dir}` rebuilds it from the run's "
-                      "epochs.csv, noise records and evaluation record (the unreadable file is set aside)")
-
-
-def read_json(path: Path, fix: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is unreadable ({type(e).__name__}: {e}); {fix}") from None
-
-
-def read_epochs(run_dir: Path) -> list[dict]:
-    """epochs.csv as written (write_csv: floats by repr, so read back exactly; empty cells None)."""
-    path = Path(run_dir) / "epochs.csv"
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise DataError(f"{path} is unreadable ({e})") from None
-    if not rows or list(rows[0]) != list(EPOCH_COLUMNS):
-        raise DataError(f"{path} is empty or its columns are not {', '.join(EPOCH_COLUMNS)}")
-    return [{k: None if v == "" else int(v) if k == "epoch" else float(v) for k, v in r.items()} for r in rows]
-
-
-def read_noise_summary(run_dir: Path) -> dict:
-    return read_json(Path(run_dir) / "noise.json", "it is rebuilt only by running the spec again")
-
-
-def read_record(run_dir: Path) -> dict:
-    """spec.json as written (the spec, the method, the reporting rules, the execution)."""
-    return read_json(Path(run_dir) / "spec.json", f"it names the run: move {run_dir} away and run its spec again")
-
+# ---------------------------------------------------------------- reading back (reading.py; the spec here)
 
 def read_spec(run_dir: Path) -> RunSpec:
     """The RunSpec of spec.json; SpecError when it is missing or unreadable."""
@@ -268,26 +237,3 @@ def check_existing(run_dir: Path, spec: RunSpec) -> None:
             raise SpecError(f"{f} is unreadable ({e}); move {run_dir} away to rerun this spec") from None
         if old != spec:
             raise SpecError(f"{run_dir} holds a different run (its spec.json differs); move it away")
-
-
-def run_dirs(root) -> list[Path]:
-    """Finished run directories directly under `root`, sorted by name."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p.parent for p in root.glob("*/DONE"))
-
-
-def incomplete(root) -> list[dict]:
-    """Directories under `root` with a spec.json but no DONE: their status (running, failed, ...)."""
-    out = []
-    for spec_file in sorted(Path(root).glob("*/spec.json")):
-        d = spec_file.parent
-        if is_done(d):
-            continue
-        try:
-            status = json.loads((d / "status.json").read_text())
-        except (OSError, ValueError):
-            status = {"status": "unknown"}
-        out.append({"run_id": d.name, **status})
-    return out

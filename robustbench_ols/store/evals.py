@@ -24,12 +24,23 @@ from robustbench_ols.store import (
     write_json,
     write_npz,
 )
+from robustbench_ols.store.reading import read_text
 
 _RECORD = re.compile(r"[0-9a-f]{12}\.json")  # a setting's own record, not an add-on
 
 
-def eval_record_path(run_dir: Path, eval_id: str) -> Path:
-    return Path(run_dir) / "evals" / f"{eval_id}.json"
+def eval_record_path(run_dir: Path, eval_id: str, suffix: str = "json") -> Path:
+    """evals/<eval_id>.json, or the record's file of another `suffix`: reliability.csv, predictions.npz (each test
+    image's top-label confidence and correctness), robust.npz (each attacked image's outcome per attack)."""
+    return Path(run_dir) / "evals" / f"{eval_id}.{suffix}"
+
+
+def read_setting(run_dir: Path, eval_id: str) -> dict:
+    """The scoring setting (EvalSpec.to_dict) of evals/<eval_id>.json; {} when it is missing or unreadable."""
+    try:
+        return json.loads(read_text(eval_record_path(run_dir, eval_id)))["eval"]
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def write_eval_record(run_dir: Path, ev, scores, channels_last: bool, device) -> Path:
@@ -39,11 +50,11 @@ def write_eval_record(run_dir: Path, ev, scores, channels_last: bool, device) ->
     last: its presence means the record is whole."""
     folder = run_dir / "evals"
     folder.mkdir(exist_ok=True)
-    write_csv(folder / f"{ev.eval_id}.reliability.csv", RELIABILITY_COLUMNS, scores.reliability)
+    write_csv(eval_record_path(run_dir, ev.eval_id, "reliability.csv"), RELIABILITY_COLUMNS, scores.reliability)
     if scores.outcomes is not None:
-        write_npz(folder / f"{ev.eval_id}.robust.npz", scores.outcomes)
+        write_npz(eval_record_path(run_dir, ev.eval_id, "robust.npz"), scores.outcomes)
     if scores.predictions is not None:
-        write_npz(folder / f"{ev.eval_id}.predictions.npz", scores.predictions)
+        write_npz(eval_record_path(run_dir, ev.eval_id, "predictions.npz"), scores.predictions)
     path = eval_record_path(run_dir, ev.eval_id)
     extra = {} if scores.checks is None else {"checks": scores.checks}
     write_json(path, {"eval_id": ev.eval_id, "run_id": run_dir.name, "eval": ev.to_dict(), "metrics": scores.metrics,
@@ -63,7 +74,7 @@ def first_eval_record(run_dir: Path) -> dict | None:
         if not _RECORD.fullmatch(p.name):
             continue
         try:
-            records.append(json.loads(p.read_text()))
+            records.append(json.loads(read_text(p)))
         except (OSError, ValueError):
             continue
     return min(records, key=lambda r: r.get("when", ""), default=None)

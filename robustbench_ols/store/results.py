@@ -19,8 +19,16 @@ from robustbench_ols.common.errors import RbolsError, SpecError
 from robustbench_ols.data.noise import NoiseSpec
 from robustbench_ols.methods import method_label
 from robustbench_ols.spec import EvalSpec, holds_noisy_val
-from robustbench_ols.store import read_epochs, read_metrics, read_record, run_dirs
 from robustbench_ols.store.evals import eval_record_path, metrics_for, read_eval_record
+from robustbench_ols.store.reading import (
+    incomplete,
+    read_epochs,
+    read_frame,
+    read_metrics,
+    read_record,
+    reading_once,
+    run_dirs,
+)
 from robustbench_ols.train.selection import selected_figures
 
 ID_COLUMNS = ("run_id", "dataset", "model", "method", "method_label", "noise", "noise_kind", "noise_rate",
@@ -70,56 +78,110 @@ def _own_setting_at(run_dir: Path, select: str) -> str | None:
     return None if wanted == own_id else wanted
 
 
-def unreadable(root, *, eval_id: str | None = None, select: str = "last") -> list[dict]:
-    """Finished runs under `root` whose records cannot be read: [{run_id, reason}] (the reason names the
-    file and the fix)."""
-    return _read_runs(root, eval_id, select)[1]
+class ResultSet:
+    """The finished runs under one results folder, read for one command: `rbols report`, `rbols audit` and the
+    claims take their rows, learning curves and checks from it. Each file of its run folders is read once
+    (store/reading.py), and each table of rows is built once, however many tables and figures ask."""
+
+    def __init__(self, root):
+        self.given, self.root = root, Path(root)
+        self.files: dict = {}  # path -> text, filled by store.reading_once
+        self._rows: dict = {}  # (eval_id, select) -> (rows, unreadable)
+
+    @classmethod
+    def of(cls, results) -> "ResultSet":
+        """`results` itself when it is a ResultSet, else the ResultSet of the folder it names."""
+        return results if isinstance(results, ResultSet) else cls(results)
+
+    def __str__(self) -> str:  # the folder as the user named it (reports and audits print it)
+        return str(self.given)
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def reading(self):
+        """Within: every read of a file under this folder is served once (store.reading_once)."""
+        return reading_once(self.files)
+
+    def run_dirs(self) -> list[Path]:
+        return run_dirs(self.root)
+
+    def _read(self, eval_id, select) -> tuple[list[dict], list[dict]]:
+        if (eval_id, select) not in self._rows:
+            with self.reading():
+                self._rows[eval_id, select] = _read_runs(self.root, eval_id, select)
+        return self._rows[eval_id, select]
+
+    def runs(self, *, eval_id: str | None = None, select: str = "last") -> pd.DataFrame:
+        """One row per finished, readable run (`unreadable` lists the others). With `eval_id`, the scores come
+        from that evaluation record (`evals/<eval_id>.json`) when the run's own scoring was another setting; runs
+        without such a record have NaN scores for it. Without it, `select` other than `last` takes each run's
+        own setting scored at the epoch the selection chooses (selection.py). Every row also has the test error,
+        epoch and wrong-label error each selection chooses (`test_err_noisy_val`, `epoch_oracle`, ...), read
+        from epochs.csv."""
+        df = pd.DataFrame(self._read(eval_id, select)[0])
+        if df.empty:
+            return pd.DataFrame(columns=[*ID_COLUMNS, "run_dir"])
+        return df.sort_values(["dataset", "model", "method_label", "noise", "seed"],
+                              kind="stable").reset_index(drop=True)
+
+    def unreadable(self, *, eval_id: str | None = None, select: str = "last") -> list[dict]:
+        """Finished runs whose records cannot be read: [{run_id, reason}] (the reason names the file and the fix)."""
+        return self._read(eval_id, select)[1]
+
+    def incomplete(self) -> list[dict]:
+        with self.reading():
+            return incomplete(self.root)
+
+    def epochs(self) -> pd.DataFrame:
+        """Every finished, readable run's epochs.csv (long format) with the run's identifying columns."""
+        frames = []
+        skip = {b["run_id"] for b in self.unreadable()}
+        with self.reading():
+            for d in self.run_dirs():
+                if d.name in skip:
+                    continue
+                e = read_frame(d / "epochs.csv")
+                ident = _identity(d)
+                for k in ID_COLUMNS:
+                    e[k] = ident[k]
+                frames.append(e)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*ID_COLUMNS, "epoch"])
+
+    def check_readable_at(self, select: str, eval_id=None) -> None:
+        """SpecError before a report is written whose selection its runs cannot give: noisy-val without a noisy
+        validation split, or an `--eval-id` scored at another selection than `--select`."""
+        runs = self.runs(eval_id=eval_id)
+        if select == "noisy-val" and not ("has_noisy_val" in runs and runs.has_noisy_val.any()):
+            raise SpecError(f"--select noisy-val: no run under {self} holds a noisy validation split "
+                            "(--noisy-val); use --select last or oracle")
+        if eval_id:
+            with self.reading():
+                scored = {read_eval_record(Path(d), eval_id)["eval"].get("select", "last") for d in runs.run_dir
+                          if eval_record_path(d, eval_id).exists()}
+            if scored - {select}:
+                raise SpecError(f"--eval-id {eval_id} scored the epoch of --select {', '.join(sorted(scored))}, not "
+                                f"--select {select}: give both the same (or leave --eval-id out: each run's own "
+                                "setting at the selected epoch)")
 
 
 def collect(root, *, eval_id: str | None = None, select: str = "last") -> pd.DataFrame:
-    """One row per finished, readable run under `root` (`unreadable` lists the others). With `eval_id`,
-    the scores come from that evaluation record (`evals/<eval_id>.json`) when the run's own scoring was
-    another setting; runs without such a record have NaN scores for it. Without it, `select` other than
-    `last` takes each run's own setting scored at the epoch the selection chooses (selection.py). Every row
-    also has the test error, epoch and wrong-label error each selection chooses (`test_err_noisy_val`,
-    `epoch_oracle`, ...), read from epochs.csv."""
-    df = pd.DataFrame(_read_runs(root, eval_id, select)[0])
-    if df.empty:
-        return pd.DataFrame(columns=[*ID_COLUMNS, "run_dir"])
-    return df.sort_values(["dataset", "model", "method_label", "noise", "seed"], kind="stable").reset_index(drop=True)
+    """`ResultSet(root).runs(...)`: one row per finished, readable run under `root`."""
+    return ResultSet.of(root).runs(eval_id=eval_id, select=select)
+
+
+def unreadable(root, *, eval_id: str | None = None, select: str = "last") -> list[dict]:
+    return ResultSet.of(root).unreadable(eval_id=eval_id, select=select)
 
 
 def epochs(root) -> pd.DataFrame:
-    """Every finished run's epochs.csv (long format) with the run's identifying columns."""
-    frames = []
-    skip = {b["run_id"] for b in unreadable(root)}
-    for d in run_dirs(root):
-        if d.name in skip:
-            continue
-        e = pd.read_csv(d / "epochs.csv")
-        ident = _identity(d)
-        for k in ID_COLUMNS:
-            e[k] = ident[k]
-        frames.append(e)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*ID_COLUMNS, "epoch"])
+    return ResultSet.of(root).epochs()
+
+
+def check_readable_at(results_dir, select: str, eval_id=None) -> None:
+    ResultSet.of(results_dir).check_readable_at(select, eval_id)
 
 
 def reliability(run_dir) -> pd.DataFrame:
     """The run's reliability.csv (empty bins have NaN confidence and accuracy)."""
-    return pd.read_csv(Path(run_dir) / "reliability.csv")
-
-
-def check_readable_at(results_dir, select: str, eval_id=None) -> None:
-    """SpecError before a report is written whose selection its runs cannot give: noisy-val without a noisy
-    validation split, or an `--eval-id` scored at another selection than `--select`."""
-    runs = collect(results_dir, eval_id=eval_id)
-    if select == "noisy-val" and not ("has_noisy_val" in runs and runs.has_noisy_val.any()):
-        raise SpecError(f"--select noisy-val: no run under {results_dir} holds a noisy validation split "
-                        "(--noisy-val); use --select last or oracle")
-    if eval_id:
-        scored = {read_eval_record(Path(d), eval_id)["eval"].get("select", "last") for d in runs.run_dir
-                  if eval_record_path(d, eval_id).exists()}
-        if scored - {select}:
-            raise SpecError(f"--eval-id {eval_id} scored the epoch of --select {', '.join(sorted(scored))}, not "
-                            f"--select {select}: give both the same (or leave --eval-id out: each run's own "
-                            "setting at the selected epoch)")
+    return read_frame(Path(run_dir) / "reliability.csv")

@@ -21,7 +21,7 @@ from robustbench_ols.data.files import resolve_data_root
 from robustbench_ols.data.noise import NoisyLabels, noisy_labels_for
 from robustbench_ols.methods import FitInfo
 from robustbench_ols.models.inference import resolve_device
-from robustbench_ols.scoring.evaluation import attack_subset, load_human, score
+from robustbench_ols.scoring.evaluation import attack_subset, load_human, score_with
 from robustbench_ols.scoring.rescoring import evaluate_run
 from robustbench_ols.scoring.transfer_check import add_transfer, check_transfer_from
 from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
@@ -94,10 +94,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
             # the model of the epoch the scoring setting selects (the final one unless --select)
             scored, epoch = model_at(run_dir, ev.select, models[0], state["history"], device,
                                      noisy_val=spec.has_noisy_val)
-            scores = score(scored, test_x=x.test[0], test_y=x.test[1], ev=ev, val=x.val,
-                                       human=x.human, eval_batch_size=ex.eval_batch_size,
-                                       channels_last=ex.channels_last, progress=ex.progress,
-                                       progress_position=ex.progress_position)
+            scores = score_with(scored, x.test, ev, ex, val=x.val, human=x.human)
         except KeyboardInterrupt:
             kept = state["epoch"] + 1  # epochs in the checkpoint
             store.set_status(run_dir, "interrupted", stage=stage, epochs_kept=kept)

@@ -2,6 +2,7 @@
 against a direct computation from the run records, missing cells shown, and the paper's numbers."""
 import json
 import math
+import os
 import re
 import shutil
 
@@ -388,3 +389,42 @@ def test_report_shows_and_prints_the_regime(grid, tmp_path, capsys):
     assert (f"synthetic resnet8 2 epochs subset 300 symmetric 0.4: hard labels fit {fits.min():.1%}-{fits.max():.1%} "
             "of the wrong labels "
             "(2 seeds): outside the regime (< 60% on some seed)") in printed
+
+
+_OPENED: list | None = None  # the files opened while a command is watched (an audit hook cannot be removed)
+
+
+def _watch(event, args):
+    if event == "open" and _OPENED is not None and isinstance(args[0], (str, bytes, os.PathLike)):
+        _OPENED.append(os.fsdecode(args[0]))
+
+
+def opened_during(root, fn) -> dict:
+    """{file under `root`: times it was opened} while `fn()` ran (Python's audit hook sees every open)."""
+    import collections
+    import sys
+    global _OPENED
+    if _watch not in getattr(opened_during, "hooked", ()):
+        sys.addaudithook(_watch)
+        opened_during.hooked = (_watch,)
+    _OPENED = []
+    try:
+        fn()
+    finally:
+        seen, _OPENED = _OPENED, None
+    prefix = os.path.realpath(root) + os.sep
+    return collections.Counter(os.path.realpath(p) for p in seen if os.path.realpath(p).startswith(prefix))
+
+
+def test_report_and_audit_read_each_run_file_once(grid, tmp_path, capsys):
+    """`rbols report` (the tables, the figures, the cost and provenance, the regime lines) and an audit read
+    every file of every run folder at most once: one ResultSet per command (store/results.py)."""
+    from robustbench_ols.audit.write import write_audit
+    from robustbench_ols.cli import main
+    root, _, _ = grid
+    counts = opened_during(root, lambda: main(["report", str(root), "--to", str(tmp_path / "r"), "--format", "png"]))
+    assert capsys.readouterr().out and counts, "the report read nothing"
+    assert {f for f in counts if f.endswith(("metrics.json", "spec.json", "epochs.csv"))}, counts
+    assert max(counts.values()) == 1, {f: n for f, n in counts.items() if n > 1}
+    counts = opened_during(root, lambda: write_audit(root, tmp_path / "a", ls_label(root), ["hard"]))
+    assert counts and max(counts.values()) == 1, {f: n for f, n in counts.items() if n > 1}

@@ -73,3 +73,21 @@ def test_readme_python_example_is_command_one():
     scope = {"RunSpec": RunSpec}
     exec(statement, scope)
     assert scope["spec"].run_id == spec.run_id
+
+
+def test_help_of_the_package_lists_its_public_api():
+    import pydoc
+
+    import robustbench_ols
+    text = pydoc.render_doc(robustbench_ols, renderer=pydoc.plaintext)
+    for name in robustbench_ols.__all__:
+        if name != "__version__":
+            assert f"{name}(" in text or f"class {name}" in text, name
+
+
+def test_rbols_help_names_every_command():
+    text = cli.build_parser().format_help()
+    for command in ("run", "matrix", "report", "audit", "eval", "score", "export", "repair", "methods", "models",
+                    "data"):
+        assert command in text.split("{", 1)[1].split("}", 1)[0].split(","), command
+    assert "export" in text.split("\n\n")[1]  # the description names it too

@@ -72,3 +72,28 @@ def test_a_smoke_run_gives_the_epochs_recorded_before(tmp_path, one_torch_thread
         assert got[1:4] == list(old[1:4])
         assert got[5] == test_err[i] if test_err else abs(got[5] - old[5]) <= 1 / 500
         assert got[0] == pytest.approx(old[0], rel=1e-4) and got[4] == pytest.approx(old[4], rel=1e-4)
+
+
+def test_the_id_rule_leaves_a_later_field_out_only_at_its_old_value():
+    """spec/ids.py's one rule, for run fields, scoring fields and a method's options: at the value that reproduces
+    the records made before it existed, a later field (and its dependents) is not in the id; at any other, it is."""
+    from robustbench_ols.methods import build_method
+    from robustbench_ols.spec.ids import DEPENDENTS, LATER_EVAL_FIELDS, LATER_RUN_FIELDS
+    run_defaults = {f.name: f.default for f in dataclasses.fields(RunSpec)}
+    eval_defaults = {f.name: f.default for f in dataclasses.fields(EvalSpec)}
+    # a new spec's defaults are the old values, except the checks: on by default, so in every checked eval_id
+    assert all(run_defaults[k] == v for k, v in LATER_RUN_FIELDS.items())
+    assert {k for k, v in LATER_EVAL_FIELDS.items() if eval_defaults[k] != v} == {"checks"}
+    base = RunSpec(dataset="synthetic", model="resnet8", epochs=4)
+    assert not set(LATER_RUN_FIELDS) & set(base.identity())
+    for field, value in (("test_every", 2), ("test_subset", 100), ("noisy_val", 0.1), ("val_split", 50)):
+        other = dataclasses.replace(base, **{field: value})
+        assert other.identity()[field] == value and other.run_id != base.run_id
+    off = EvalSpec(checks=False)
+    assert not {"checks", *DEPENDENTS["checks"]} & set(off.to_dict())
+    assert EvalSpec(checks=False, check_examples=7, eps_sweep=(0, 8)).eval_id == off.eval_id  # they mean nothing
+    assert {"checks", "check_examples", "eps_sweep"} <= set(EvalSpec().to_dict())
+    assert "select" not in EvalSpec().to_dict() and EvalSpec(select="oracle").to_dict()["select"] == "oracle"
+    plain, _ = build_method("sce", {})
+    clamped, _ = build_method("sce", {"ce": "clamped"})
+    assert "ce" not in plain.options() and clamped.options()["ce"] == "clamped"

@@ -31,7 +31,7 @@ def test_sweep_table_in_a_config(tmp_path, capsys):
 
 @pytest.mark.parametrize("text, says", [
     ("foo=1", "'foo' is not a run setting"), ("lr", "give KEY=V1,V2"), ("lr=a", "'a' is not a float"),
-    ("augment=yes", "'yes' is not a bool"), ("milestones=1,2", "sweep it in a --config file"),
+    ("augment=maybe", "'maybe' is not a bool"), ("milestones=1,2", "sweep it in a --config file"),
 ])
 def test_bad_sweeps_are_named(text, says):
     with pytest.raises(SpecError, match=says):
