@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-score the cpu-regime runs with FGSM, PGD-20 and AutoAttack at every budget, the gradient-masking checks
-# and the transfer check (issues 14 and 24), then publish the report, the robustness claims and the README's
-# section. Needs the runs (restore the archive first: see the README's cpu-regime section); resumes (a run
+# and the transfer check (issues 14 and 24), then publish the report, the robustness claims and their
+# section of docs/results/cpu-regime.md. Needs the runs (restore the archive first: see that page); resumes (a run
 # already scored with this setting is skipped, and only its missing transfer check is added).
 #
 #   bash docs/results/publish_autoattack.sh [RESULTS_DIR]     # default results/cpu-regime

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checkpoint selection on a small real grid (issue 24): hard labels, LS and OLS at 40% symmetric noise on the
 # cpu-regime tier's settings with 5% of the noisy training set held out (--noisy-val), seeds 0 and 1, scored at
-# the last, the noisy-validation and the oracle epoch; then its archive, report, audit and README section.
+# the last, the noisy-validation and the oracle epoch; then its archive, report, audit and section of
+# docs/results/cpu-regime.md.
 #
 #   bash docs/results/publish_noisy_val.sh [RESULTS_DIR]     # default results/noisy-val; resumes
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Publish the quick grid from its run directories: the report (Markdown and HTML), the claims audit of OLS
-# against hard labels and LS, the example plugin's audit, and the README's Results section.
+# against hard labels and LS, the example plugin's audit, and docs/results/quick.md's generated section.
 #
 #   bash docs/results/publish_quick.sh [RESULTS_DIR]     # default results/quick (seeds 0 and 1)
 set -euo pipefail

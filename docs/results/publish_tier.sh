@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Publish the cpu-regime grid from its run directories: the archive of the finished runs (weights
-# included), the report, the claims audit of OLS against hard labels and LS, and the README's sections.
-# Run it whenever more cells are done; while the grid is unfinished the README marks the results interim.
+# included), the report, the claims audit of OLS against hard labels and LS, and the generated sections
+# (docs/results/cpu-regime.md, the README's table). Run it whenever more cells are done; while the grid is
+# unfinished the page marks the results interim.
 #
 #   bash docs/results/publish_tier.sh [RESULTS_DIR]     # default results/cpu-regime
 set -euo pipefail

@@ -13,7 +13,7 @@ comparison the audit makes carries preconditions, checked here on the records:
   >= `FLOOR`).
 
 A comparison that fails one is "inconclusive: outside the regime (...)" in audit.md, audit.csv and the
-README, whatever its test gives; `rbols report` prints `fit_table` so the regime shows at a glance.
+results pages, whatever its test gives; `rbols report` prints `fit_table` so the regime shows at a glance.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The verdict sentences of an audit (audit.md, the README's claims), from the tables of audit.py: per metric,
-how many comparisons came out better / equivalent / worse / inconclusive after the family's correction, with
+"""The verdict sentences of an audit (audit.md, the claims of the results pages), from the tables of tables.py:
+per metric, how many comparisons came out better / equivalent / worse / inconclusive after the family's correction, with
 their intervals, the seeds an inconclusive one would need, and what stayed outside the regime or was flagged
 for gradient masking; each line names its test, its family and its correction, and claims no more than the
 tests support."""

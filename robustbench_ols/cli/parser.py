@@ -29,7 +29,7 @@ def _run_parser(sub) -> None:
                        formatter_class=_Help)
     a = p.add_argument
     a("--dataset", default=RUN["dataset"], help="cifar10, cifar100 or synthetic (fast tests only)")
-    a("--model", default=RUN["model"], help="a registered model (rbols models: see README)")
+    a("--model", default=RUN["model"], help="a registered model (rbols models)")
     a("--method", default=RUN["method"], help="NAME[:key=value,...], e.g. ols:alpha=0.5,init=zeros")
     a("--noise", default=RUN["noise"], help="none, symmetric:R, symmetric-all:R, pairflip:R, asymmetric:R, human:NAME")
     a("--noise-seed", type=int, default=None, help="seed of the noisy labels (default: --seed)")

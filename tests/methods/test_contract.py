@@ -20,7 +20,7 @@ EV = EvalSpec(attacks=())  # scoring is tested elsewhere
 # Sized for the tiny test set; everything else is the method's default.
 SMALL = {"mwnet": (("meta", 50),)}
 EXTRA = [("ols", (("period", 3), ("init", "zeros"))), ("ls", (("gamma", 0.9),))]
-# Written out, not read from the registry: a new built-in must be added here (and to the README's table).
+# Written out, not read from the registry: a new built-in must be added here (and to docs/methods.md's table).
 BUILTINS = ["hard", "ls", "ols", "ols-single", "sce", "bootsoft", "boothard", "disturblabel", "gce", "coteaching",
             "pencil", "arazo", "mwnet"]
 CASES = [(m, SMALL.get(m, ())) for m in BUILTINS] + EXTRA + [("tests.contract_plugin:EMASmoothing", ()),
@@ -89,9 +89,9 @@ def test_method_contract(method, options, tmp_path, monkeypatch):
 
 
 def test_every_builtin_is_covered_and_documented():
-    """Every registered method has a contract case above and a row in the README's Methods table."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    table = next(p for p in readme.split("\n## Methods\n", 1)[1].split("\n\n") if p.startswith("| method |"))
+    """Every registered method has a contract case above and a row in the Methods table (docs/methods.md)."""
+    page = (Path(__file__).resolve().parents[2] / "docs/methods.md").read_text()
+    table = next(p for p in page.split("# Methods\n", 1)[1].split("\n\n") if p.startswith("| method |"))
     documented = {name for row in table.splitlines()[2:] for name in re.findall(r"`([a-z0-9-]+)`", row.split("|")[1])}
     assert set(list_methods()) - set(BUILTINS) == set(), "a built-in without a contract case"
-    assert set(list_methods()) ^ documented == set(), "README's Methods table and the registry differ"
+    assert set(list_methods()) ^ documented == set(), "docs/methods.md's Methods table and the registry differ"

@@ -19,7 +19,7 @@ RUN = ["run", "--dataset", "synthetic", "--model", "resnet8", "--epochs", "2", "
 
 def readme_example() -> str:
     text = README.read_text()
-    section = text[text.index("### Audit your own smoothing method"):]
+    section = text[text.index("## Audit your own smoothing method"):]
     code = re.search(r"```python\n(# my_smoothing\.py\n.*?)```", section, re.S)
     assert code, "the README's plugin section must hold the my_smoothing.py example"
     return code.group(1)

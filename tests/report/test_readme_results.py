@@ -1,5 +1,6 @@
-"""The README's Results section is what docs/results/build_readme.py makes of the committed report
-files: no number in it is typed by hand, and a changed report file changes it."""
+"""The generated results sections (the results pages docs/results/cpu-regime.md and docs/results/quick.md, and
+the README's summary table) are what docs/results/build_readme.py makes of the committed report files: no
+number in them is typed by hand, and a changed report file changes them."""
 import importlib.util
 import shutil
 from pathlib import Path
@@ -8,6 +9,19 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# what the builder reads and writes: the README (its summary) and docs/results (the report files and the pages)
+COPIED = ("README.md", "docs/results")
+
+
+def _copy(to: Path) -> None:
+    """A copy of what the builder reads and writes (less the run archives, which it never opens)."""
+    for p in COPIED:
+        src = ROOT / p
+        if src.is_dir():
+            shutil.copytree(src, to / p, ignore=shutil.ignore_patterns("*.tar.xz"))
+        else:
+            (to / p).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, to / p)
 
 
 def _builder(root: Path):
@@ -20,14 +34,12 @@ def _builder(root: Path):
 
 def test_readme_results_section_equals_the_report_files():
     b = _builder(ROOT)
-    assert b.main(["--check"]) == 0, "README.md's results section is stale: python docs/results/build_readme.py"
+    assert b.main(["--check"]) == 0, "a generated results section is stale: python docs/results/build_readme.py"
 
 
 def test_the_section_follows_the_files(tmp_path):
     """Change one figure of table7.csv in a copy: the section says the new figure, --check fails."""
-    for p in ("README.md", "docs/results"):
-        src = ROOT / p
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / p)
+    _copy(tmp_path)
     b = _builder(tmp_path)
     t7 = pd.read_csv(tmp_path / "docs/results/quick/table7.csv")
     i = t7.index[(t7["which"] == "last") & (t7["method_label"] == "ols")][0]
@@ -68,19 +80,56 @@ def test_claim_verdicts_follow_the_tests():
         claim, pooled, per_rate)
 
 
-def test_missing_markers_are_named(tmp_path):
+@pytest.mark.parametrize("page, marker", [("README.md", "summary:begin"), ("docs/results/cpu-regime.md", "tier:begin"),
+                                          ("docs/results/quick.md", "results:begin")])
+def test_missing_markers_are_named(page, marker):
     b = _builder(ROOT)
-    with pytest.raises(SystemExit, match="results:begin"):
-        b.render("# a README without the markers\n")
+    assert Path(page) in b.PAGES
+    with pytest.raises(SystemExit, match=marker) as e:
+        b.render("# a page without the markers\n", Path(page))
+    assert page in str(e.value)
+
+
+def test_each_section_is_in_its_file_and_links_from_it(tmp_path):
+    """Every marker pair is in the file the builder writes it to, once; the results pages' links resolve from
+    docs/results/ (where the pages are), the README's from the repository root."""
+    import re
+    b = _builder(ROOT)
+    for page, sections in b.PAGES.items():
+        text = (ROOT / page).read_text()
+        for begin, end, _ in sections:
+            assert text.count(begin) == 1 and text.count(end) == 1, (page, begin)
+            section = text.split(begin, 1)[1].split(end, 1)[0]
+            links = re.findall(r"\]\(([^)#\s]+)[^)]*\)", section)
+            assert links, (page, begin)
+            for link in links:
+                if "://" not in link:
+                    assert (ROOT / page).parent.joinpath(link).exists(), (page, link)
+
+
+def test_the_readme_summary_follows_the_audits(tmp_path):
+    """The README's one results table is read from the claims audits: change a pooled difference in a copy and
+    the table says the new figure, --check fails until it is rewritten."""
+    _copy(tmp_path)
+    b = _builder(tmp_path)
+    path = tmp_path / b.TIER / "claims/audit_pooled.csv"
+    pooled = pd.read_csv(path)
+    i = pooled.index[(pooled.metric == "ece") & (pooled.scope == "all") & (pooled.baseline == "hard")][0]
+    assert pooled.loc[i, "outcome"] == "better"
+    before = f"vs hard: **holds** ({b._signed(pooled.loc[i, 'mean_diff'] * 100, 1)} points)"
+    assert before in b.summary_section()
+    pooled.loc[i, "mean_diff"] = -0.4321
+    pooled.loc[i, "outcome"] = "inconclusive"
+    pooled.to_csv(path, index=False)
+    assert "vs hard: inconclusive (−43.2 points)" in b.summary_section()
+    assert b.main(["--check"]) == 1 and b.main([]) == 0 and b.main(["--check"]) == 0
 
 
 def test_tier_section_follows_the_search_records_and_the_benchmark(tmp_path):
     """The tier search table is read from the committed run records, the epoch costs from the benchmark's
     JSON: change them in a copy and the section changes, and --check fails until it is rewritten."""
     import json
-    for p in ("README.md", "docs/results"):
-        src = ROOT / p
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / p)
+    _copy(tmp_path)
     b = _builder(tmp_path)
     run = sorted((tmp_path / b.SEARCH).iterdir())[0]
     e = pd.read_csv(run / "epochs.csv")
@@ -124,7 +173,7 @@ def test_publish_autoattack_scores_with_the_setting_it_reports():
     opts = re.search(r'SCORING="([^"]*)"', script).group(1).split()
     ev = commands.eval_spec_from_args(build_parser().parse_args(["eval", "x", *opts]))
     assert ev.eval_id == re.search(r"EVAL_ID=(\w+)", script).group(1)
-    # every PGD of it steps eps/4 (issue 24's rule), the setting the README's section reports
+    # every PGD of it steps eps/4 (issue 24's rule), the setting the results page's section reports
     assert all(s.alpha == s.eps / 4 for s in ev.attack_specs if s.kind == "pgd")
     options = re.search(r'SCORING="([^"]*)"', script).group(1).split()
     eval_id = re.search(r"EVAL_ID=(\w+)", script).group(1)
@@ -136,7 +185,7 @@ def test_publish_autoattack_scores_with_the_setting_it_reports():
 @pytest.mark.parametrize("folder", ["cpu-regime/claims", "quick/claims", "cpu-regime/autoattack/claims",
                                     "noisy-val/claims"])
 def test_each_claims_spread_is_computed_over_exactly_its_rates(folder):
-    """Every README sentence's 'seed-to-seed std ... median' is the median of the per-rate spreads over the
+    """Every results sentence's 'seed-to-seed std ... median' is the median of the per-rate spreads over the
     rates that claim pooled (its audit row's `rates`), recomputed here from audit.csv, and the sentence names
     them."""
     import re
