@@ -1,4 +1,4 @@
-"""A verdict on a new method against baselines, from the run records of a grid (audit_report.py writes
+"""A verdict on a new method against baselines, from the run records of a grid (write.py writes
 it: audit.md, audit.csv, the figures).
 
 For every metric, noise rate (and dataset and model) and baseline: the paired differences
@@ -22,7 +22,7 @@ case over the attacks at a budget (`worst_err`, from each image's outcomes) when
 one attack's error. Where the gradient-masking checks (attacks/sanity.py, and the transfer check from a
 hard-label surrogate: attacks/transfer.py) flagged a run of the audited method, a comparison it would win on
 a robustness metric is "unconfirmed: gradient masking suspected (...)" instead: a lower robust error from a
-model whose gradients mislead the attacks shows nothing. The verdict sentences: verdict_lines.py.
+model whose gradients mislead the attacks shows nothing. The verdict sentences: verdicts.py.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`rbols audit`'s files: audit.md (the verdicts, the regime, every comparison), audit.csv and
-audit_pooled.csv, and the difference figures, from the tests of audit.py."""
+audit_pooled.csv, and the difference figures, from the tests of tables.py."""
 from __future__ import annotations
 
 import math

@@ -76,7 +76,7 @@ def grid_from_args(args):
 
 
 def exec_from_args(args, progress: bool | None = None):
-    """ExecOptions from the execution options (cli.py's `_exec_options`); `progress` overrides --progress."""
+    """ExecOptions from the execution options (parser.py's `_exec_options`); `progress` overrides --progress."""
     kw = {k: getattr(args, k) for k in EXEC_DEFAULTS if hasattr(args, k)}  # rbols eval has no --progress
     require_installed(kw.get("log"))  # here, at the entry: a Ray or Slurm worker rebuilding ExecOptions needs none
     return ExecOptions(**{**kw, "progress": getattr(args, "progress", True) if progress is None else progress})

@@ -1,5 +1,5 @@
 """Where the data files live (the data root) and how they are checked (md5), for the CIFAR images
-(data.py), the human labels (noise/human.py) and CIFAR-10H (cifar10h/)."""
+(data/__init__.py), the human labels (noise/human.py) and CIFAR-10H (scoring/cifar10h.py)."""
 from __future__ import annotations
 
 import hashlib

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from robustbench_ols import store
@@ -25,7 +24,7 @@ def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptio
     evaluated, or already evaluated with the transfer check added. A record is written to
     evals/<eval_id>.json once and never overwritten."""
     run_dir = Path(run_dir)
-    if not (run_dir / "model.pt").exists() or not (run_dir / "metrics.json").exists():
+    if not store.has(run_dir, "model") or not store.has(run_dir, "metrics"):
         raise SpecError(f"{run_dir} is not a finished run (no model.pt and metrics.json); finish it with "
                         "the same `rbols run` command first")
     if transfer_from is not None:
@@ -50,9 +49,9 @@ def _score(run_dir: Path, ev: EvalSpec, ex: ExecOptions) -> None:
     model = store.load_run_model(run_dir, data.num_classes, device, channels_last=ex.channels_last)
     # the epoch the selection chooses (selection.py); SpecError when its weights were not kept
     model, epoch = model_at(run_dir, ev.select, model, store.read_epochs(run_dir), device, noisy_val=spec.has_noisy_val)
-    z = np.load(run_dir / "noise.npz")
+    z = store.read_noise_arrays(run_dir)
     val = None
-    if "val_indices" in z.files and len(z["val_indices"]):
+    if "val_indices" in z and len(z["val_indices"]):
         val = (data.train_x[z["val_indices"]].to(device), torch.as_tensor(z["val_labels"], device=device))
     scores = score_with(model, labelled_test_images(data, device), ev, ex, val=val, human=human)
     scores.metrics.update(selected_epoch(epoch))

@@ -1,5 +1,5 @@
 """The transfer check of a finished run's evaluation (attacks/transfer.py computes it): its hard-label
-surrogate found, and the figures written as the record's add-on (evals_store.py).
+surrogate found, and the figures written as the record's add-on (store/evals.py).
 
 The surrogate is the same architecture trained with hard labels on the same data, noise and seed: the run
 whose spec differs from this one only in its method (`hard` at its defaults), found beside it in the same
@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from robustbench_ols import store
@@ -24,7 +23,8 @@ from robustbench_ols.common.errors import SpecError
 from robustbench_ols.data import load_dataset
 from robustbench_ols.models.inference import resolve_device
 from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
-from robustbench_ols.store.evals import read_eval_record, read_transfer, write_transfer
+from robustbench_ols.store.evals import eval_record_path, read_eval_record, read_transfer, write_transfer
+from robustbench_ols.store.reading import read_arrays
 from robustbench_ols.train.selection import model_at
 
 
@@ -38,7 +38,7 @@ def check_transfer_from(transfer_from, spec: RunSpec, run_dir=None) -> Path:
     architecture and dataset (so of the same test images), not the run itself; SpecError naming the problem
     otherwise."""
     src = Path(transfer_from)
-    if not store.is_done(src) or not (src / "model.pt").exists():
+    if not store.is_done(src) or not store.has(src, "model"):
         raise SpecError(f"--transfer-from {src} is not a finished run directory (no DONE and model.pt); give the "
                         "directory of a finished hard-label run of the same model and dataset")
     other = store.read_spec(src)
@@ -107,8 +107,7 @@ def _compute(run_dir: Path, surrogate: Path, ev: EvalSpec, ex: ExecOptions, devi
     """transfer_check on the images the record's attacks ran on (its robust.npz: their indices, labels, clean
     mistakes and each attack's outcome)."""
     spec = store.read_spec(run_dir)
-    with np.load(run_dir / "evals" / f"{ev.eval_id}.robust.npz") as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = read_arrays(eval_record_path(run_dir, ev.eval_id, "robust.npz"))
     data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=0)
     index = torch.as_tensor(arrays["test_index"])
     images = data.test_x[index].to(device)

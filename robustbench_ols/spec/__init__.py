@@ -65,6 +65,8 @@ class RunSpec:
     # noisy labels: the noisy-validation split of checkpoint selection (selection.py), which chooses the best
     # epoch and fits temperature scaling as --val-split does. 0: none.
     noisy_val: float = 0.0
+    # The noise text parsed once (a NoiseSpec); derived from `noise`, not part of the run_id.
+    noise_spec: object = dataclasses.field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self):
         self._resolve()
@@ -105,7 +107,9 @@ class RunSpec:
         # an instance, not just the signature: a method's options() may resolve a default (LS's eps)
         _, options = build_method(self.method, dict(self.method_options))
         object.__setattr__(self, "method_options", tuple(sorted(options.items())))
-        object.__setattr__(self, "noise", str(NoiseSpec.parse(self.noise)))
+        noise = NoiseSpec.parse(self.noise)
+        object.__setattr__(self, "noise", str(noise))
+        object.__setattr__(self, "noise_spec", noise)
         if self.schedule == "cosine":
             milestones = ()
         elif self.milestones is None:
@@ -128,7 +132,7 @@ class RunSpec:
         return holds_noisy_val(self.to_dict())
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         d["method_options"] = dict(self.method_options)
         d["milestones"] = list(self.milestones)
         return d
@@ -184,7 +188,7 @@ class ExecOptions:
     # The terminal line of the run's progress bar: None puts it below this process's other bars; a
     # matrix worker process gets its own line (1 + its number) under the grid bar.
     progress_position: int | None = None
-    # Experiment trackers (trackers.py): any of tensorboard, mlflow, wandb (text or tuple; stored as a tuple), and
+    # Experiment trackers (trackers/): any of tensorboard, mlflow, wandb (text or tuple; stored as a tuple), and
     # the folder of their logs (None: <out>/tracking)
     log: tuple = ()
     log_dir: str | None = None

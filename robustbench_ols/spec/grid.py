@@ -3,7 +3,7 @@ file and command-line overrides.
 
 A grid is a list of `RunSpec`s plus one `EvalSpec`; it never changes how one run works. A preset, a
 TOML config and command-line overrides are layered (preset < config < overrides); `cells()` gives the
-validated RunSpecs in the order they run (matrix.py runs them).
+validated RunSpecs in the order they run (executors/ runs them).
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from robustbench_ols.common.values import parse_bool
 from robustbench_ols.methods import parse_method
 from robustbench_ols.spec import EvalSpec, RunSpec
 from robustbench_ols.spec.presets import CELL_SECONDS, PRESETS
-from robustbench_ols.spec.resolve import resolve
+from robustbench_ols.spec.resolve import check
 
 GRID_KEYS = ("datasets", "models", "methods", "noise", "seeds")
-RUN_FIELDS = {f.name for f in dataclasses.fields(RunSpec)} - {"dataset", "model", "method", "method_options",
+RUN_FIELDS = {f.name for f in dataclasses.fields(RunSpec) if f.init} - {"dataset", "model", "method", "method_options",
                                                                "noise", "seed"}
 EVAL_FIELDS = {f.name for f in dataclasses.fields(EvalSpec) if f.init}
 
@@ -134,7 +134,7 @@ class Grid:
                                     spec = RunSpec(dataset=dataset, model=model, method=name,
                                                    method_options=tuple(raw.items()), noise=noise, seed=int(seed),
                                                    **kw)
-                                    resolve(spec)  # every name and option value, before any cell runs
+                                    check(spec)  # every name and value, before any cell runs
                                 except (RbolsError, TypeError) as e:  # TypeError: a TOML value of the wrong type
                                     swept = "".join(f"/{k}={run[k]}" for k in keys)
                                     raise (type(e) if isinstance(e, RbolsError) else SpecError)(
@@ -154,7 +154,7 @@ def _milestones_tuple(run: dict) -> dict:
 def parse_sweeps(texts) -> dict:
     """`--sweep KEY=V1,V2` options -> {key: [values]}, each value converted to the type of the RunSpec field
     (int, float, bool: true/false, str). Milestones (a list each) are swept in the TOML file's [sweep] table."""
-    types = {f.name: type(f.default) for f in dataclasses.fields(RunSpec)}
+    types = {f.name: type(f.default) for f in dataclasses.fields(RunSpec) if f.init}
     out = {}
     for text in texts or ():
         key, sep, values = text.partition("=")

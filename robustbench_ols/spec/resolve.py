@@ -1,9 +1,10 @@
 """A RunSpec resolved once, at the entry: its texts turned into the objects every later step uses.
 
-`resolve(spec)` builds the run's method (its class looked up, its options converted and checked, its display
-label), parses the noise and checks it against the dataset, and finds the dataset loader and the model
-factory in their registries, so a bad name or value fails here, before any data is loaded or any file is
-written. Nothing downstream parses a text of the spec again.
+Making a RunSpec already builds its method once (its options converted, checked and completed with their
+defaults) and parses its noise (`spec.noise_spec`). `check(spec)` adds what construction leaves: the noise
+against the dataset, the dataset and model names, so a bad name or value fails before any data is loaded or any
+file is written. `resolve(spec)` builds the run's own method instance and finds the dataset loader and the model
+factory. Nothing downstream parses a text of the spec again.
 """
 from __future__ import annotations
 
@@ -27,9 +28,18 @@ class ResolvedRun:
     make_model: Callable  # the model's factory (models.MODELS): fn(num_classes) -> nn.Module
 
 
+def check(spec: RunSpec) -> None:
+    """What a spec's construction leaves to check: the noise against the dataset, the dataset and model names
+    (the method's options were built and checked when the RunSpec was made). A grid checks every cell with it."""
+    spec.noise_spec.check_dataset(spec.dataset)
+    DATASETS.get(spec.dataset)
+    MODELS.get(spec.model)
+
+
 def resolve(spec: RunSpec) -> ResolvedRun:
+    """The run's objects: a fresh method instance (its state belongs to one execution), its label, the parsed
+    noise (the spec's own), the dataset loader and the model factory."""
+    check(spec)
     method, options = build_method(spec.method, spec.options)
-    noise = NoiseSpec.parse(spec.noise)
-    noise.check_dataset(spec.dataset)
-    return ResolvedRun(spec, method, method_label(spec.method, options), noise,
+    return ResolvedRun(spec, method, method_label(spec.method, options), spec.noise_spec,
                        DATASETS.get(spec.dataset), MODELS.get(spec.model))

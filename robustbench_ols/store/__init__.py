@@ -3,7 +3,7 @@
 Files: `spec.json` (spec, execution, versions, git commit), `noise.json` + `noise.npz` (the noisy
 labels, is-noisy mask, transition matrix, realised rate, train indices), `status.json`,
 `executions.json` (one entry per session that trained it), `epochs.csv` (one row per epoch),
-`checkpoint.pt` while unfinished, then `model.pt`, `evals/` (the evaluation records: evals_store.py),
+`checkpoint.pt` while unfinished, then `model.pt`, `evals/` (the evaluation records: evals.py),
 `reliability.csv`, `metrics.json` and last `DONE`. Every file is written to a temporary name and
 renamed, so a killed run never leaves a half-written file under a final name; a DONE directory is
 never touched again except to add evaluation records.
@@ -29,11 +29,13 @@ from robustbench_ols.models import create_model
 from robustbench_ols.spec import RunSpec
 from robustbench_ols.store.reading import (  # noqa: F401  (the store's reading side, by its usual names)
     EPOCH_COLUMNS,
+    has,
     incomplete,
     is_done,
     read_epochs,
     read_json,
     read_metrics,
+    read_noise_arrays,
     read_noise_summary,
     read_record,
     run_dirs,

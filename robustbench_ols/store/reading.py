@@ -100,6 +100,19 @@ def read_epochs(run_dir: Path) -> list[dict]:
     return [{k: None if v == "" else int(v) if k == "epoch" else float(v) for k, v in r.items()} for r in rows]
 
 
+def has(run_dir: Path, record: str) -> bool:
+    """Whether the run directory holds `record`: "model" (model.pt, the final weights) or "metrics" (metrics.json)."""
+    return (Path(run_dir) / {"model": "model.pt", "metrics": "metrics.json"}[record]).exists()
+
+
+def read_noise_arrays(run_dir: Path) -> dict:
+    """noise.npz: the noisy labels, the is-noisy mask, the training indices and those of the held-out splits."""
+    arrays = read_arrays(Path(run_dir) / "noise.npz")
+    if arrays is None:
+        raise DataError(f"{run_dir}/noise.npz is missing; it is rebuilt only by running the spec again")
+    return arrays
+
+
 def read_executions(run_dir: Path) -> list[dict]:
     """executions.json: one entry per session that trained the run ([] when it is missing or unreadable)."""
     try:

@@ -1,4 +1,4 @@
-"""One run, end to end, in a write-once directory `<out>/<run_id>/` (its files: store.py).
+"""One run, end to end, in a write-once directory `<out>/<run_id>/` (its files: store/).
 
 `execute` reads as the pipeline: data -> noise -> method -> fit -> score -> store. Everything is validated
 before anything is written, and a finished run is never retrained.
@@ -58,7 +58,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     if store.is_done(run_dir):
         return _already_done(run_dir, ev, ex, transfer_from=transfer_from)
     store.check_existing(run_dir, spec)
-    if (run_dir / "metrics.json").exists():  # killed after the final files, before DONE
+    if store.has(run_dir, "metrics"):  # killed after the final files, before DONE
         store.mark_done(run_dir)
         return _already_done(run_dir, ev, ex, status="done", transfer_from=transfer_from)
     x = _inputs(r, ex, ev, device)  # data -> noise -> held-out sets (may still reject the input)
@@ -272,14 +272,14 @@ def repair(run_dir) -> str:
         return f"{path} is readable: nothing to repair"
     except RbolsError:
         pass
-    if not (run_dir / "model.pt").exists():
+    if not store.has(run_dir, "model"):
         raise SpecError(f"{run_dir} has no model.pt: it never finished training, so there are no final figures "
                         "to rebuild; run its `rbols run` command again to resume")
     store.read_spec(run_dir)  # a run directory at all
     history = store.read_epochs(run_dir)
     noise = store.read_noise_summary(run_dir)
-    z = np.load(run_dir / "noise.npz")
-    held = {k: len(z[k]) if k in z.files else 0 for k in ("meta_indices", "val_indices")}
+    z = store.read_noise_arrays(run_dir)
+    held = {k: len(z[k]) if k in z else 0 for k in ("meta_indices", "val_indices")}
     state = {"history": history, "train_seconds": sum((r["seconds"] for r in history), 0.0)}
     metrics = _final_metrics(state, noise["noise_rate_realised"], noise["num_noisy"],
                              len(z["train_indices"]) - held["meta_indices"] - held["val_indices"],

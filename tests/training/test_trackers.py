@@ -1,4 +1,4 @@
-"""Experiment trackers (trackers.py): a real tiny run logged live to TensorBoard, MLflow and W&B (offline),
+"""Experiment trackers (trackers/): a real tiny run logged live to TensorBoard, MLflow and W&B (offline),
 killed after an epoch's checkpoint and resumed, then read back with each library's own reader (TensorBoard's
 EventAccumulator, MLflow's client, W&B's transaction-log inspector) and compared with its epochs.csv, spec and
 metrics.json; `export` of finished runs; bad names. W&B never reaches the network (offline, no login)."""
