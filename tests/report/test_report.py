@@ -426,5 +426,6 @@ def test_report_and_audit_read_each_run_file_once(grid, tmp_path, capsys):
     assert capsys.readouterr().out and counts, "the report read nothing"
     assert {f for f in counts if f.endswith(("metrics.json", "spec.json", "epochs.csv"))}, counts
     assert max(counts.values()) == 1, {f: n for f, n in counts.items() if n > 1}
-    counts = opened_during(root, lambda: write_audit(root, tmp_path / "a", ls_label(root), ["hard"]))
+    label = ls_label(root)
+    counts = opened_during(root, lambda: write_audit(root, tmp_path / "a", label, ["hard"]))
     assert counts and max(counts.values()) == 1, {f: n for f, n in counts.items() if n > 1}
