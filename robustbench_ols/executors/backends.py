@@ -1,7 +1,7 @@
 """Where a grid's cells run: a `Backend` per place (this machine, a Ray cluster, a Slurm job array), registered by
 name in `BACKENDS` like the methods, models, datasets and attacks, so that a new one is one file:
 
-    from robustbench_ols.executors.backends import BACKENDS, Backend
+    from robustbench_ols.executors.backends import Backend, register
 
     @register("mine")
     class Mine(Backend):
