@@ -220,6 +220,15 @@ def _signed(v: float, digits: int) -> str:
     return s.replace("-", "−") if v < 0 else "+" + s
 
 
+def _pooled_row(rows: pd.DataFrame, base: str):
+    """(the pooled row against `base`, its outcome without " (no spread)"), or (None, None) when there is none."""
+    r = rows[rows.baseline == base]
+    if r.empty:
+        return None, None
+    r = r.iloc[0]
+    return r, str(r.outcome).replace(" (no spread)", "")
+
+
 def claim_text(claim, pooled: pd.DataFrame, per_rate: pd.DataFrame) -> str:
     """One claim's line; the audit says per row whether its rates were inside the regime (`outcome`,
     `outside_rates`)."""
@@ -232,12 +241,10 @@ def claim_text(claim, pooled: pd.DataFrame, per_rate: pd.DataFrame) -> str:
     parts = []
     digits = 1 if scale == 100 else 3
     for base, name in (("hard", "hard labels"), ("ls", "LS")):
-        r = rows[rows.baseline == base]
-        if r.empty:
+        r, outcome = _pooled_row(rows, base)
+        if r is None:
             parts.append(f"against {name}: no paired runs")
             continue
-        r = r.iloc[0]
-        outcome = str(r.outcome).replace(" (no spread)", "")
         if outcome.startswith(OUTSIDE):
             parts.append(f"against {name} **{outcome}**")
             continue
@@ -661,12 +668,10 @@ def verdict_cell(claim, folder: Path | None) -> str:
     rows = pooled[(pooled.metric == metric) & (pooled.scope == scope)]
     parts = []
     for base, name in (("hard", "hard"), ("ls", "LS")):
-        r = rows[rows.baseline == base]
-        if r.empty:
+        r, outcome = _pooled_row(rows, base)
+        if r is None:
             parts.append(f"vs {name}: no paired runs")
             continue
-        r = r.iloc[0]
-        outcome = str(r.outcome).replace(" (no spread)", "")
         if outcome.startswith(OUTSIDE):
             parts.append(f"vs {name}: outside the regime")
             continue
