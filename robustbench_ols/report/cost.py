@@ -4,7 +4,6 @@ and code versions (git commits) that made them."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 
@@ -12,7 +11,7 @@ from robustbench_ols.common.errors import DataError
 from robustbench_ols.common.markdown import markdown_table
 from robustbench_ols.report.tables import SETTING, images_per_run, method_key, setting_title
 from robustbench_ols.store.evals import read_setting
-from robustbench_ols.store.reading import read_executions, read_frame, read_record
+from robustbench_ols.store.reading import read_epochs_frame, read_executions, read_record
 
 GAP = timedelta(minutes=10)  # a pause longer than this between two runs starts a new stretch
 
@@ -64,7 +63,7 @@ def run_times(d: pd.DataFrame) -> pd.DataFrame:
             except (KeyError, ValueError):  # a record without a readable start: no place in a stretch
                 start = None
             try:
-                ep = read_frame(Path(r["run_dir"]) / "epochs.csv")
+                ep = read_epochs_frame(r["run_dir"])
                 trained = float(ep.loc[ep["epoch"] >= int(last.get("first_epoch", 1)), "seconds"].sum())
             except (OSError, ValueError, KeyError):
                 trained = train

@@ -73,8 +73,9 @@ def write_csv(path: Path, columns, rows: list) -> None:
     write_text(path, buf.getvalue())
 
 
-def write_epochs_csv(path: Path, rows: list) -> None:
-    write_csv(path, EPOCH_COLUMNS, rows)
+def write_epochs_csv(run_dir: Path, rows: list) -> None:
+    """The run's epochs.csv: one row per finished epoch (training's history)."""
+    write_csv(Path(run_dir) / "epochs.csv", EPOCH_COLUMNS, rows)
 
 
 def _fmt(v) -> str:
@@ -183,6 +184,15 @@ def set_aside(path: Path) -> Path:
     aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     os.replace(path, aside)
     return aside
+
+
+def replace_metrics(run_dir: Path, metrics: dict) -> Path:
+    """A finished run's metrics.json written anew (`rbols repair`), the unreadable one set aside; its path."""
+    path = Path(run_dir) / "metrics.json"
+    if path.exists():
+        set_aside(path)
+    write_json(path, metrics)
+    return path
 
 
 def save_final(run_dir: Path, models, method) -> None:

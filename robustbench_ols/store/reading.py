@@ -25,7 +25,7 @@ _FILES: ContextVar[dict | None] = ContextVar("rbols_files_read", default=None)
 
 @contextmanager
 def reading_once(files: dict):
-    """Within: each file is read once, its text kept in `files` (path -> text); nested, the outer one counts."""
+    """Within: each file is read once, its content kept in `files`; nested, the outer one counts."""
     token = _FILES.set(files) if _FILES.get() is None else None
     try:
         yield files
@@ -34,21 +34,36 @@ def reading_once(files: dict):
             _FILES.reset(token)
 
 
-def read_text(path) -> str:
-    """The file's text, read once within `reading_once`."""
+def _once(path, read):
+    """`read(path)`, done once per file and reader within `reading_once`."""
     files = _FILES.get()
     if files is None:
-        return Path(path).read_text()
-    key = str(path)
+        return read(Path(path))
+    key = (str(path), read.__name__)
     if key not in files:
-        files[key] = Path(path).read_text()
+        files[key] = read(Path(path))
     return files[key]
+
+
+def read_text(path) -> str:
+    """The file's text, read once within `reading_once`."""
+    return _once(path, Path.read_text)
+
+
+def read_bytes(path) -> bytes:
+    """The file's bytes (a .npz of recorded outcomes), read once within `reading_once`."""
+    return _once(path, Path.read_bytes)
 
 
 def read_frame(path):
     """A CSV file (epochs.csv, a reliability table) as a pandas DataFrame, read once within `reading_once`."""
     import pandas as pd  # only the report's and the audit's readers need it
     return pd.read_csv(io.StringIO(read_text(path)))
+
+
+def read_epochs_frame(run_dir: Path):
+    """epochs.csv as a pandas DataFrame (empty cells NaN), read once within `reading_once`."""
+    return read_frame(Path(run_dir) / "epochs.csv")
 
 
 def read_arrays(path) -> dict | None:
@@ -58,17 +73,6 @@ def read_arrays(path) -> dict | None:
         return None
     with np.load(io.BytesIO(read_bytes(path))) as z:
         return {k: z[k] for k in z.files}
-
-
-def read_bytes(path) -> bytes:
-    """The file's bytes (a .npz of recorded outcomes), read once within `reading_once`."""
-    files = _FILES.get()
-    if files is None:
-        return Path(path).read_bytes()
-    key = f"{path}#bytes"
-    if key not in files:
-        files[key] = Path(path).read_bytes()
-    return files[key]
 
 
 def is_done(run_dir: Path) -> bool:

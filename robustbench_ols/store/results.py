@@ -23,6 +23,7 @@ from robustbench_ols.store.evals import eval_record_path, metrics_for, read_eval
 from robustbench_ols.store.reading import (
     incomplete,
     read_epochs,
+    read_epochs_frame,
     read_frame,
     read_metrics,
     read_record,
@@ -141,7 +142,7 @@ class ResultSet:
             for d in self.run_dirs():
                 if d.name in skip:
                     continue
-                e = read_frame(d / "epochs.csv")
+                e = read_epochs_frame(d)
                 ident = _identity(d)
                 for k in ID_COLUMNS:
                     e[k] = ident[k]

@@ -192,7 +192,7 @@ def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, load
         # the weights of the epoch each selection chooses so far, saved with the checkpoint (selection.py)
         keep_weights(state, models[0], noisy_val=r.spec.has_noisy_val)
         store.save_checkpoint(run_dir, models, optimizer, r.method, state)
-        store.write_epochs_csv(run_dir / "epochs.csv", state["history"])
+        store.write_epochs_csv(run_dir, state["history"])
         tr.epoch(state["history"][-1], state["history"][-1]["epoch"])
     try:
         fit(r.spec, models, r.method, optimizer, loader, state, is_noisy=x.is_noisy, clean=x.clean, test=x.test,
@@ -266,10 +266,9 @@ def repair(run_dir) -> str:
     its first evaluation record (the one written right after training). The unreadable file is set aside.
     Returns what was done."""
     run_dir = Path(run_dir)
-    path = run_dir / "metrics.json"
     try:
         store.read_metrics(run_dir)
-        return f"{path} is readable: nothing to repair"
+        return f"{run_dir}/metrics.json is readable: nothing to repair"
     except RbolsError:
         pass
     if not store.has(run_dir, "model"):
@@ -288,9 +287,7 @@ def repair(run_dir) -> str:
     if first is None:
         raise SpecError(f"{run_dir} has no evaluation record (evals/*.json) to take the scores from; move the "
                         "directory away and run its spec again")
-    if path.exists():
-        store.set_aside(path)
-    store.write_json(path, {**metrics, **first["metrics"], "eval_id": first["eval_id"]})
+    path = store.replace_metrics(run_dir, {**metrics, **first["metrics"], "eval_id": first["eval_id"]})
     return (f"{path} rebuilt from epochs.csv ({len(history)} epochs), noise.json and evals/{first['eval_id']}.json; "
             "the unreadable file was set aside")
 
