@@ -283,17 +283,18 @@ def cmd_audit(args) -> int:
     if args.dry_run:
         return _dry_run(grid, cells, ev, out, backend, args.retry_failed)
     ok = True
+    if not args.no_run:
+        ok = _run_grid(args, backend, grid, cells, ev, ex, out).ok
+    results = ResultSet(out)  # read after training: the check below and the audit share its reads
     if args.no_run:
-        found = set(ResultSet(out).runs(eval_id=ev.eval_id).get("method_label", ()))
+        found = set(results.runs(eval_id=ev.eval_id).get("method_label", ()))
         wanted = list(dict.fromkeys([*labels, *reference]))
         if not found & set(wanted):
             raise SpecError(f"--no-run: no finished run of {', '.join(wanted)} under {out} (looked for run "
                             f"directories with DONE{'; found only ' + ', '.join(sorted(found)) if found else ''}); "
                             "give the --out of the grid that trained them, or drop --no-run to train them")
-    else:
-        ok = _run_grid(args, backend, grid, cells, ev, ex, out).ok
     to = Path(args.to) if args.to else out / "audit"
-    path = write_audit(out, to, labels[0], labels[1:], eval_id=ev.eval_id, settings=settings, select=ev.select,
+    path = write_audit(results, to, labels[0], labels[1:], eval_id=ev.eval_id, settings=settings, select=ev.select,
                        about=f"Grid: {grid.name} ({grid.about or 'custom'}); seeds {grid.seeds}; noise {grid.noise}.")
     print(path)
     return 0 if ok else 1

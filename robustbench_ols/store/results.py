@@ -24,7 +24,6 @@ from robustbench_ols.store.reading import (
     incomplete,
     read_epochs,
     read_epochs_frame,
-    read_frame,
     read_metrics,
     read_record,
     reading_once,
@@ -177,12 +176,3 @@ def unreadable(root, *, eval_id: str | None = None, select: str = "last") -> lis
 
 def epochs(root) -> pd.DataFrame:
     return ResultSet.of(root).epochs()
-
-
-def check_readable_at(results_dir, select: str, eval_id=None) -> None:
-    ResultSet.of(results_dir).check_readable_at(select, eval_id)
-
-
-def reliability(run_dir) -> pd.DataFrame:
-    """The run's reliability.csv (empty bins have NaN confidence and accuracy)."""
-    return read_frame(Path(run_dir) / "reliability.csv")
