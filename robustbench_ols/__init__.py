@@ -2,10 +2,12 @@
 calibrated? Hard labels, label smoothing and Online Label Smoothing under injected label noise.
 
 Public API: `RunSpec`, `ExecOptions`, `execute` (one run), `load_dataset`, `make_noisy_labels`,
-`create_model`, `list_models`, `build_method`, `list_methods`, `Method`, `register`.
+`create_model`, `list_models`, `build_method`, `list_methods`, `Method`, `register`, `SpecError` (what a
+method's `__init__` raises on a bad option value: exit 2 with its message).
 """
 __version__ = "0.1.0"
 
+from robustbench_ols.common.errors import SpecError  # noqa: E402
 from robustbench_ols.spec import ExecOptions, RunSpec  # noqa: E402
 
 
@@ -25,5 +27,5 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-__all__ = ["ExecOptions", "RunSpec", "__version__", "execute", "load_dataset", "make_noisy_labels",
+__all__ = ["ExecOptions", "RunSpec", "SpecError", "__version__", "execute", "load_dataset", "make_noisy_labels",
            "create_model", "list_models", "build_method", "list_methods", "Method", "register"]

@@ -27,6 +27,7 @@ when the equivalence test rejects, else *inconclusive* (with the seeds needed).
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -99,12 +100,12 @@ class Settings:
         return f"two-sided {test}, alpha {self.alpha:g}, {corr}"
 
 
-def summarize(d, margin: float, s: Settings, *, seed: int = 0) -> dict:
+def summarize(d, margin: float, s: Settings, *, seed: int = 0, bootstrap: bool = True) -> dict:
     """Everything one comparison's differences `d` give before the family's correction: n, mean_diff,
     std_diff, the t interval ci_lo/ci_hi, the bootstrap interval boot_lo/boot_hi, the difference test's
     statistic `t` (or W) and p-value `p`, the equivalence p-value `p_equiv`. NaN where undefined (fewer
     than 2 pairs; no spread). `seeds_needed` / `seeds_for` stay empty: they depend on the family's size
-    (audit.decide fills them)."""
+    (audit.decide fills them). `bootstrap=False` leaves boot_lo/boot_hi NaN (simulations: no verdict reads it)."""
     from scipy import stats  # here, not at the top: the command line imports this module for its margins
     d = np.asarray(d, dtype=np.float64)
     n = len(d)
@@ -119,9 +120,10 @@ def summarize(d, margin: float, s: Settings, *, seed: int = 0) -> dict:
         tt = stats.ttest_1samp(d, 0.0)
         ci = tt.confidence_interval(LEVEL)
         out.update(ci_lo=float(ci.low), ci_hi=float(ci.high))
-        boot = stats.bootstrap((d,), np.mean, n_resamples=BOOT_RESAMPLES, confidence_level=LEVEL,
-                               method="percentile", rng=np.random.default_rng(seed))
-        out.update(boot_lo=float(boot.confidence_interval.low), boot_hi=float(boot.confidence_interval.high))
+        if bootstrap:
+            boot = stats.bootstrap((d,), np.mean, n_resamples=BOOT_RESAMPLES, confidence_level=LEVEL,
+                                   method="percentile", rng=np.random.default_rng(seed))
+            out.update(boot_lo=float(boot.confidence_interval.low), boot_hi=float(boot.confidence_interval.high))
         if s.test == "t":
             from statsmodels.stats.weightstats import DescrStatsW
             out.update(t=float(tt.statistic), p=float(tt.pvalue),
@@ -140,14 +142,15 @@ def _over_spread(g, df: int, stop: float = math.inf, near=()) -> float:
     places where g changes fast (breakpoints for the integrator). scipy.integrate.quad (adaptive
     Gauss-Kronrod) against S's density, written here with scipy.special (S is scipy.stats.chi(df,
     scale=df**-0.5), whose pdf is too slow to call inside quad), over S's central 1 - 2e-16."""
-    from scipy import integrate, special, stats
+    from scipy import integrate, special
     half = df / 2
     const = math.log(2) + half * math.log(half) - special.gammaln(half)
 
     def integrand(s: float) -> float:
         return g(s) * math.exp(const + special.xlogy(df - 1, s) - half * s * s)
 
-    lo, hi = stats.chi.ppf(1e-16, df, scale=df ** -0.5), min(stop, stats.chi.isf(1e-16, df, scale=df ** -0.5))
+    lo, hi = _spread_range(df)
+    hi = min(stop, hi)
     if hi <= lo:
         return 0.0
     # the density's peak is near 1, with a spread of about 1/sqrt(2 df): breakpoints across it, so that a
@@ -158,14 +161,28 @@ def _over_spread(g, df: int, stop: float = math.inf, near=()) -> float:
     return min(max(val, 0.0), 1.0)
 
 
+@functools.lru_cache(maxsize=4096)
+def _t_critical(tail: float, df: int) -> float:
+    """scipy.stats.t.isf, remembered: a seed search asks for the same few levels and degrees of freedom often."""
+    from scipy import stats
+    return float(stats.t.isf(tail, df))
+
+
+@functools.lru_cache(maxsize=4096)
+def _spread_range(df: int) -> tuple[float, float]:
+    """The central 1 - 2e-16 of S (see _over_spread), remembered per df."""
+    from scipy import stats
+    return float(stats.chi.ppf(1e-16, df, scale=df ** -0.5)), float(stats.chi.isf(1e-16, df, scale=df ** -0.5))
+
+
 def difference_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     """Exact power of the two-sided paired (one-sample) t-test at level `alpha` with n pairs when the mean
     difference is `effect` standard deviations: the t statistic is (Z + effect sqrt(n)) / S, Z standard
     normal, S as in _over_spread, so power = E_S[Phi(effect sqrt(n) - c S) + Phi(-effect sqrt(n) - c S)],
     c = the t(n-1) critical value. This is the noncentral t's tail, integrated so that it stays finite
     where scipy's nct gives NaN (large effects at few degrees of freedom); it grows with n."""
-    from scipy import special, stats
-    lam, c = abs(effect) * math.sqrt(n), stats.t.isf(alpha / 2, n - 1)
+    from scipy import special
+    lam, c = abs(effect) * math.sqrt(n), _t_critical(alpha / 2, n - 1)
     return _over_spread(lambda s: special.ndtr(lam - c * s) + special.ndtr(-lam - c * s), n - 1, near=(lam / c,))
 
 
@@ -177,14 +194,14 @@ def equivalence_power(mean: float, margin: float, n: int, alpha: float = ALPHA) 
     Not monotone in n where it is tiny: with a margin small against the spread, 2 seeds pass more often
     (by a small sample spread) than 3 or more, e.g. 0.024 and 0.019 at margin 0.5 sd, mean 0, alpha 0.05;
     from there it falls to a minimum and then grows to 1 (it falls only below 0.04 on tests/report's grid)."""
-    from scipy import special, stats
-    up, down, c = math.sqrt(n) * (margin - mean), math.sqrt(n) * (margin + mean), stats.t.isf(alpha, n - 1)
+    from scipy import special
+    up, down, c = math.sqrt(n) * (margin - mean), math.sqrt(n) * (margin + mean), _t_critical(alpha, n - 1)
     return _over_spread(lambda s: max(0.0, special.ndtr(up - c * s) - special.ndtr(c * s - down)), n - 1,
                         stop=(up + down) / (2 * c), near=(min(up, down) / c,))
 
 
-def fewest_seeds(power_at, power: float = POWER):
-    """The smallest whole n >= 2 with power_at(n) >= power; None when SEEDS_CAP seeds fall short. Steps of
+def fewest_seeds(power_at, power: float = POWER, cap: int = SEEDS_CAP):
+    """The smallest whole n >= 2 with power_at(n) >= power; None when `cap` seeds fall short. Steps of
     one seed up to 8, then doubling, then bisection between the last n that fell short and the first that
     did not, which is exact when the n reaching `power` are all n from some point on: so for the difference
     test (its power grows with n) and for TOST at targets above its dip (see equivalence_power). A power
@@ -195,11 +212,13 @@ def fewest_seeds(power_at, power: float = POWER):
             raise ValueError(f"power at {k} seeds is {p}")
         return p >= power
 
+    if cap < SEEDS_CAP and not reaches(cap):
+        return None  # (one evaluation: the n reaching `power` are all n from some point on, as above)
     short, n = 1, 2  # one seed: no test
     while not reaches(n):
-        if n >= SEEDS_CAP:
+        if n >= cap:
             return None
-        short, n = n, min(n + 1 if n < 8 else 2 * n, SEEDS_CAP)
+        short, n = n, min(n + 1 if n < 8 else 2 * n, cap)
     while n - short > 1:
         mid = (short + n) // 2
         short, n = (short, mid) if reaches(mid) else (mid, n)

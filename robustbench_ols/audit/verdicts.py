@@ -10,19 +10,27 @@ import math
 import pandas as pd
 
 from robustbench_ols.audit.comparison import POWER, SEEDS_CAP, Settings, fmt
+from robustbench_ols.audit.confirm import NOT_DECIDABLE_WITHIN, WAITING
 from robustbench_ols.audit.metric_names import metric_budget, metric_family
 from robustbench_ols.audit.regime import OUTSIDE
 from robustbench_ols.audit.tables import MASKED, METRICS, SCOPES
 
 OUTCOMES = ("better", "equivalent", "worse", "inconclusive", "masking suspected", "outside the regime", "untested",
-            "missing")
+            "missing", "not decidable", "waiting for seeds")
 
 
 def _category(outcomes: pd.Series) -> pd.Series:
     """Each outcome's category of OUTCOMES (the reasons and '(no spread)' dropped)."""
     o = outcomes.astype(str).str.replace(" (no spread)", "", regex=False)
     o = o.where(~o.str.startswith(OUTSIDE), "outside the regime")
+    o = o.where(~o.str.startswith(NOT_DECIDABLE_WITHIN), "not decidable")
+    o = o.where(~o.str.startswith(WAITING), "waiting for seeds")
     return o.where(~o.str.startswith(MASKED), "masking suspected")
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 comparison', '3 comparisons'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def tally(table: pd.DataFrame) -> pd.DataFrame:
@@ -55,27 +63,35 @@ def _seeds_text(rows: pd.DataFrame, unit: str = "seeds") -> str:
     return f"{span} {unit} would decide at the observed spread (power {POWER:g}, at alpha / family size){beyond}"
 
 
-def _family_text(rows: pd.DataFrame, s: Settings, what: str) -> str:
-    seeds = "/".join(map(str, sorted(set(rows.n))))
+def _family_text(rows: pd.DataFrame, s: Settings, what: str, unit: str = "seeds") -> str:
+    """'paired t-test over 2 seeds, Holm-Bonferroni correction over the 10 comparisons of ..., alpha 0.05'; in a
+    confirmatory audit, which seeds decided and which planned."""
+    seeds = "/".join(map(str, sorted(set(rows.n.astype(int))))) + f" {unit}"
+    if "seeds_used" in rows:
+        seeds += (f" of the confirmation seeds {' / '.join(sorted(set(rows.seeds_used.astype(str))))} (planned on "
+                  f"seeds {rows.planned_on.iloc[0]}, which decide nothing)")
     size = int(rows.family_size.max())
     corr = "no correction" if s.correction == "none" else f"{s.describe().split(', ')[-1]} over the {size} {what}"
-    return f"{s.describe().split(',')[0]} over {seeds} seeds, {corr}, alpha {s.alpha:g}"
+    return f"{s.describe().split(',')[0]} over {seeds}, {corr}, alpha {s.alpha:g}"
 
 
 def verdicts(table: pd.DataFrame, method: str, *, settings: Settings = Settings()) -> list[str]:
     """One plain-language line per metric that claims no more than the tests support: how many
     comparisons are better / equivalent / worse / inconclusive after the family's correction, the
-    better and worse ones with their intervals, the seeds an inconclusive one would need, and what
-    stayed outside the regime or was flagged for gradient masking."""
+    better and worse ones with their intervals, the seeds an inconclusive one would need (not in a
+    confirmatory audit: there the seeds were fixed beforehand), and what stayed outside the regime, was
+    flagged for gradient masking, is not decidable within the plan's cap or waits for its seeds."""
     lines = []
+    confirmed = "seeds_used" in table
     for metric, label in _metrics_in(table):
         t = table[table.metric == metric]
         cat = _category(t.outcome)
-        out, masked = t[cat == "outside the regime"], t[cat == "masking suspected"]
+        masked = t[cat == "masking suspected"]
         tested = t[cat.isin(["better", "equivalent", "worse", "inconclusive"]) | (cat == "masking suspected")]
+        rest = _rest(t, cat)
         if tested.empty:
-            if len(out):
-                lines.append(f"**{label}**: {_outside_summary(out)}.")
+            if rest:
+                lines.append(f"**{label}**: {rest}")
             else:
                 n = int(t.n.max()) if len(t) else 0
                 lines.append(f"**{label}**: {'one seed' if n == 1 else 'no paired seeds'} per cell, so no test is "
@@ -85,9 +101,9 @@ def verdicts(table: pd.DataFrame, method: str, *, settings: Settings = Settings(
         c = _category(tested.outcome)
         margin = fmt(metric, settings.margins[metric_family(metric)])
         counts = {k: int((c == k).sum()) for k in ("better", "equivalent", "worse", "inconclusive")}
-        head = (f"of {len(tested)} comparisons, {method} is better in {counts['better']}, equivalent within "
-                f"±{margin} in {counts['equivalent']}, worse in {counts['worse']}, and {counts['inconclusive']} "
-                "are inconclusive")
+        head = (f"of {_count(len(tested), 'comparison')}, {method} is better in {counts['better']}, equivalent "
+                f"within ±{margin} in {counts['equivalent']}, worse in {counts['worse']}, and "
+                f"{counts['inconclusive']} {'is' if counts['inconclusive'] == 1 else 'are'} inconclusive")
         parts = []
         for word in ("better", "worse"):
             rows = tested[c == word]
@@ -96,16 +112,38 @@ def verdicts(table: pd.DataFrame, method: str, *, settings: Settings = Settings(
                                                      for r in rows.itertuples()))
         inc = tested[c == "inconclusive"]
         if len(inc):
-            parts.append("for the inconclusive ones, " + _seeds_text(inc))
+            parts.append("inconclusive on the seeds the plan fixed (adding seeds to them now would void the "
+                         "error rate: a new pilot and confirmation would)" if confirmed
+                         else "for the inconclusive ones, " + _seeds_text(inc))
         if len(masked):
             parts.append(f"{len(masked)} would be better, but {_masked_summary(masked)}")
         fam = _family_of(table, metric)
         what = _family_text(tested, settings, f"comparisons of {fam} x noise rates x baselines" if fam else
                             "comparisons of this metric (noise rates x baselines)")
-        rest = f" The other {len(out)}: {_outside_summary(out)}." if len(out) else ""
         lines.append(f"**{label}**: {head}" + (" (" + "; ".join(parts) + ")" if parts else "")
-                     + f" [{what}].{rest}")
+                     + f" [{what}]." + (f" The other {len(t) - len(tested)}: {rest}" if rest else ""))
     return lines
+
+
+def _rest(t: pd.DataFrame, cat: pd.Series) -> str:
+    """The comparisons of one metric that were not tested: outside the regime, not decidable within the plan's
+    cap (with the seeds each would need), waiting for their confirmation seeds."""
+    parts = []
+    out = t[cat == "outside the regime"]
+    if len(out):
+        parts.append(_outside_summary(out))
+    nd = t[cat == "not decidable"]
+    if len(nd):
+        cap = nd.outcome.iloc[0].split("(")[0].strip()
+        parts.append(f"{_count(len(nd), 'comparison')} {cap} (" + "; ".join(
+            f"noise {r.noise_rate:g} vs {r.baseline}: {r.outcome.split('(', 1)[1].rstrip(')')}"
+            for r in nd.itertuples()) + ")")
+    wait = t[cat == "waiting for seeds"]
+    if len(wait):
+        parts.append(f"{_count(len(wait), 'comparison')} waiting for seeds (" + "; ".join(
+            f"noise {r.noise_rate:g} vs {r.baseline}: {r.outcome.split('(', 1)[1].rstrip(')')}"
+            for r in wait.itertuples()) + ")")
+    return ("; ".join(parts) + ".") if parts else ""
 
 
 def _family_of(table: pd.DataFrame, metric: str) -> str | None:
@@ -164,8 +202,9 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all",
             continue
         parts = []
         for r in t.itertuples():
+            spread = " (no spread)" in str(r.outcome)
             o = str(r.outcome).replace(" (no spread)", "")
-            if o.startswith((OUTSIDE, MASKED)):
+            if o.startswith((OUTSIDE, MASKED, NOT_DECIDABLE_WITHIN, WAITING)):
                 parts.append(f"against {r.baseline}, {o}")
                 continue
             left = (f"; noise {r.outside_rates} left out: outside the regime"
@@ -176,16 +215,21 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all",
             boot = (f", bootstrap {fmt(metric, r.boot_lo, signed=True, unit=False)} to "
                     f"{fmt(metric, r.boot_hi, signed=True, unit=False)}"
                     if math.isfinite(r.boot_lo) else "")
+            if spread:
+                word += " (no spread: every pair differs by the same amount, so no test is needed or possible)"
             p = "" if math.isnan(r.p_adj) else f"; p = {r.p:.2g}, adjusted {r.p_adj:.2g}"
-            eq = f", equivalence p adjusted {r.p_equiv_adj:.2g}" if o == "equivalent" else ""
-            need = (f"; {int(r.seeds_needed)} (rate, seed) pairs would decide at the observed spread"
-                    if o == "inconclusive" and math.isfinite(r.seeds_needed) else "")
+            eq = (f", equivalence p adjusted {r.p_equiv_adj:.2g}" if o == "equivalent" and math.isfinite(r.p_equiv_adj)
+                  else "")
+            rates = max(len(str(r.rates).split()), 1) if isinstance(getattr(r, "rates", None), str) else 1
+            need = (f"; {math.ceil(r.seeds_needed / rates)} seeds would decide at the observed spread (each seed "
+                    f"gives one pair at each of the {rates} rates)"
+                    if o == "inconclusive" and "seeds_needed" in t and math.isfinite(r.seeds_needed) else "")
             parts.append(f"{word} ({_effect(r, metric)}{boot}; lower in {int(r.lower)} of {int(r.n)} pairs{p}{eq}"
                          f"{need}{left})")
         tested = t[t.p_adj.notna()]
         fam = _family_of(pooled, metric)
         what = (_family_text(tested, settings, f"pooled comparisons in this scope of {fam} x baselines" if fam else
-                             "pooled comparisons of this metric and scope (baselines)")
-                .replace(" seeds,", " pairs,") if len(tested) else settings.describe())
+                             "pooled comparisons of this metric and scope (baselines)", "(rate, seed) pairs")
+                if len(tested) else settings.describe())
         lines.append(f"**{label}**, pooled over {dict(SCOPES)[scope]}, {method}: " + "; ".join(parts) + f" [{what}].")
     return lines

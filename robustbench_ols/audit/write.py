@@ -9,6 +9,7 @@ import pandas as pd
 
 from robustbench_ols.audit import regime
 from robustbench_ols.audit.comparison import MARGINS, POINTS, Settings
+from robustbench_ols.audit.metric_names import metric_family
 from robustbench_ols.audit.tables import paired_table, pooled_table
 from robustbench_ols.audit.verdicts import OUTCOMES, pooled_verdicts, tally, verdicts
 from robustbench_ols.common.markdown import markdown_table
@@ -66,7 +67,25 @@ def _regime_section(records: pd.DataFrame) -> list[str]:
             regime.fit_markdown(records), ""]
 
 
-def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+VALUE_COLUMNS = ["new_mean", "base_mean", "mean_diff", "std_diff", "ci_lo", "ci_hi", "boot_lo", "boot_hi", "min_diff",
+                 "max_diff", "img_diff", "img_lo", "img_hi"]
+
+
+def in_units(df: pd.DataFrame, columns=VALUE_COLUMNS) -> pd.DataFrame:
+    """`df` with its value `columns` in each row's metric's unit, the one the verdicts use: points (x100) for
+    the errors, ECE and the wrong-label fit, as is (nats) for KL; a `unit` column says which."""
+    if df.empty or "metric" not in df:
+        return df
+    points = df.metric.map(lambda m: metric_family(m) in POINTS)
+    out = df.copy()
+    for c in columns:
+        if c in out:
+            out[c] = out[c].astype(float).where(~points, out[c].astype(float) * 100)
+    out.insert(list(out.columns).index("metric") + 1, "unit", points.map({True: "points", False: "nats"}))
+    return out
+
+
+def frame_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """`df` as a Markdown table: floats with `floatfmt`, NaN as a dash."""
 
     def cell(v) -> str:
@@ -132,17 +151,21 @@ def outcome_section(table: pd.DataFrame, pooled: pd.DataFrame) -> list[str]:
     if not table.empty:
         one_seed = "img_lo" in table and table.img_lo.notna().any()
         per_rate = cols[:-1] + (["img_lo", "img_hi"] if one_seed else []) + cols[-1:]
-        lines += [_md(tally(table), ".0f"), "", "## Every comparison", "",
-                  "`mean_diff` = mean over seeds of (new - baseline); negative is better for the new method."
+        lines += [frame_markdown(tally(table), ".0f"), "", "## Every comparison", "",
+                  "`mean_diff` = mean over seeds of (new - baseline), like every difference and mean below in the "
+                  "metric's unit (`unit`: percentage points, or nats for KL), as in the verdicts; negative is better "
+                  "for the new method."
                   + (" `img_lo`, `img_hi`: with one paired seed, the 95% paired bootstrap interval of the "
                      "difference over the test images (it says nothing of seed-to-seed variation)." if one_seed else ""),
-                  "", _md(table[["label", "dataset", "model", "noise_rate", "baseline", *per_rate]]), ""]
+                  "", frame_markdown(in_units(table)[["label", "unit", "dataset", "model", "noise_rate", "baseline",
+                                                      *per_rate]]), ""]
     if not pooled.empty:
         lines += ["## Pooled over noise rates", "",
                   "Every (noise rate, seed) both methods have is one pair; `lower` = pairs where the new method is "
                   "lower. Scope `noisy` = noise rates > 0, `all` = every rate (the wrong-label fit exists only "
                   "with noise).", "",
-                  _md(pooled[["label", "dataset", "model", "scope", "baseline", "lower", *cols]]), ""]
+                  frame_markdown(in_units(pooled)[["label", "unit", "dataset", "model", "scope", "baseline", "lower",
+                                                    *cols]]), ""]
     return lines
 
 

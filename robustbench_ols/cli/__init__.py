@@ -31,8 +31,8 @@ def main(argv=None) -> int:
     try:
         args = build_parser(_asked_backend(sys.argv[1:] if argv is None else argv)).parse_args(argv)
         # imported once the command line is parsed: commands.py imports torch (seconds), which --help never needs
-        from robustbench_ols.cli import commands
-        return getattr(commands, f"cmd_{args.command}")(args)
+        from robustbench_ols.cli import audit_command, commands
+        return getattr(audit_command if args.command == "audit" else commands, f"cmd_{args.command}")(args)
     except RunFailed as e:
         print(f"rbols: {e}", file=sys.stderr)
         return 1

@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 
 from robustbench_ols.attacks import AttackSpec
-from robustbench_ols.audit.comparison import Settings
-from robustbench_ols.audit.regime import REFERENCE, fit_lines
-from robustbench_ols.audit.write import write_audit
+from robustbench_ols.audit.regime import fit_lines
 from robustbench_ols.cli.options import EVAL_DEFAULTS, EVAL_FLAGS, EXEC_DEFAULTS, RUN_DEFAULTS
 from robustbench_ols.common.errors import Interrupted, RbolsError, SpecError
 from robustbench_ols.data import find_layout
@@ -19,7 +17,6 @@ from robustbench_ols.executors import BACKENDS
 from robustbench_ols.executors.cells import set_threads, tally
 from robustbench_ols.executors.estimate import describe, estimate_line, print_summary
 from robustbench_ols.methods import (
-    label_of,
     list_methods,
     method_class,
     option_defaults,
@@ -33,7 +30,6 @@ from robustbench_ols.scoring.rescoring import evaluate_run
 from robustbench_ols.scoring.transfer_check import complete_transfers
 from robustbench_ols.spec import DEFAULT_ATTACKS, EvalSpec, ExecOptions, RunSpec
 from robustbench_ols.spec.grid import Grid, load_config, parse_sweeps, split_methods
-from robustbench_ols.spec.presets import AUDIT_PRESET
 from robustbench_ols.store import ensure_writable
 from robustbench_ols.store.results import ResultSet
 from robustbench_ols.trackers import require_installed
@@ -266,38 +262,6 @@ def cmd_report(args) -> int:
     if args.html:
         print(Path(args.to) / "report.html")
     return 0
-
-
-def cmd_audit(args) -> int:
-    settings = Settings.parse(test=args.test, correction=args.correction, margins=args.margin)
-    backend = backend_from_args(args)
-    against = split_methods(args.against)
-    labels = [label_of(t) for t in [args.method, *against]]
-    # hard labels are the regime's reference (regime.py): run them too, or no noise claim can be checked
-    reference = [] if REFERENCE in labels else [REFERENCE]
-    args.methods = ",".join([args.method, *against, *reference])
-    if args.preset is None and args.config is None:
-        args.preset = AUDIT_PRESET
-    grid, cells, ev, ex = grid_from_args(args)
-    out = Path(args.out)
-    if args.dry_run:
-        return _dry_run(grid, cells, ev, out, backend, args.retry_failed)
-    ok = True
-    if not args.no_run:
-        ok = _run_grid(args, backend, grid, cells, ev, ex, out).ok
-    results = ResultSet(out)  # read after training: the check below and the audit share its reads
-    if args.no_run:
-        found = set(results.runs(eval_id=ev.eval_id).get("method_label", ()))
-        wanted = list(dict.fromkeys([*labels, *reference]))
-        if not found & set(wanted):
-            raise SpecError(f"--no-run: no finished run of {', '.join(wanted)} under {out} (looked for run "
-                            f"directories with DONE{'; found only ' + ', '.join(sorted(found)) if found else ''}); "
-                            "give the --out of the grid that trained them, or drop --no-run to train them")
-    to = Path(args.to) if args.to else out / "audit"
-    path = write_audit(results, to, labels[0], labels[1:], eval_id=ev.eval_id, settings=settings, select=ev.select,
-                       about=f"Grid: {grid.name} ({grid.about or 'custom'}); seeds {grid.seeds}; noise {grid.noise}.")
-    print(path)
-    return 0 if ok else 1
 
 
 def cmd_export(args) -> int:

@@ -198,6 +198,18 @@ def _audit_parser(sub, backends) -> None:
                         "test_err_last=0.01; defaults: " + ", ".join(f"{k}={v:g}" for k, v in MARGINS.items()))
     p.add_argument("--dry-run", action="store_true", help="print the cells, their state and the cost estimate; "
                                                           "run and write nothing")
+    p.add_argument("--plan", action="store_true",
+                   help="pilot stage: train (unless --no-run) the grid's seeds as the pilot, then print and write "
+                        "plan.md: the confirmation seeds each claim needs (power 0.8 at the family's corrected alpha) "
+                        "and what training them costs")
+    p.add_argument("--confirm", action="store_true",
+                   help="confirmation stage: plan from the pilot seeds, train the confirmation seeds the plan asks "
+                        "for (unless --no-run), then decide every claim on them alone (audit.md)")
+    p.add_argument("--pilot-seeds", default=None, help="with --confirm: the seeds that were the pilot (default: the "
+                                                       "preset's or config's seeds); --seeds then names the "
+                                                       "confirmation seeds (default: the ones after the pilot's)")
+    p.add_argument("--max-seeds", type=int, default=None, help="with --plan or --confirm: the most confirmation "
+                                                               "seeds a claim may ask for (default 10, at least 2)")
     _grid_options(p, backends, f"(default: {AUDIT_PRESET} when --config is not given either)")
 
 

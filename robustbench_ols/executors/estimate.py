@@ -23,51 +23,64 @@ def describe(cells, out: Path, ev: EvalSpec, swept=()) -> list[str]:
     return lines
 
 
+def cell_seconds(grid, cells, out: Path, ev: EvalSpec) -> dict:
+    """Seconds each cell of `cells` is expected to take (training + scoring), by run_id, with where the figure
+    came from: the mean of the finished cells in `out` that differ from it only in noise and seeds (their
+    metrics.json), else the preset's measurement on the 2-core development machine (presets.CELL_SECONDS),
+    else, for a method measured nowhere (a new method), the hard-label cells of its setting, whose step costs
+    about the same as a smoothing method's (ls, ols: within 4% of hard in CELL_SECONDS); None where none of these
+    exists. Returns {run_id: (seconds or None, source)}."""
+    here: dict = {}
+    for s in cells:
+        if cell_state(out, s, ev) in ("done", "needs-eval"):
+            m = store.read_metrics(out / s.run_id)
+            here.setdefault(_cost_key(s), []).append((m.get("train_seconds") or 0) + (m.get("eval_seconds") or 0))
+    preset = grid.measured_cell_seconds()
+    found = f"finished cells in {out}"
+    measured = f"the {grid.name} preset measured on a 2-core CPU (two one-thread workers)"
+    out_of = {}
+    for s in cells:
+        label = method_label(s.method, s.options)
+        done, hard = here.get(_cost_key(s)), here.get(_cost_key(s, as_hard=True))
+        out_of[s.run_id] = ((sum(done) / len(done), found) if done else (preset[label], measured) if label in preset
+                            else (sum(hard) / len(hard), f"the hard-label cells in {out} (no cell of the method yet)")
+                            if hard else (preset["hard"], f"{measured}, hard labels' (no cell of the method yet)")
+                            if "hard" in preset else (None, ""))
+    return out_of
+
+
 def estimate_line(grid, cells, out: Path, ev: EvalSpec, backend) -> str:
-    """What the cells still to train will cost: seconds per cell from the finished cells in `out` that differ
-    from it only in noise and seeds (training + scoring, from their metrics.json), else the preset's
-    measurement on the 2-core development machine (presets.CELL_SECONDS), else unknown."""
+    """What the cells still to train will cost (cell_seconds: this folder's finished cells, else the preset's
+    measurement, else the hard-label cells'), or that nothing is left."""
     states = {s.run_id: cell_state(out, s, ev) for s in cells}
     todo = [s for s in cells if states[s.run_id] in ("todo", "partial", "running", "failed")]
     if not todo:
         return f"estimate: nothing to train ({len(cells)} cells, {sum(v == 'needs-eval' for v in states.values())} "\
                "to score)"
-    here: dict = {}
-    for s in cells:
-        if states[s.run_id] in ("done", "needs-eval"):
-            m = store.read_metrics(out / s.run_id)
-            here.setdefault(_cost_key(s), []).append((m.get("train_seconds") or 0) + (m.get("eval_seconds") or 0))
-    preset = grid.measured_cell_seconds()
-    total, unknown, sources = 0.0, 0, set()
-    for s in todo:
-        label = method_label(s.method, s.options)
-        done = here.get(_cost_key(s))
-        if done:
-            total += sum(done) / len(done)
-            sources.add(f"finished cells in {out}")
-        elif label in preset:
-            total += preset[label]
-            sources.add(f"the {grid.name} preset measured on a 2-core CPU (two one-thread workers)")
-        else:
-            unknown += 1
+    cost = cell_seconds(grid, cells, out, ev)
+    known = [cost[s.run_id] for s in todo if cost[s.run_id][0] is not None]
+    total, unknown, sources = sum(c for c, _ in known), len(todo) - len(known), sorted({w for _, w in known})
     n = backend.parallel(len(todo))
     text = f"estimate: {len(todo)} of {len(cells)} cells to train"
     if total:
-        text += (f", about {_duration(total)} of cell time ({n} worker{'s' * (n > 1)}: about {_duration(total / n)}"
-                 f" on this machine if it is as fast), from {' and '.join(sorted(sources))}")
+        text += (f", about {duration(total)} of cell time ({n} worker{'s' * (n > 1)}: about {duration(total / n)}"
+                 f" on this machine if it is as fast), from {' and '.join(sources)}")
     if unknown:
-        text += (f"; {unknown} cell{'s' * (unknown > 1)} without an estimate (no finished cell of their method and "
-                 "setting yet: the first one gives it)")
+        text += (f"; {unknown} cell{'s' * (unknown > 1)} without an estimate (no finished cell of their setting yet: "
+                 "the first one gives it)")
     return text
 
 
-def _cost_key(spec: RunSpec) -> str:
-    """Everything that sets a cell's cost: its spec without the noise and the seeds."""
-    return json.dumps({k: v for k, v in spec.to_dict().items() if k not in ("noise", "noise_seed", "seed")},
-                      sort_keys=True)
+def _cost_key(spec: RunSpec, as_hard: bool = False) -> str:
+    """Everything that sets a cell's cost: its spec without the noise and the seeds (`as_hard`: and with hard labels
+    in place of its method)."""
+    d = {k: v for k, v in spec.to_dict().items() if k not in ("noise", "noise_seed", "seed")}
+    if as_hard:
+        d.update(method="hard", method_options={})
+    return json.dumps(d, sort_keys=True)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 

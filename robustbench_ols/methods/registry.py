@@ -116,8 +116,17 @@ def resolve_options(name: str, options: dict | None = None) -> tuple[type, dict]
 
 def build_method(name: str, options: dict | None = None):
     """Instantiate a method (its __init__ may reject values). Returns (method, resolved options)."""
+    given = dict(options or {})
     cls, options = resolve_options(name, options)
-    method = cls(**options)
+    try:
+        method = cls(**options)
+    except SpecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever a plugin's __init__ raises on a bad value is bad input
+        named = ", ".join(f"{k}={v!r}" for k, v in given.items()) or "its defaults"
+        raise SpecError(f"method {name!r} rejected its options ({named}): {type(e).__name__}: {e}. Fix the value "
+                        "(a method's __init__ may raise robustbench_ols.SpecError naming the option, as the "
+                        "built-in ones do)") from e
     method.bind(name, options)
     return method, method.options()
 

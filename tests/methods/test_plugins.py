@@ -59,6 +59,24 @@ def test_readme_example_trains_for_real(plugin_dir, tmp_path, capsys):
     assert torch.allclose(m.loss(z, b, 1), torch.nn.functional.cross_entropy(z, y, label_smoothing=0.15))
 
 
+def test_a_bad_option_value_is_exit_2_naming_the_method_and_option(plugin_dir, tmp_path, capsys):
+    """The README example's SpecError, and a plugin whose __init__ raises anything else on a bad value: exit 2,
+    the method and the option named, nothing written."""
+    (plugin_dir / "my_smoothing.py").write_text(readme_example())
+    (plugin_dir / "raising.py").write_text(
+        "from robustbench_ols.methods import Method\n\n\nclass Raising(Method):\n    name = 'raising'\n\n"
+        "    def __init__(self, *, tau: float = 1.0):\n        assert tau > 0, 'tau must be positive'\n"
+        "        self.tau = tau\n")
+    for method, words in (("my_smoothing:AnnealedLS:eps=1.5", ["annealed-ls: eps must be in [0, 1), got 1.5"]),
+                          ("raising:Raising:tau=-1", ["'raising:Raising'", "tau=-1.0", "AssertionError",
+                                                      "tau must be positive"])):
+        out = tmp_path / method.split(":")[0]
+        assert main(RUN + ["--method", method, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert all(w in err for w in words) and "Traceback" not in err, err
+        assert not out.exists()
+
+
 def test_entry_point_plugin_is_listed_and_runs(plugin_dir, tmp_path, capsys):
     (plugin_dir / "my_smoothing.py").write_text(readme_example())
     dist = plugin_dir / "my_smoothing_pkg-1.0.dist-info"
