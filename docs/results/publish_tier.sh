@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# Publish the cpu-regime grid from its run directories: the archive of the finished runs (weights
-# included), the report, the claims audit of OLS against hard labels and LS, and the generated sections
-# (docs/results/cpu-regime.md, the README's table). Run it whenever more cells are done; while the grid is
-# unfinished the page marks the results interim.
+# Publish the cpu-regime grid from its run directories: the archive of the finished runs (weights and every
+# evaluation record included, no path of this machine), the report, the plan and the confirmatory audit of OLS
+# against hard labels and LS (issue 26), and the generated sections (docs/results/cpu-regime.md, the README's
+# table). Run it when the pilot (seeds 0 and 1 of every method) and the confirmation seeds the plan asks for are
+# done; until then the confirmatory audit says which claims wait for seeds.
 #
-#   bash docs/results/publish_tier.sh [RESULTS_DIR]     # default results/cpu-regime
+#   bash docs/results/publish_tier.sh [RESULTS_DIR] [DOCS_DIR]   # defaults results/cpu-regime, docs/results/cpu-regime
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-results/cpu-regime}
-DOCS=docs/results/cpu-regime
-# the preset's scoring setting as the published runs were scored, before the gradient-masking checks (the
-# audit's --no-checks gives the same; tests/training/test_matrix.py and tests/spec/test_identity.py check it)
-EVAL_ID=e2907d948677
+DOCS=${2:-docs/results/cpu-regime}
+# the preset's scoring setting: FGSM, PGD-20 (step eps/4) and AutoAttack at 8/255, 2/255 and 1/255 on 100 test
+# images, the gradient-masking checks and the transfer check (tests/training/test_matrix.py checks the id)
+EVAL_ID=5941e1bbdfab
+AUDIT="rbols audit --method ols --against hard,ls --preset cpu-regime --out $OUT --no-run"
 mkdir -p "$DOCS"
-done_runs=$(cd "$OUT" && for d in */; do [ -f "$d/DONE" ] && echo "${d%/}"; done)
-# the finished run directories only (an unfinished one resumes from scratch of its cell), in a stable order,
-# with the evaluation records of this setting alone (the re-scorings have archives of their own)
-others=$(mktemp)
-(cd "$OUT" && find $done_runs -path '*/evals/*' ! -name "$EVAL_ID.*" > "$others")
-(cd "$OUT" && tar --sort=name --owner=0 --group=0 --numeric-owner -X "$others" -cf - $done_runs) | xz -9 > "$DOCS/runs.tar.xz.tmp"
-rm -f "$others"
+# the finished run directories (an unfinished one resumes from scratch of its cell) with all their evaluation
+# records, spec.json naming the data root as the commands give it (portable_copy.py), in a stable order
+copy=$(mktemp -d)
+python docs/results/portable_copy.py "$OUT" "$copy" ../shared/data
+(cd "$copy" && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - */) | xz -9 > "$DOCS/runs.tar.xz.tmp"
 mv "$DOCS/runs.tar.xz.tmp" "$DOCS/runs.tar.xz"
-rbols report "$OUT" --to "$DOCS" --paper --format png --eval-id "$EVAL_ID" --html --audit "$DOCS/claims" --audit "$DOCS/autoattack/claims"
-rbols audit --method ols --against hard,ls --preset cpu-regime --out "$OUT" --no-run --no-checks --to "$DOCS/claims"
+n=$(find "$copy" -mindepth 2 -maxdepth 2 -name DONE | wc -l)
+rm -rf "$copy"
+# the pilot's plan, then the claims decided on the confirmation seeds alone; the pilot's own exploratory audit
+$AUDIT --plan --to "$DOCS/plan"
+$AUDIT --confirm --to "$DOCS/confirm"
+$AUDIT --seeds 0,1 --to "$DOCS/claims"
+rbols report "$OUT" --to "$DOCS" --paper --format png --eval-id "$EVAL_ID" --html --audit "$DOCS/confirm" \
+  --audit "$DOCS/claims"
 python docs/results/build_readme.py
-echo "published $(echo "$done_runs" | wc -w) finished runs from $OUT"
+echo "published $n finished runs from $OUT"

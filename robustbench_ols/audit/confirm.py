@@ -35,24 +35,25 @@ def confirm_table(df: pd.DataFrame, records: pd.DataFrame, method: str, against:
     plan's families; `planned_on` the pilot seeds. `df` and `records` hold every seed; the pilot's rows are
     never read here."""
     confirmation = [c for c in confirmation if c not in set(pilot)]
+    plan = plan.assign(claim=range(len(plan)))  # the plan's order (metric by metric) kept in the result
     out = []
     for kind, builder in (("per-rate", paired_table), ("pooled", pooled_table)):
         p = plan[plan.kind.eq(kind)]
         for n in sorted(set(p.seeds.dropna().astype(int))):
             use = confirmation[:n]
             tested = builder(df[df.seed.isin(use)], method, against, settings=s,
-                             records=records[records.seed.isin(use)], select=select)
+                             records=records[records.seed.isin(use)], select=select, exploratory=False)
             claims = p[p.seeds.eq(n)]
             if tested.empty:
                 out.append(claims.assign(seeds_used=seeds_text(use), n=0))
                 continue
             keep = ["n", "new_mean", "base_mean", "mean_diff", "std_diff", "ci_lo", "ci_hi", "boot_lo", "boot_hi",
-                    "t", "p", "p_equiv", "regime", "reason", "masking", "lower", "rates"]
+                    "t", "p", "p_equiv", "regime", "reason", "masking", "lower", "rates", "outside_rates"]
             tested = tested[KEYS[kind] + [c for c in keep if c in tested]].rename(
                 columns={"regime": "confirm_regime", "reason": "confirm_reason", "rates": "confirm_rates"})
             out.append(claims.merge(tested, on=KEYS[kind], how="left").assign(seeds_used=seeds_text(use)))
         out.append(p[~p.status.eq(PLANNED)])
-    t = pd.concat(out, ignore_index=True)
+    t = pd.concat(out, ignore_index=True).sort_values("claim", kind="stable").reset_index(drop=True)
     t["planned_on"] = seeds_text(pilot)
     return decide_confirmed(t, s, max_seeds)
 
@@ -84,8 +85,8 @@ def decide_confirmed(t: pd.DataFrame, s: Settings, max_seeds: int) -> pd.DataFra
     outcomes = []
     for i, r in t.iterrows():
         if r.status == NOT_DECIDABLE:
-            outcomes.append(f"{NOT_DECIDABLE_WITHIN} {max_seeds} seeds (needs {r.needs})"
-                            if str(r.needs)[:1].isdigit() else f"{NOT_DECIDABLE_WITHIN} {max_seeds} seeds ({r.needs})")
+            why = r.needs if str(r.needs).startswith("unknown") else f"needs {r.needs} seeds"
+            outcomes.append(f"{NOT_DECIDABLE_WITHIN} {max_seeds} seeds ({why})")
         elif r.status != PLANNED:
             outcomes.append(r.reason)
         elif short[i]:

@@ -42,7 +42,7 @@ class Design:
                             f"short: {', '.join(short)}. Train them first: the same command with --plan instead of "
                             "--confirm (or --pilot-seeds to name the seeds that were run)")
         df = pilot[pilot.method_label.isin(labels)]
-        kw = dict(settings=settings, records=pilot, select=ev.select)
+        kw = dict(settings=settings, records=pilot, select=ev.select, exploratory=False)
         return plan_rows(paired_table(df, labels[0], labels[1:], **kw), pooled_table(df, labels[0], labels[1:], **kw),
                          settings, self.max_seeds)
 
@@ -81,7 +81,7 @@ def _cost(design: Design, grid, out: Path, ev) -> dict:
     """The confirmation cells: how many, how many still to train, and their estimated seconds."""
     cells = design.confirmation_cells(grid)
     todo = [c for c in cells if cell_state(out, c, ev) not in ("done", "needs-eval")]
-    seconds = cell_seconds(grid, cells, out, ev)
+    seconds = cell_seconds(grid, grid.cells() + cells, out, ev)  # the pilot's finished cells measure the cost
     known = [seconds[c.run_id][0] for c in todo if seconds[c.run_id][0] is not None]
     by_method: dict = {}
     for c in todo:

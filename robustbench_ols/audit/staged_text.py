@@ -10,7 +10,7 @@ from robustbench_ols.audit.comparison import POWER, Settings, fmt
 from robustbench_ols.audit.confirm import seeds_text
 from robustbench_ols.audit.plan import MAX_SEEDS, NOT_DECIDABLE, PLANNED, SAFEGUARD_LEVEL
 from robustbench_ols.audit.tables import SCOPES
-from robustbench_ols.audit.verdicts import pooled_verdicts, tally, verdicts
+from robustbench_ols.audit.verdicts import category, pooled_verdicts, tally, verdicts
 from robustbench_ols.audit.write import frame_markdown, in_units, statistics_section
 
 DESIGN = (f"**Design: pilot, then confirm.** The pilot's seeds only plan: for each claim, the fewest confirmation "
@@ -43,11 +43,11 @@ def plan_lines(plan: pd.DataFrame, method: str, design, cost: dict) -> list[str]
         if len(ok):
             text += f" ({seeds.min()}{'' if seeds.min() == seeds.max() else f'-{seeds.max()}'} seeds)"
         if len(nd):
-            known = [r for r in nd.itertuples() if str(r.needs)[:1].isdigit()]
+            known = [r for r in nd.itertuples() if not str(r.needs).startswith("unknown")]
             unknown = len(nd) - len(known)
             text += (f"; {len(nd)} not decidable within {design.max_seeds} seeds"
-                     + (" (" + ", ".join(f"{_claim(r)} {r.needs}" for r in known) + ")" if known else "")
-                     + (f"{' and' if known else ''} {unknown} whose pilot interval spans both 0 and the margin"
+                     + (" (" + ", ".join(f"{_claim(r)} needs {r.needs}" for r in known) + ")" if known else "")
+                     + (f", {unknown} of them because the pilot's 60% interval spans both 0 and the margin"
                         if unknown else ""))
         lines.append(text)
     outside = plan.status.eq("outside the regime in the pilot").sum()
@@ -110,17 +110,18 @@ def confirmed_markdown(table: pd.DataFrame, labels, design, settings: Settings, 
 
 
 def _short(table: pd.DataFrame, method: str) -> list[str]:
-    """One line per metric: the outcome of every claim, per-rate as counts, pooled per baseline."""
+    """One line per metric: the per-rate claims counted by outcome, then each pooled claim with its outcome (and
+    its difference and interval where it was decided)."""
     out = []
     for label, g in table.groupby("label", sort=False):
-        metric = g.metric.iloc[0]
-        rate = g[g.kind.eq("per-rate")]
-        counts = rate.outcome.str.replace(r" \(.*", "", regex=True).str.replace(r"^(not decidable within \d+ seeds).*",
-                                                                                 r"\1", regex=True)
-        per = ", ".join(f"{k} {v}" for k, v in counts.value_counts().items())
-        pooled = [f"{r.outcome.split(' (')[0]} vs {r.baseline} ({r.scope}"
-                  + (f": {fmt(metric, r.mean_diff, signed=True)}, CI {fmt(metric, r.ci_lo, signed=True, unit=False)} "
-                     f"to {fmt(metric, r.ci_hi, signed=True, unit=False)}" if math.isfinite(r.ci_lo) else "") + ")"
-                  for r in g[g.kind.eq("pooled")].itertuples()]
-        out.append(f"{label}: per rate {per or 'none'}" + (f"; pooled {'; '.join(pooled)}" if pooled else ""))
+        metric, cat = g.metric.iloc[0], category(g.outcome)
+        rate = cat[g.kind.eq("per-rate")]
+        per = ", ".join(f"{k} {v}" for k, v in rate.value_counts().items())
+        pooled = []
+        for r, c in zip(g[g.kind.eq("pooled")].itertuples(), cat[g.kind.eq("pooled")]):
+            shown = c in ("better", "worse", "equivalent") and math.isfinite(r.ci_lo)
+            pooled.append(f"{c} vs {r.baseline} ({r.scope}" + (
+                f": {fmt(metric, r.mean_diff, signed=True)}, 95% CI {fmt(metric, r.ci_lo, signed=True, unit=False)} "
+                f"to {fmt(metric, r.ci_hi, signed=True, unit=False)}" if shown else "") + ")")
+        out.append(f"{label}: per rate {per or 'none'}" + (f"; pooled: {', '.join(pooled)}" if pooled else ""))
     return out

@@ -115,7 +115,7 @@ def _masking(metric: str, new_runs: pd.DataFrame) -> str:
     return f"({', '.join(checks)} failed in {len(flagged)} of {len(new_runs)} runs)"
 
 
-def decide(table: pd.DataFrame, s: Settings, family: list[str]) -> pd.DataFrame:
+def decide(table: pd.DataFrame, s: Settings, family: list[str], exploratory: bool = True) -> pd.DataFrame:
     """The outcome of every comparison of `table` (rows from `summarize`, with `regime`, `reason` and
     `masking`). A family is the comparisons that share `family` (one metric: every noise rate and baseline;
     a robustness metric: at every budget too) and were tested inside the regime; their p-values are adjusted together (`p_adj`, `p_equiv_adj`) and
@@ -136,7 +136,7 @@ def decide(table: pd.DataFrame, s: Settings, family: list[str]) -> pd.DataFrame:
         t.loc[idx, "family_size"] = len(idx)
     alone = t.assign(p_adj=t.p_adj.where(inside, t.p), p_equiv_adj=t.p_equiv_adj.where(inside, t.p_equiv))
     t["test_outcome"] = [outcome(r, s.alpha) for _, r in alone.iterrows()]
-    for i in t.index[t.test_outcome.eq("inconclusive") & inside]:
+    for i in t.index[t.test_outcome.eq("inconclusive") & inside & exploratory]:
         level = s.alpha / max(int(t.at[i, "family_size"]), 1) if s.correction != "none" else s.alpha
         t.at[i, "seeds_needed"], t.at[i, "seeds_for"] = seeds_needed(t.at[i, "mean_diff"], t.at[i, "std_diff"],
                                                                      t.at[i, "margin"], level)
@@ -149,11 +149,13 @@ def decide(table: pd.DataFrame, s: Settings, family: list[str]) -> pd.DataFrame:
 
 
 def paired_table(df: pd.DataFrame, method: str, against: list[str], *, settings: Settings = Settings(),
-                 records: pd.DataFrame | None = None, select: str = "last") -> pd.DataFrame:
+                 records: pd.DataFrame | None = None, select: str = "last", exploratory: bool = True) -> pd.DataFrame:
     """One row per (metric, dataset, model, noise_rate, baseline): n paired seeds, the means, the paired
     differences new - baseline summarised by `comparison.summarize` (mean, std, t and bootstrap intervals,
     difference and equivalence tests, seeds needed), and the outcome (`decide`; the regime is read from
-    `records`: every run of the grid, the hard-label ones included; default `df`). Each metric is one family."""
+    `records`: every run of the grid, the hard-label ones included; default `df`). Each metric is one family.
+    `exploratory=False` (a plan or a confirmation: seeds are fixed beforehand there) leaves out the seeds an
+    inconclusive comparison would need and the one-seed bootstrap over the test images."""
     df = prepare(df)
     records = df if records is None else records
     rows = []
@@ -172,7 +174,8 @@ def paired_table(df: pd.DataFrame, method: str, against: list[str], *, settings:
                 compared = g[g.method_label.isin([method, base]) & g.seed.isin(seeds)]
                 reason = regime.outside(records, metric, *key, compared) if seeds else None  # none: missing
                 one = (image_bootstrap(new_runs.set_index("seed").loc[seeds[0]],
-                                       old_runs.set_index("seed").loc[seeds[0]], metric) if len(seeds) == 1 else None)
+                                       old_runs.set_index("seed").loc[seeds[0]], metric)
+                       if len(seeds) == 1 and exploratory else None)
                 rows.append(dict(zip(GROUP, key), metric=metric, label=label, baseline=base, **_family(metric),
                                  new_mean=float(new[seeds].mean()) if seeds else math.nan,
                                  base_mean=float(old[seeds].mean()) if seeds else math.nan,
@@ -180,14 +183,14 @@ def paired_table(df: pd.DataFrame, method: str, against: list[str], *, settings:
                                  **dict(zip(("img_diff", "img_lo", "img_hi"), one or (math.nan,) * 3)),
                                  regime="ok" if reason is None else "outside", reason=reason or "",
                                  masking=_masking(metric, new_runs[new_runs.seed.isin(seeds)])))
-    return decide(pd.DataFrame(rows), settings, ["family"])
+    return decide(pd.DataFrame(rows), settings, ["family"], exploratory)
 
 
 SCOPES = (("noisy", "noise rates > 0"), ("all", "all noise rates"))
 
 
 def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, settings: Settings = Settings(),
-                 records: pd.DataFrame | None = None, select: str = "last") -> pd.DataFrame:
+                 records: pd.DataFrame | None = None, select: str = "last", exploratory: bool = True) -> pd.DataFrame:
     """The per-rate comparisons pooled over noise rates: one row per (metric, dataset, model, baseline,
     scope), scope `noisy` (rates > 0) or `all`. Every (noise rate, seed) the two methods share is one
     pair; `lower` counts the pairs where the new method is lower. The tests over all pairs ask whether the
@@ -228,7 +231,7 @@ def pooled_table(df: pd.DataFrame, method: str, against: list[str], *, settings:
                         regime="ok" if kept else "outside",
                         reason="" if kept else _pooled_reason([w for w in reasons.values() if w]),
                         masking=_masking(metric, runs[runs.index.isin(kept)])))
-    return decide(pd.DataFrame(rows), settings, ["family", "scope"])
+    return decide(pd.DataFrame(rows), settings, ["family", "scope"], exploratory)
 
 
 def _pooled_reason(reasons: list[str]) -> str:

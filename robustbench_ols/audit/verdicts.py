@@ -19,7 +19,7 @@ OUTCOMES = ("better", "equivalent", "worse", "inconclusive", "masking suspected"
             "missing", "not decidable", "waiting for seeds")
 
 
-def _category(outcomes: pd.Series) -> pd.Series:
+def category(outcomes: pd.Series) -> pd.Series:
     """Each outcome's category of OUTCOMES (the reasons and '(no spread)' dropped)."""
     o = outcomes.astype(str).str.replace(" (no spread)", "", regex=False)
     o = o.where(~o.str.startswith(OUTSIDE), "outside the regime")
@@ -37,7 +37,7 @@ def tally(table: pd.DataFrame) -> pd.DataFrame:
     """How many comparisons of each metric and baseline came out in each category of OUTCOMES."""
     if table.empty:
         return pd.DataFrame()
-    t = table.assign(outcome=_category(table.outcome))
+    t = table.assign(outcome=category(table.outcome))
     out = t.pivot_table(index=["label", "baseline"], columns="outcome", values="n", aggfunc="count", fill_value=0)
     for c in OUTCOMES:
         if c not in out:
@@ -71,7 +71,8 @@ def _family_text(rows: pd.DataFrame, s: Settings, what: str, unit: str = "seeds"
         seeds += (f" of the confirmation seeds {' / '.join(sorted(set(rows.seeds_used.astype(str))))} (planned on "
                   f"seeds {rows.planned_on.iloc[0]}, which decide nothing)")
     size = int(rows.family_size.max())
-    corr = "no correction" if s.correction == "none" else f"{s.describe().split(', ')[-1]} over the {size} {what}"
+    family = f"the {size} {what}" if size != 1 else "one " + what.replace("comparisons", "comparison", 1)
+    corr = "no correction" if s.correction == "none" else f"{s.describe().split(', ')[-1]} over {family}"
     return f"{s.describe().split(',')[0]} over {seeds}, {corr}, alpha {s.alpha:g}"
 
 
@@ -85,7 +86,7 @@ def verdicts(table: pd.DataFrame, method: str, *, settings: Settings = Settings(
     confirmed = "seeds_used" in table
     for metric, label in _metrics_in(table):
         t = table[table.metric == metric]
-        cat = _category(t.outcome)
+        cat = category(t.outcome)
         masked = t[cat == "masking suspected"]
         tested = t[cat.isin(["better", "equivalent", "worse", "inconclusive"]) | (cat == "masking suspected")]
         rest = _rest(t, cat)
@@ -98,7 +99,7 @@ def verdicts(table: pd.DataFrame, method: str, *, settings: Settings = Settings(
                              f"possible; the differences in the table are single runs and may be noise."
                              + _images_summary(t))
             continue
-        c = _category(tested.outcome)
+        c = category(tested.outcome)
         margin = fmt(metric, settings.margins[metric_family(metric)])
         counts = {k: int((c == k).sum()) for k in ("better", "equivalent", "worse", "inconclusive")}
         head = (f"of {_count(len(tested), 'comparison')}, {method} is better in {counts['better']}, equivalent "
@@ -207,8 +208,8 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all",
             if o.startswith((OUTSIDE, MASKED, NOT_DECIDABLE_WITHIN, WAITING)):
                 parts.append(f"against {r.baseline}, {o}")
                 continue
-            left = (f"; noise {r.outside_rates} left out: outside the regime"
-                    if isinstance(r.outside_rates, str) and r.outside_rates else "")
+            outside = getattr(r, "outside_rates", "")
+            left = f"; noise {outside} left out: outside the regime" if isinstance(outside, str) and outside else ""
             word = {"better": f"better than {r.baseline}", "worse": f"worse than {r.baseline}",
                     "equivalent": f"equivalent to {r.baseline} within ±{fmt(metric, r.margin)}",
                     "untested": f"untested against {r.baseline} (one pair)"}.get(o, f"inconclusive against {r.baseline}")
@@ -221,8 +222,8 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all",
             eq = (f", equivalence p adjusted {r.p_equiv_adj:.2g}" if o == "equivalent" and math.isfinite(r.p_equiv_adj)
                   else "")
             rates = max(len(str(r.rates).split()), 1) if isinstance(getattr(r, "rates", None), str) else 1
-            need = (f"; {math.ceil(r.seeds_needed / rates)} seeds would decide at the observed spread (each seed "
-                    f"gives one pair at each of the {rates} rates)"
+            need = (f"; {math.ceil(r.seeds_needed / rates)} seeds would decide at the observed spread"
+                    + (f" (each seed gives {rates} pairs, one per rate)" if rates > 1 else "")
                     if o == "inconclusive" and "seeds_needed" in t and math.isfinite(r.seeds_needed) else "")
             parts.append(f"{word} ({_effect(r, metric)}{boot}; lower in {int(r.lower)} of {int(r.n)} pairs{p}{eq}"
                          f"{need}{left})")

@@ -35,10 +35,16 @@ def _design(args, grid) -> Design | None:
     if args.plan:
         if args.pilot_seeds:
             raise SpecError("--plan plans from the grid's seeds (--seeds, or the preset's): drop --pilot-seeds")
-        return Design(pilot=list(grid.seeds), confirmation=None, max_seeds=cap)
-    own = Grid.build(args.preset, load_config(args.config) if args.config else None).seeds
-    pilot = [_int(x, "--pilot-seeds") for x in args.pilot_seeds.split(",") if x.strip()] if args.pilot_seeds \
-        else list(own)
+        pilot = list(grid.seeds)
+    else:
+        own = Grid.build(args.preset, load_config(args.config) if args.config else None).seeds
+        pilot = [_int(x, "--pilot-seeds") for x in args.pilot_seeds.split(",") if x.strip()] if args.pilot_seeds \
+            else list(own)
+    if len(set(pilot)) < 2:
+        raise SpecError(f"the pilot has {len(set(pilot))} seed ({','.join(map(str, pilot))}): a plan needs the spread "
+                        "of at least 2; give the pilot seeds with " + ("--seeds 0,1" if args.plan else "--pilot-seeds"))
+    if args.plan:
+        return Design(pilot=pilot, confirmation=None, max_seeds=cap)
     confirmation = list(grid.seeds) if args.seeds else None
     if confirmation is not None and set(confirmation) & set(pilot):
         raise SpecError(f"--seeds {args.seeds} overlaps the pilot seeds {','.join(map(str, pilot))}: the seeds "

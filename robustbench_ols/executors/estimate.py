@@ -81,6 +81,8 @@ def _cost_key(spec: RunSpec, as_hard: bool = False) -> str:
 
 
 def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 

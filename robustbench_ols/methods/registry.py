@@ -123,7 +123,7 @@ def build_method(name: str, options: dict | None = None):
     except SpecError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever a plugin's __init__ raises on a bad value is bad input
-        named = ", ".join(f"{k}={v!r}" for k, v in given.items()) or "its defaults"
+        named = ", ".join(f"{k}={options[k]!r}" for k in given if k in options) or "its defaults"
         raise SpecError(f"method {name!r} rejected its options ({named}): {type(e).__name__}: {e}. Fix the value "
                         "(a method's __init__ may raise robustbench_ols.SpecError naming the option, as the "
                         "built-in ones do)") from e

@@ -43,9 +43,10 @@ PRESETS = {
         eval=dict(attack_examples=500)),
     "cpu-regime": dict(
         about="CIFAR-10 in the memorisation regime on a 2-core CPU: resnet8, 4,000 training images without "
-              "augmentation, 28 epochs (lr 0.1, x0.1 at 20 and 25), a test pass every 4 epochs, FGSM and PGD-20 at "
-              "8/255 and 2/255 on 500 test images; hard, ls, ols, ols-single, sce, coteaching, pencil and arazo "
-              "at five symmetric noise rates, seeds 0 and 1 (hard, ls and ols first)",
+              "augmentation, 28 epochs (lr 0.1, x0.1 at 20 and 25), a test pass every 4 epochs, FGSM, PGD-20 and "
+              "AutoAttack at 8/255, 2/255 and 1/255 on 100 test images with the gradient-masking and transfer "
+              "checks; hard, ls, ols, ols-single, sce, coteaching, pencil and arazo at five symmetric noise rates, "
+              "seeds 0 and 1 (hard, ls and ols first; the confirmation seeds of `rbols audit --confirm` after)",
         datasets=["cifar10"], models=["resnet8"], methods=CPU_REGIME_METHODS, core=["hard", "ls", "ols"],
         noise=SYMMETRIC_0_80, seeds=[0, 1],
         run=dict(epochs=28, milestones=[20, 25], train_subset=4000, augment=False, test_every=4),

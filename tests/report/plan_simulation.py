@@ -79,8 +79,6 @@ def one_audit(rng: np.random.Generator, base: pd.DataFrame, means: np.ndarray, s
 def audits(scenario: str, count: int, seed: int) -> pd.DataFrame:
     """`count` simulated audits of the tier (scenario "null": every true difference 0; "tier": the published
     mean differences taken as the truth), one table with the audit's number in `audit`."""
-    import gc
-    gc.freeze()  # statsmodels' Holm correction calls gc.collect() on every use: slow with many live objects
     base = tier()
     means = np.zeros(len(base)) if scenario == "null" else base.mean_diff.to_numpy()
     rng = np.random.default_rng(seed)

@@ -159,7 +159,9 @@ def test_verdicts_never_claim_more_than_the_test():
                           for m, e in (("new", a), ("ls", b))])
     t = paired_table(noisy, "new", ["ls"])
     assert t.outcome.tolist() == ["inconclusive"] and t.p.iloc[0] > 0.05
-    assert "better in 0, equivalent within ±0.50 points in 0, worse in 0, and 1 are inconclusive" in verdicts(t, "new")[0]
+    line = verdicts(t, "new")[0]
+    assert "of 1 comparison, new is better in 0, equivalent within ±0.50 points in 0, worse in 0, and 1 is " \
+           "inconclusive" in line and "correction over one comparison of this metric" in line
     # A consistent difference over five seeds: better, with its interval and the test named.
     clear = pd.DataFrame([{**base, "method_label": m, "seed": s, "test_err_last": e}
                           for s in range(5) for m, e in (("new", 0.30 + 0.01 * s), ("ls", 0.40 + 0.012 * s))])
@@ -173,6 +175,7 @@ def test_verdicts_never_claim_more_than_the_test():
 def test_pooled_verdicts_name_each_baseline():
     nan = float("nan")
     row = dict(metric="ece", label="ECE", dataset="cifar10", model="resnet8", margin=0.005, outside_rates="",
+               rates="0 0.2 0.4 0.6 0.8",
                boot_lo=nan, boot_hi=nan, seeds_needed=nan, p_equiv_adj=nan, family_size=2, p_equiv=nan)
     pooled = pd.DataFrame([
         dict(row, scope="all", baseline="ls", n=10, lower=9, mean_diff=-0.02, ci_lo=-0.03, ci_hi=-0.01, p=0.004,
@@ -184,8 +187,9 @@ def test_pooled_verdicts_name_each_baseline():
     (line,) = pooled_verdicts(pooled, "new")
     assert line == ("**ECE**, pooled over all noise rates, new: better than ls (-2.00 points, 95% CI -3.00 to -1.00; "
                     "lower in 9 of 10 pairs; p = 0.004, adjusted 0.008); inconclusive against ols (+0.10 points, "
-                    "95% CI -1.00 to +1.20; lower in 4 of 10 pairs; p = 0.6, adjusted 0.6; 40 (rate, seed) pairs "
-                    "would decide at the observed spread) [two-sided paired t-test over 10 pairs, Holm-Bonferroni "
+                    "95% CI -1.00 to +1.20; lower in 4 of 10 pairs; p = 0.6, adjusted 0.6; 8 seeds would decide at "
+                    "the observed spread (each seed gives 5 pairs, one per rate)) [two-sided paired t-test over 10 "
+                    "(rate, seed) pairs, Holm-Bonferroni "
                     "correction over the 2 pooled comparisons of this metric and scope (baselines), alpha 0.05].")
     (line,) = pooled_verdicts(pooled, "new", scope="noisy")
     assert "noise rates > 0, new: worse than ls (+3.00 points" in line

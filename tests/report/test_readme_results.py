@@ -218,7 +218,7 @@ def test_publish_noisy_val_reports_the_setting_its_grid_scores():
 
     from robustbench_ols.cli import build_parser, commands
     script = (ROOT / "docs/results/publish_noisy_val.sh").read_text()
-    grid = re.search(r'GRID="([^"]*)"', script).group(1).split()
+    grid = re.search(r'GRID="([^"]*)"', script, re.S).group(1).split()
     args = build_parser().parse_args(["matrix", *grid, "--select", "noisy-val"])
     assert commands.grid_from_args(args)[2].eval_id == re.search(r"EVAL_ID_NOISY_VAL=(\w+)", script).group(1)
 

@@ -40,7 +40,7 @@ def test_baseline_that_never_memorised_makes_the_noise_claims_inconclusive():
     # ... and the comparison outside the regime is in no family: the family is the one inside
     assert at.loc[("test_err_last", 0.0), "family_size"] == 1 and at.loc[("test_err_last", 0.4), "family_size"] == 0
     line = next(v for v in verdicts(t, "new") if v.startswith("**test error"))
-    assert "of 1 comparisons, new is better in 1" in line and "The other 1: inconclusive: outside the regime" in line
+    assert "of 1 comparison, new is better in 1" in line and "The other 1: inconclusive: outside the regime" in line
     assert "at noise 0.4" in line
     assert tally(t).set_index(["label", "baseline"]).loc[("test error (last epoch)", "ls"), "outside the regime"] == 1
     # pooled: the rate outside the regime is left out; with no rate left the line says inconclusive

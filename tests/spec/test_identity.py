@@ -17,9 +17,11 @@ PINNED = {
     "cpu-regime": ["d3e777411caf", "334fc037036e", "b65008fc3b23"],  # the first three cells of 80
     "quick": ["cf7f0a8f485b", "41d75b48f9b5"],
 }
-EVAL_IDS = {"smoke": "823e947f8f46", "cpu-regime": "e2907d948677"}
-# ... and with the gradient-masking checks, on by default since issue 14 (their own setting, new ids)
-EVAL_IDS_CHECKED = {"smoke": "1f4fb8e63c2c", "cpu-regime": "de6e7c7b24e1"}
+EVAL_IDS = {"smoke": "823e947f8f46", "cpu-regime": "11f364f6b888"}
+# ... and with the gradient-masking checks, on by default since issue 14 (their own setting, new ids); the
+# cpu-regime preset is scored as its published verdicts were since issue 26 (publish_autoattack.sh's setting,
+# 5941e1bbdfab; e2907d948677 before, de6e7c7b24e1 with the checks)
+EVAL_IDS_CHECKED = {"smoke": "1f4fb8e63c2c", "cpu-regime": "5941e1bbdfab"}
 
 
 @pytest.mark.parametrize("preset", sorted(PINNED))
