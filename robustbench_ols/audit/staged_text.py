@@ -25,6 +25,16 @@ DESIGN = (f"**Design: pilot, then confirm.** The pilot's seeds only plan: for ea
           "than the cap, or a larger effect, would be needed.")
 
 
+def _readable(df: pd.DataFrame) -> pd.DataFrame:
+    """Noise rates as 0.4 (blank for a pooled claim), seeds as whole numbers: for the Markdown tables."""
+    out = df.copy()
+    out["noise_rate"] = out.noise_rate.map(lambda x: "" if pd.isna(x) else f"{x:g}")
+    for c in ("seeds", "n", "pilot_n", "family_size"):
+        if c in out:
+            out[c] = out[c].astype("Int64")
+    return out
+
+
 def _claim(r) -> str:
     where = f"noise {r.noise_rate:g}" if r.kind == "per-rate" else f"pooled ({r.scope})"
     return f"{where} vs {r.baseline}"
@@ -52,7 +62,8 @@ def plan_lines(plan: pd.DataFrame, method: str, design, cost: dict) -> list[str]
         lines.append(text)
     outside = plan.status.eq("outside the regime in the pilot").sum()
     if outside:
-        lines.append(f"  {outside} claims outside the regime in the pilot (no seeds decide them; audit.md says why)")
+        lines.append(f"  {outside} claims outside the regime in the pilot (no seeds decide them; `reason` in plan.csv "
+                     "says why)")
     need = design.per_rate or {}
     if need:
         lines.append("Confirmation seeds per noise rate: " + ", ".join(f"{r:g}: {n}" for r, n in need.items())
@@ -80,7 +91,7 @@ def plan_markdown(plan: pd.DataFrame, labels, design, settings: Settings, cost: 
             "`plan_mean`, `plan_sd`: the pilot's mean difference and the spread the plan assumes, in the metric's "
             "unit (points for errors, ECE and the wrong-label fit; nats for KL); `seeds`: confirmation seeds needed "
             "(pooled claims: each gives one pair per rate); `needs`: for a claim not decidable within the cap, the "
-            "seeds it would need.", "", frame_markdown(in_units(plan, ["plan_mean", "plan_sd"])[cols]), ""]
+            "seeds it would need.", "", frame_markdown(_readable(in_units(plan, ["plan_mean", "plan_sd"]))[cols]), ""]
     return "\n".join(body)
 
 
@@ -105,7 +116,8 @@ def confirmed_markdown(table: pd.DataFrame, labels, design, settings: Settings, 
             *statistics_section(settings), "## Outcomes", "", frame_markdown(tally(per_rate), ".0f"), "",
             "## Every claim", "", "Differences new - baseline in the metric's unit (points for errors, ECE and the "
             "wrong-label fit; nats for KL); negative is better for the new method.", "",
-            frame_markdown(in_units(table, ["mean_diff", "ci_lo", "ci_hi"])[[c for c in cols if c in table]]), ""]
+            frame_markdown(_readable(in_units(table, ["mean_diff", "ci_lo", "ci_hi"]))[[c for c in cols
+                                                                                       if c in table]]), ""]
     return "\n".join(body), summary
 
 

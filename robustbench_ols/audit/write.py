@@ -89,9 +89,9 @@ def frame_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """`df` as a Markdown table: floats with `floatfmt`, NaN as a dash."""
 
     def cell(v) -> str:
-        if isinstance(v, float):
-            return "—" if math.isnan(v) else format(v, floatfmt)
-        return str(v)
+        if v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            return "—"
+        return format(v, floatfmt) if isinstance(v, float) else str(v)
     return markdown_table([str(c) for c in df.columns], [[cell(v) for v in r] for _, r in df.iterrows()])
 
 
