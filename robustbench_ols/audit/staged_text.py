@@ -2,15 +2,13 @@
 one-screen summary (staged.py writes them)."""
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-from robustbench_ols.audit.comparison import POWER, Settings, fmt
+from robustbench_ols.audit.comparison import POWER, Settings
 from robustbench_ols.audit.confirm import seeds_text
 from robustbench_ols.audit.plan import MAX_SEEDS, NOT_DECIDABLE, PLANNED, SAFEGUARD_LEVEL
 from robustbench_ols.audit.tables import SCOPES
-from robustbench_ols.audit.verdicts import category, pooled_verdicts, tally, verdicts
+from robustbench_ols.audit.verdicts import pooled_verdicts, summary_lines, tally, verdicts
 from robustbench_ols.audit.write import frame_markdown, in_units, statistics_section
 
 DESIGN = (f"**Design: pilot, then confirm.** The pilot's seeds only plan: for each claim, the fewest confirmation "
@@ -106,34 +104,16 @@ def confirmed_markdown(table: pd.DataFrame, labels, design, settings: Settings, 
     head = (f"Confirmatory audit of {method} against {', '.join(labels[1:])}: planned on seeds "
             f"{seeds_text(design.pilot)}, decided on seeds {seeds_text(design.confirmation)} (each claim on its "
             f"first n; {settings.describe()})")
-    summary = [head + ":", *(f"  {s}" for s in _short(table, method))]
+    summary = [head + ":", *(f"  {s}" for s in summary_lines(per_rate, pooled))]
     cols = ["kind", "label", "unit", "noise_rate", "scope", "baseline", "seeds", "seeds_used", "n", "mean_diff",
             "ci_lo", "ci_hi", "p", "p_adj", "p_equiv_adj", "family_size", "outcome"]
     body = [f"# Confirmatory audit of `{method}` against {', '.join(f'`{b}`' for b in labels[1:])}", "", about, "",
             f"Runs read from `{results}`. Planned on the pilot seeds {seeds_text(design.pilot)} (they decide "
             f"nothing); decided on the confirmation seeds {seeds_text(design.confirmation)}, each claim on its first "
             "n (`seeds`; `seeds_used`).", "", DESIGN, "", "## Verdict", "", *(f"- {v}" for v in lines), "",
-            *statistics_section(settings), "## Outcomes", "", frame_markdown(tally(per_rate), ".0f"), "",
+            *statistics_section(settings, confirmatory=True), "## Outcomes", "", frame_markdown(tally(per_rate), ".0f"), "",
             "## Every claim", "", "Differences new - baseline in the metric's unit (points for errors, ECE and the "
             "wrong-label fit; nats for KL); negative is better for the new method.", "",
             frame_markdown(_readable(in_units(table, ["mean_diff", "ci_lo", "ci_hi"]))[[c for c in cols
                                                                                        if c in table]]), ""]
     return "\n".join(body), summary
-
-
-def _short(table: pd.DataFrame, method: str) -> list[str]:
-    """One line per metric: the per-rate claims counted by outcome, then each pooled claim with its outcome (and
-    its difference and interval where it was decided)."""
-    out = []
-    for label, g in table.groupby("label", sort=False):
-        metric, cat = g.metric.iloc[0], category(g.outcome)
-        rate = cat[g.kind.eq("per-rate")]
-        per = ", ".join(f"{k} {v}" for k, v in rate.value_counts().items())
-        pooled = []
-        for r, c in zip(g[g.kind.eq("pooled")].itertuples(), cat[g.kind.eq("pooled")]):
-            shown = c in ("better", "worse", "equivalent") and math.isfinite(r.ci_lo)
-            pooled.append(f"{c} vs {r.baseline} ({r.scope}" + (
-                f": {fmt(metric, r.mean_diff, signed=True)}, 95% CI {fmt(metric, r.ci_lo, signed=True, unit=False)} "
-                f"to {fmt(metric, r.ci_hi, signed=True, unit=False)}" if shown else "") + ")")
-        out.append(f"{label}: per rate {per or 'none'}" + (f"; pooled: {', '.join(pooled)}" if pooled else ""))
-    return out

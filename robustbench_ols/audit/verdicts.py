@@ -234,3 +234,21 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all",
                 if len(tested) else settings.describe())
         lines.append(f"**{label}**, pooled over {dict(SCOPES)[scope]}, {method}: " + "; ".join(parts) + f" [{what}].")
     return lines
+
+
+def summary_lines(per_rate: pd.DataFrame, pooled: pd.DataFrame) -> list[str]:
+    """The audit on one screen, one line per metric: its per-rate comparisons counted by outcome, then each pooled
+    comparison's outcome (with its difference and 95% interval where it was decided)."""
+    out = []
+    for metric, label in _metrics_in(per_rate if len(per_rate) else pooled):
+        rate = category(per_rate[per_rate.metric == metric].outcome) if len(per_rate) else pd.Series(dtype=str)
+        text = f"{label}: per rate " + (", ".join(f"{k} {v}" for k, v in rate.value_counts().items()) or "none")
+        rows = pooled[pooled.metric == metric] if len(pooled) else pooled
+        parts = []
+        for r, c in zip(rows.itertuples(), category(rows.outcome) if len(rows) else []):
+            shown = c in ("better", "worse", "equivalent") and math.isfinite(r.ci_lo)
+            parts.append(f"{c} vs {r.baseline} ({r.scope}" + (
+                f": {fmt(metric, r.mean_diff, signed=True)}, 95% CI {fmt(metric, r.ci_lo, signed=True, unit=False)} "
+                f"to {fmt(metric, r.ci_hi, signed=True, unit=False)}" if shown else "") + ")")
+        out.append(text + (f"; pooled: {', '.join(parts)}" if parts else ""))
+    return out

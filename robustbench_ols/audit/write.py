@@ -11,7 +11,7 @@ from robustbench_ols.audit import regime
 from robustbench_ols.audit.comparison import MARGINS, POINTS, Settings
 from robustbench_ols.audit.metric_names import metric_family
 from robustbench_ols.audit.tables import paired_table, pooled_table
-from robustbench_ols.audit.verdicts import OUTCOMES, pooled_verdicts, tally, verdicts
+from robustbench_ols.audit.verdicts import OUTCOMES, pooled_verdicts, summary_lines, tally, verdicts
 from robustbench_ols.common.markdown import markdown_table
 from robustbench_ols.store.results import ResultSet
 
@@ -95,8 +95,15 @@ def frame_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     return markdown_table([str(c) for c in df.columns], [[cell(v) for v in r] for _, r in df.iterrows()])
 
 
-def statistics_section(s: Settings) -> list[str]:
-    """audit.md's account of how a comparison is decided, with the margins used."""
+EXPLORATORY = ("These tests use every seed found, so they are exploratory where the number of seeds was not fixed "
+               "before the results were seen: adding seeds to a comparison until it passes inflates its "
+               "false-positive rate. To decide a claim, plan confirmation seeds from these runs (`rbols audit ... "
+               "--plan`) and test on those alone (`--confirm`; docs/grids.md, \"Pilot, then confirm\").")
+
+
+def statistics_section(s: Settings, confirmatory: bool = False) -> list[str]:
+    """audit.md's account of how a comparison is decided, with the margins used (and, for an audit of every seed
+    found, that it is exploratory)."""
     margins = ", ".join(f"`{k}` {v * 100:g} points" if k in POINTS else f"`{k}` {v:g}"
                         for k, v in s.margins.items())
     changed = [k for k in s.margins if s.margins[k] != MARGINS[k]]
@@ -110,14 +117,16 @@ def statistics_section(s: Settings) -> list[str]:
             f"metric's family spans every budget it was scored at, `family` and `budget` in the CSV files), and their "
             f"p-values are adjusted together ({s.describe().split(', ')[-1]}: `p_adj`, `p_equiv_adj`; "
             f"`family_size` comparisons). The outcome: **better** or **worse** when `p_adj` < {s.alpha:g}, else "
-            f"**equivalent** when `p_equiv_adj` < {s.alpha:g}, else **inconclusive**, with `seeds_needed`: the "
-            "seeds (pooled: (rate, seed) pairs) a paired t-test would need for power 0.8 at the observed mean and "
-            "spread (the exact power for normal differences, at alpha / family size), "
-            "to show the difference or the equivalence (`seeds_for`), whichever needs fewer. With one paired "
-            "seed a comparison is **untested**. A claim outside its regime is inconclusive before any test is "
-            "read, and its tests (`test_outcome`) are in no family.", "",
+            f"**equivalent** when `p_equiv_adj` < {s.alpha:g}, else **inconclusive**"
+            + (" (a family's size is the plan's, a member not yet tested counting with p = 1)." if confirmatory else
+               ", with `seeds_needed`: the seeds (pooled: (rate, seed) pairs) a paired t-test would need for power "
+               "0.8 at the observed mean and spread (the exact power for normal differences, at alpha / family "
+               "size), to show the difference or the equivalence (`seeds_for`), whichever needs fewer.")
+            + " With one paired seed a comparison is **untested**. A claim outside its regime is inconclusive before "
+            "any test is read, and its tests (`test_outcome`) are in no family.", "",
             f"Margins (`--margin METRIC=VALUE`): {margins}" + (f"; changed from the defaults: {', '.join(changed)}"
-                                                               if changed else " (the defaults)") + ".", ""]
+                                                               if changed else " (the defaults)") + ".", "",
+            *([] if confirmatory else [EXPLORATORY, ""])]
 
 
 # What audit.md says of the epoch its figures are of (selection.py)
@@ -170,17 +179,19 @@ def outcome_section(table: pd.DataFrame, pooled: pd.DataFrame) -> list[str]:
 
 
 def write_audit(results_dir, to, method: str, against: list[str], *, about: str = "",
-                eval_id: str | None = None, settings: Settings = Settings(), select: str = "last") -> Path:
+                eval_id: str | None = None, settings: Settings = Settings(), select: str = "last",
+                echo: bool = False) -> Path:
     """audit.md, audit.csv (every comparison), audit_pooled.csv and the difference figures, from the run
-    records (scored with `eval_id`, whose checkpoint selection is `select`)."""
+    records (scored with `eval_id`, whose checkpoint selection is `select`); `echo`: the one-screen summary
+    printed too."""
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
     results = ResultSet.of(results_dir)
     with results.reading():  # the image bootstrap reads the runs' per-image records
-        return _write(results, to, method, against, about, eval_id, settings, select)
+        return _write(results, to, method, against, about, eval_id, settings, select, echo)
 
 
-def _write(results, to: Path, method, against, about, eval_id, settings, select) -> Path:
+def _write(results, to: Path, method, against, about, eval_id, settings, select, echo) -> Path:
     records = results.runs(eval_id=eval_id)
     df = records[records.method_label.isin([method, *against])] if len(records) else records
     kw = dict(settings=settings, records=records, select=select)
@@ -214,4 +225,9 @@ def _write(results, to: Path, method, against, about, eval_id, settings, select)
         lines += [f"![{f}]({f})" for f in figs]
     path = to / "audit.md"
     path.write_text("\n".join(lines) + "\n")
+    if echo:
+        seeds = ", ".join(f"{k} {v}" for k, v in sorted(present.items()))
+        print(f"Audit of {method} against {', '.join(against)} (exploratory: every seed found, {seeds}; to decide, "
+              "plan with --plan and confirm with --confirm):")
+        print("\n".join(f"  {s}" for s in summary_lines(table, pooled)))
     return path
