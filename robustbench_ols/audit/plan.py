@@ -48,7 +48,7 @@ MAX_SEEDS = 10
 PLANNED, NOT_DECIDABLE, OUTSIDE_PILOT = "planned", "not decidable", "outside the regime in the pilot"
 
 
-def pooled_spread(table: pd.DataFrame) -> pd.Series:
+def pooled_spread(table: pd.DataFrame) -> pd.DataFrame:
     """For each per-rate row of `table` (paired_table's): the within-rate standard deviation of the
     differences pooled over the rows of the same metric, dataset, model and baseline inside the regime
     (sqrt of the df-weighted mean variance), and its degrees of freedom, as columns `plan_sd`, `plan_df`."""
@@ -167,13 +167,19 @@ def _plan_one(r, alpha: float, max_seeds: int):
     return (seeds, what) if seeds <= max_seeds else (None, f"{seeds:,}")
 
 
+def rate_key(rate) -> float | None:
+    """A noise rate as a dictionary key: None for a noise without one (human labels: NaN in the records)."""
+    rate = float(rate)
+    return None if math.isnan(rate) else rate
+
+
 def seeds_per_rate(plan: pd.DataFrame) -> dict:
-    """The confirmation seeds each noise rate needs: the most any planned claim at that rate (or pooled over
-    it) asks for."""
-    p = plan[plan.status.eq(PLANNED)]
+    """The confirmation seeds each noise rate needs (rate_key: seeds): the most any planned claim at that rate
+    (or pooled over it) asks for."""
+    p = plan[plan.status.eq(PLANNED)] if len(plan) else plan
     out: dict = {}
     for r in p.itertuples():
-        rates = [r.noise_rate] if r.kind == "per-rate" else [float(x) for x in str(r.rates).split()]
-        for rate in rates:
-            out[float(rate)] = max(out.get(float(rate), 0), int(r.seeds))
-    return dict(sorted(out.items()))
+        rates = [r.noise_rate] if r.kind == "per-rate" else str(r.rates).split()
+        for rate in map(rate_key, rates):
+            out[rate] = max(out.get(rate, 0), int(r.seeds))
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] is None, kv[0] or 0.0)))

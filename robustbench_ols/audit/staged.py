@@ -5,6 +5,7 @@ verdicts.py."""
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pandas as pd
 
 from robustbench_ols.audit.comparison import Settings
 from robustbench_ols.audit.confirm import confirm_table
-from robustbench_ols.audit.plan import plan_rows, seeds_per_rate
+from robustbench_ols.audit.plan import plan_rows, rate_key, seeds_per_rate
 from robustbench_ols.audit.staged_text import confirmed_markdown, plan_lines, plan_markdown
 from robustbench_ols.audit.tables import paired_table, pooled_table
 from robustbench_ols.common.errors import SpecError
@@ -60,7 +61,13 @@ class Design:
         """The grid's cells at the confirmation seeds, at each noise rate only as many seeds as it needs."""
         cells = dataclasses.replace(grid, seeds=list(self.confirmation)).cells()
         rank = {s: i for i, s in enumerate(self.confirmation)}
-        return [c for c in cells if rank[c.seed] < (self.per_rate or {}).get(float(c.noise_spec.rate), 0)]
+        need = self.per_rate or {}
+        return [c for c in cells if rank[c.seed] < need.get(_rate(c), 0)]
+
+
+def _rate(cell) -> float | None:
+    """A cell's noise rate as the records give it (none for human labels), as a key of Design.per_rate."""
+    return None if cell.noise_spec.kind == "human" else rate_key(cell.noise_spec.rate)
 
 
 def write_plan(results, to, labels, design: Design, grid, ev, settings: Settings, about: str = "") -> Path:
@@ -83,9 +90,7 @@ def _cost(design: Design, grid, out: Path, ev) -> dict:
     todo = [c for c in cells if cell_state(out, c, ev) not in ("done", "needs-eval")]
     seconds = cell_seconds(grid, grid.cells() + cells, out, ev)  # the pilot's finished cells measure the cost
     known = [seconds[c.run_id][0] for c in todo if seconds[c.run_id][0] is not None]
-    by_method: dict = {}
-    for c in todo:
-        by_method[method_label(c.method, c.options)] = by_method.get(method_label(c.method, c.options), 0) + 1
+    by_method = dict(Counter(method_label(c.method, c.options) for c in todo))
     return dict(cells=len(cells), todo=len(todo), seconds=sum(known), unknown=len(todo) - len(known),
                 by_method=by_method, text=duration(sum(known)) if known else "")
 

@@ -64,7 +64,8 @@ def plan_lines(plan: pd.DataFrame, method: str, design, cost: dict) -> list[str]
                      "says why)")
     need = design.per_rate or {}
     if need:
-        lines.append("Confirmation seeds per noise rate: " + ", ".join(f"{r:g}: {n}" for r, n in need.items())
+        lines.append("Confirmation seeds per noise rate: " + ", ".join(f"{'-' if r is None else f'{r:g}'}: {n}"
+                                                                       for r, n in need.items())
                      + f" (seeds {seeds_text(design.confirmation)})")
         left = f"{cost['todo']} to train"
         if cost["todo"]:
@@ -111,7 +112,8 @@ def confirmed_markdown(table: pd.DataFrame, labels, design, settings: Settings, 
             f"Runs read from `{results}`. Planned on the pilot seeds {seeds_text(design.pilot)} (they decide "
             f"nothing); decided on the confirmation seeds {seeds_text(design.confirmation)}, each claim on its first "
             "n (`seeds`; `seeds_used`).", "", DESIGN, "", "## Verdict", "", *(f"- {v}" for v in lines), "",
-            *statistics_section(settings, confirmatory=True), "## Outcomes", "", frame_markdown(tally(per_rate), ".0f"), "",
+            *statistics_section(settings, confirmatory=True), "## Outcomes", "",
+            frame_markdown(tally(per_rate), ".0f"), "",
             "## Every claim", "", "Differences new - baseline in the metric's unit (points for errors, ECE and the "
             "wrong-label fit; nats for KL); negative is better for the new method.", "",
             frame_markdown(_readable(in_units(table, ["mean_diff", "ci_lo", "ci_hi"]))[[c for c in cols

@@ -28,6 +28,10 @@ def _design(args, grid) -> Design | None:
     if args.plan and args.confirm:
         raise SpecError("--plan and --confirm are two steps: --plan reads the pilot and prints the seeds the "
                         "confirmation needs; --confirm trains and tests them. Give one")
+    if args.test != "t":
+        raise SpecError(f"--test {args.test}: the plan and the confirmation use the paired t-test (its exact power "
+                        "plans the seeds; the signed-rank test cannot reach a corrected alpha with a few seeds: its "
+                        "smallest two-sided p-value with n seeds is 2/2^n); drop --test")
     cap = MAX_SEEDS if args.max_seeds is None else args.max_seeds
     if cap < 2:
         raise SpecError(f"--max-seeds {cap}: a confirmatory test needs at least 2 seeds; give 2 or more "

@@ -73,6 +73,7 @@ def test_the_confirmation_decides_on_its_own_seeds_only(staged):
     (["--plan", "--confirm"], "--plan and --confirm are two steps"),
     (["--plan"], "the pilot has 1 seed (0): a plan needs the spread of at least 2"),
     (["--confirm", "--pilot-seeds", "0,1"], "no pilot to plan from"),
+    (["--plan", "--seeds", "0,1", "--test", "wilcoxon"], "the plan and the confirmation use the paired t-test"),
 ])
 def test_bad_staged_inputs_are_exit_2_and_write_nothing(tmp_path, capsys, extra, words):
     assert main(["audit", *GRID, *extra, "--out", str(tmp_path / "runs"), "--to", str(tmp_path / "to")]) == 2
