@@ -38,15 +38,20 @@ def cell_seconds(grid, cells, out: Path, ev: EvalSpec) -> dict:
     preset = grid.measured_cell_seconds()
     found = f"finished cells in {out}"
     measured = f"the {grid.name} preset measured on a 2-core CPU (two one-thread workers)"
-    out_of = {}
-    for s in cells:
+
+    def one(s) -> tuple:
         label = method_label(s.method, s.options)
         done, hard = here.get(_cost_key(s)), here.get(_cost_key(s, as_hard=True))
-        out_of[s.run_id] = ((sum(done) / len(done), found) if done else (preset[label], measured) if label in preset
-                            else (sum(hard) / len(hard), f"the hard-label cells in {out} (no cell of the method yet)")
-                            if hard else (preset["hard"], f"{measured}, hard labels' (no cell of the method yet)")
-                            if "hard" in preset else (None, ""))
-    return out_of
+        if done:
+            return sum(done) / len(done), found
+        if label in preset:
+            return preset[label], measured
+        if hard:
+            return sum(hard) / len(hard), f"the hard-label cells in {out} (no cell of the method yet)"
+        if "hard" in preset:
+            return preset["hard"], f"{measured}, hard labels' (no cell of the method yet)"
+        return None, ""
+    return {s.run_id: one(s) for s in cells}
 
 
 def estimate_line(grid, cells, out: Path, ev: EvalSpec, backend) -> str:
