@@ -16,15 +16,23 @@ EVAL_ID=5941e1bbdfab
 AUDIT="rbols audit --method ols --against hard,ls --preset cpu-regime --out $OUT --no-run"
 mkdir -p "$DOCS"
 # the finished run directories (an unfinished one resumes from scratch of its cell) with all their evaluation
-# records, spec.json naming the data root as the commands give it (portable_copy.py), in a stable order
+# records and final weights, spec.json naming the data root as the commands give it (portable_copy.py), in a
+# stable order; not the oracle epoch's weights (model_oracle.pt: only `--select oracle` re-scoring reads them, and
+# they would double the archive); the partial archive of an earlier session (runs-confirm.tar.xz) is in it now
 copy=$(mktemp -d)
 python docs/results/portable_copy.py "$OUT" "$copy" ../shared/data
-(cd "$copy" && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - */) | xz -9 > "$DOCS/runs.tar.xz.tmp"
+(cd "$copy" && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 --exclude='*/model_oracle.pt' \
+  -cf - */) | xz -9 > "$DOCS/runs.tar.xz.tmp"
 mv "$DOCS/runs.tar.xz.tmp" "$DOCS/runs.tar.xz"
+rm -f "$DOCS/runs-confirm.tar.xz"
 n=$(find "$copy" -mindepth 2 -maxdepth 2 -name DONE | wc -l)
 rm -rf "$copy"
-# the pilot's plan, then the claims decided on the confirmation seeds alone; the pilot's own exploratory audit
-$AUDIT --plan --to "$DOCS/plan"
+# the pilot's plan, committed before the confirmation seeds were trained, must be what the pilot still gives;
+# then the claims decided on the confirmation seeds alone, and the pilot's own exploratory audit
+replan=$(mktemp -d)
+$AUDIT --plan --to "$replan" >/dev/null
+cmp "$replan/plan.csv" "$DOCS/plan/plan.csv" || { echo "the pilot no longer gives the committed plan" >&2; exit 1; }
+rm -rf "$replan"
 $AUDIT --confirm --to "$DOCS/confirm"
 $AUDIT --seeds 0,1 --to "$DOCS/claims"
 rbols report "$OUT" --to "$DOCS" --paper --format png --eval-id "$EVAL_ID" --html --audit "$DOCS/confirm" \
