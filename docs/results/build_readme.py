@@ -46,6 +46,13 @@ BUDGETS = ("8", "2", "1")  # /255: the re-scored tier's budgets, the paper's fir
 AA_CLAIMS = [(f"OLS is more robust to the strongest attack recorded at {b}/255", "robust_err" if b == "8" else
               f"robust_eps{b}_err", "all", 100, " points", f"per-image worst case over FGSM, PGD-20 and AutoAttack "
               f"at {b}/255") for b in BUDGETS]
+CONFIRM = TIER / "confirm"  # `rbols audit --confirm` on the tier: the claims decided on the confirmation seeds alone
+PLAN = TIER / "plan"  # the plan it follows, made from the pilot (seeds 0, 1) before any confirmation result
+CONFIRM_BEGIN = "<!-- confirm:begin (written by docs/results/build_readme.py from docs/results/; do not edit) -->"
+CONFIRM_END = "<!-- confirm:end -->"
+# How far the tier is from the paper's protocol: every CPU verdict is about this scale, and says so
+SCALE_GAP = ("CIFAR-10 instead of the paper's CIFAR-100 (its Table VII), resnet8 on 4,000 training images without "
+             "augmentation for 28 epochs instead of ResNet-56 on 50,000 with augmentation for 300")
 SEL = Path("docs/results/noisy-val")  # checkpoint selection on a small real grid (publish_noisy_val.sh)
 SEL_BEGIN = "<!-- selection:begin (written by docs/results/build_readme.py from docs/results/; do not edit) -->"
 SEL_END = "<!-- selection:end -->"
@@ -680,15 +687,85 @@ def verdict_cell(claim, folder: Path | None) -> str:
     return "; ".join(parts)
 
 
+CONFIRMED = {"better": "**holds**: better", "worse": "**does not hold**: worse",
+             "equivalent": "**does not hold**: equivalent"}
+
+
+def confirm_table() -> pd.DataFrame | None:
+    """The tier's confirmatory audit (audit.csv of `rbols audit --confirm`), None before it is published."""
+    path = ROOT / CONFIRM / "audit.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def confirm_cell(claim, table: pd.DataFrame | None) -> str:
+    """One claim's pooled decision against hard labels and LS on the confirmation seeds alone: better / worse /
+    equivalent within the margin with the mean difference, its 95% interval and the seeds that decided; else
+    why not (not decidable within N seeds, waiting for seeds, outside the regime)."""
+    if table is None:
+        return "—"
+    _, metric, scope, scale, unit, _ = claim
+    rows = table[(table.kind == "pooled") & (table.metric == metric) & (table.scope == scope)]
+    digits = 1 if scale == 100 else 3
+    parts = []
+    for base, name in (("hard", "hard"), ("ls", "LS")):
+        r, outcome = _pooled_row(rows, base)
+        if r is None:
+            parts.append(f"vs {name}: no claim")
+        elif outcome in CONFIRMED:
+            within = f" within ±{r.margin * scale:g}{unit}" if outcome == "equivalent" else ""
+            ci = (f", 95% CI {_signed(r.ci_lo * scale, digits)} to {_signed(r.ci_hi * scale, digits)}"
+                  if math.isfinite(r.ci_lo) else "")
+            parts.append(f"vs {name}: {CONFIRMED[outcome]}{within} ({_signed(r.mean_diff * scale, digits)}{unit}{ci}; "
+                         f"seeds {r.seeds_used})")
+        else:
+            parts.append(f"vs {name}: {'outside the regime' if outcome.startswith(OUTSIDE) else outcome}")
+    return "; ".join(parts)
+
+
+def _seeds_in(text: str) -> list[int]:
+    """The seeds of an audit's `seeds_used` ('2-8' or '2, 3')."""
+    first, dash, last = text.partition("-")
+    return list(range(int(first), int(last) + 1)) if dash else [int(x) for x in text.split(",")]
+
+
+def confirm_section() -> str:
+    """cpu-regime.md's account of the confirmatory audit: the design in a sentence, each claim's decision per
+    noise rate and pooled (the audit's one-screen summary), links to the plan and the audit."""
+    table = confirm_table()
+    if table is None:
+        body = [f"Not published yet: the [plan]({_href(PLAN / 'plan.md')}) asks for confirmation seeds that are "
+                "still training; `publish_tier.sh` writes this section when they are done."]
+    else:
+        from robustbench_ols.audit.verdicts import summary_lines
+        per_rate, pooled = table[table.kind == "per-rate"], table[table.kind == "pooled"]
+        claims = {m for _, m, *_ in [*CLAIMS_LIST, AA_CLAIMS[-1]]}
+        widest = max(table.seeds_used.dropna().astype(str), key=lambda v: len(_seeds_in(v)))
+        waiting = int(table.outcome.astype(str).str.startswith("waiting").sum())
+        interim = (f". **Interim**: {waiting} of the {int((table.status == 'planned').sum())} planned claims still "
+                   "wait for confirmation seeds in training; each is decided when its seeds are done, on the seeds "
+                   "the plan fixed" if waiting else "")
+        body = [f"Planned on the pilot seeds {table.planned_on.iloc[0]} ([plan]({_href(PLAN / 'plan.md')})), decided "
+                f"on the confirmation seeds alone ({widest}, each claim on its first n, n from the plan), at this CPU "
+                "scale: "
+                f"{SCALE_GAP}. Each line: the per-rate comparisons counted by outcome, then each pooled one "
+                f"([audit.md]({_href(CONFIRM / 'audit.md')}) has every test, interval and seed){interim}:", "",
+                *[f"- {line}" for line in summary_lines(per_rate[per_rate.metric.isin(claims)],
+                                                        pooled[pooled.metric.isin(claims)])]]
+    return "\n".join([CONFIRM_BEGIN, "", *body, "", CONFIRM_END])
+
+
 def summary_section() -> str:
     """The README's one results table: each claim's pooled verdicts in the tier and in the quick grid, linking
     to the results pages that hold the details."""
     tier_page, quick_page = TIER_PAGE.as_posix(), QUICK_PAGE.as_posix()  # the README's links
-    rows = [[f"*{c[0]}*", verdict_cell(c, TIER), verdict_cell(c, QUICK)] for c in CLAIMS_LIST]
+    confirmed = confirm_table()
+    rows = [[f"*{c[0]}*", confirm_cell(c, confirmed), verdict_cell(c, TIER), verdict_cell(c, QUICK)]
+            for c in CLAIMS_LIST]
     rows.append([f"*{AA_CLAIMS[-1][0]}* ([AutoAttack re-scoring]({tier_page}#robustness-under-autoattack-and-"
-                 "gradient-masking))", verdict_cell(AA_CLAIMS[-1], AA), "not re-scored"])
+                 "gradient-masking))", confirm_cell(AA_CLAIMS[-1], confirmed), verdict_cell(AA_CLAIMS[-1], AA),
+                 "not re-scored"])
     rows.append([f"*{SEL_CLAIM[0]}* ([checkpoint selection]({tier_page}#checkpoint-selection-on-a-small-real-grid), "
-                 "the tier's settings at 40% noise)", verdict_cell(SEL_CLAIM, SEL), "—"])
+                 "the tier's settings at 40% noise)", "—", verdict_cell(SEL_CLAIM, SEL), "—"])
     return "\n".join([
         SUMMARY_BEGIN, "",
         f"The `cpu-regime` tier: {_short_scale(TIER)}, where hard labels memorise the noise "
@@ -697,16 +774,21 @@ def summary_section() -> str:
         "and against LS, and the mean difference OLS − baseline (negative favours OLS; ECE and errors in points, "
         "CIFAR-10H as KL); the tests, intervals, per-rate comparisons and the regime guard are on those pages "
         f"([claims in the tier]({tier_page}#the-papers-claims-at-this-scale), "
-        f"[in the quick grid]({quick_page}#the-papers-claims-at-this-scale)).", "",
-        _table(["the paper's claim", "`cpu-regime` tier", "`quick` grid"], rows), "",
+        f"[in the quick grid]({quick_page}#the-papers-claims-at-this-scale)). The first column decides each claim "
+        "on confirmation seeds alone, planned from the tier's pilot seeds 0 and 1 (better, worse, equivalent within "
+        "the margin, not decidable within 10 seeds, or waiting for seeds still training: "
+        f"[the confirmatory audit]({tier_page}#decided-on-confirmation-seeds)); the second is the pilot's own, "
+        f"exploratory audit. Every verdict here is about this CPU scale: {SCALE_GAP}.", "",
+        _table(["the paper's claim", "`cpu-regime`, confirmed", "`cpu-regime` pilot (seeds 0, 1)", "`quick` grid"],
+               rows), "",
         SUMMARY_END])
 
 
 # The files with generated sections, and their sections (begin marker, end marker, what writes it) in order.
 PAGES = {
     README: [(SUMMARY_BEGIN, SUMMARY_END, summary_section)],
-    TIER_PAGE: [(TIER_BEGIN, TIER_END, tier_section), (AA_BEGIN, AA_END, autoattack_section),
-                (SEL_BEGIN, SEL_END, selection_section)],
+    TIER_PAGE: [(TIER_BEGIN, TIER_END, tier_section), (CONFIRM_BEGIN, CONFIRM_END, confirm_section),
+                (AA_BEGIN, AA_END, autoattack_section), (SEL_BEGIN, SEL_END, selection_section)],
     QUICK_PAGE: [(BEGIN, END, section)],
 }
 
