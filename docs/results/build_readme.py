@@ -743,7 +743,8 @@ def confirm_section() -> str:
         waiting = int(table.outcome.astype(str).str.startswith("waiting").sum())
         interim = (f". **Interim**: {waiting} of the {int((table.status == 'planned').sum())} planned claims still "
                    "wait for confirmation seeds in training; each is decided when its seeds are done, on the seeds "
-                   "the plan fixed" if waiting else "")
+                   "the plan fixed, and until then counts in its family with p = 1, so a claim now inconclusive may "
+                   "still become decided (a decided difference stays decided)" if waiting else "")
         body = [f"Planned on the pilot seeds {table.planned_on.iloc[0]} ([plan]({_href(PLAN / 'plan.md')})), decided "
                 f"on the confirmation seeds alone ({widest}, each claim on its first n, n from the plan), at this CPU "
                 "scale: "

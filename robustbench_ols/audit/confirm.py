@@ -1,8 +1,10 @@
 """The confirmatory audit of a pilot-then-confirm design (plan.py): every claim the plan found decidable is
 tested on its first n confirmation seeds (n the plan's), never on a pilot seed, and the claims of a family are
-adjusted together at the size the plan gave that family (a claim whose seeds are not trained yet counts
-with p = 1, so a verdict never changes because another claim's seeds arrived). The rest keep the plan's
-word: "not decidable within N seeds" with its figure, or outside the regime."""
+adjusted together at the size the plan gave that family. While some seeds still train, a claim whose seeds are
+not all done counts with p = 1 ("waiting for seeds"): Holm's adjusted p-values never rise when an input falls,
+so as seeds arrive an inconclusive claim may become decided, and a decided difference stays decided; the
+audit with every planned seed done is the confirmatory one. The rest keep the plan's word: "not decidable
+within N seeds" with its figure, or outside the regime."""
 from __future__ import annotations
 
 import math

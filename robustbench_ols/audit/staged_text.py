@@ -6,7 +6,7 @@ import pandas as pd
 
 from robustbench_ols.audit.comparison import POWER, Settings
 from robustbench_ols.audit.confirm import seeds_text
-from robustbench_ols.audit.plan import MAX_SEEDS, NOT_DECIDABLE, PLANNED, SAFEGUARD_LEVEL
+from robustbench_ols.audit.plan import MAX_SEEDS, NOT_DECIDABLE, OUTSIDE_PILOT, PLANNED, SAFEGUARD_LEVEL
 from robustbench_ols.audit.tables import SCOPES
 from robustbench_ols.audit.verdicts import pooled_verdicts, summary_lines, tally, verdicts
 from robustbench_ols.audit.write import frame_markdown, in_units, statistics_section
@@ -18,9 +18,9 @@ DESIGN = (f"**Design: pilot, then confirm.** The pilot's seeds only plan: for ea
           "(safeguard power analysis, Perugini et al. 2014), with the spread pooled over the noise rates (per-rate "
           "claims) or over the pairs (pooled claims). The confirmation tests each claim on its first n "
           "confirmation seeds only, with the family adjusted at the size the plan gave it; so its error rates "
-          "hold whatever the pilot showed (tests/report/test_plan_simulation.py: 2,000 simulated audits at this "
-          "tier's spreads). A claim that needs more than the cap is \"not decidable within N seeds\": more seeds "
-          "than the cap, or a larger effect, would be needed.")
+          "hold whatever the pilot showed (tests/report/test_plan_simulation.py: 2,000 simulated audits at the "
+          "cpu-regime tier's spreads). A claim that needs more than the cap is \"not decidable within N "
+          "seeds\": more seeds than the cap, or a larger effect, would be needed.")
 
 
 def _readable(df: pd.DataFrame) -> pd.DataFrame:
@@ -43,7 +43,7 @@ def plan_lines(plan: pd.DataFrame, method: str, design, cost: dict) -> list[str]
     (with their figure); the confirmation seeds per noise rate; what training them costs."""
     lines = [f"Plan for {method} from the pilot seeds {seeds_text(design.pilot)} (power {POWER:g} at alpha / "
              f"family size, safeguard effects; at most {design.max_seeds} confirmation seeds):"]
-    inside = plan[plan.status.ne("outside the regime in the pilot")]
+    inside = plan[plan.status.ne(OUTSIDE_PILOT)]
     for label, g in inside.groupby("label", sort=False):
         ok, nd = g[g.status.eq(PLANNED)], g[g.status.eq(NOT_DECIDABLE)]
         seeds = ok.seeds.astype(int)
@@ -58,7 +58,7 @@ def plan_lines(plan: pd.DataFrame, method: str, design, cost: dict) -> list[str]
                      + (f", {unknown} of them because the pilot's 60% interval spans both 0 and the margin"
                         if unknown else ""))
         lines.append(text)
-    outside = plan.status.eq("outside the regime in the pilot").sum()
+    outside = plan.status.eq(OUTSIDE_PILOT).sum()
     if outside:
         lines.append(f"  {outside} claims outside the regime in the pilot (no seeds decide them; `reason` in plan.csv "
                      "says why)")
