@@ -25,11 +25,12 @@ from robustbench_ols.store.claims import cell_state
 @dataclass(frozen=True)
 class Design:
     """Which seeds plan (the pilot) and which decide (the confirmation; None until planned), the cap on the
-    confirmation seeds, and, once planned, the seeds each noise rate needs."""
+    confirmation seeds, and, once planned, the plan itself and the seeds each noise rate needs."""
     pilot: list
     confirmation: list | None
     max_seeds: int
     per_rate: dict | None = None
+    table: pd.DataFrame | None = dataclasses.field(default=None, compare=False)  # the plan, once made
 
     def plan(self, results, labels, ev, settings: Settings) -> pd.DataFrame:
         """plan_rows over the pilot seeds' records; SpecError when a compared method has fewer than 2 of them."""
@@ -48,14 +49,17 @@ class Design:
                          settings, self.max_seeds)
 
     def planned(self, results, labels, ev, settings: Settings, plan: pd.DataFrame | None = None) -> "Design":
-        """This design with the plan's seeds per noise rate and, unless given, the confirmation seeds: the
-        ones after the pilot's, as many as the most demanding rate needs (`plan`: the plan, if made already)."""
-        need = seeds_per_rate(self.plan(results, labels, ev, settings) if plan is None else plan)
+        """This design with its plan (`table`; `plan`: the plan, if made already), the seeds it needs per noise
+        rate and, unless given, the confirmation seeds: the ones after the pilot's, as many as the most
+        demanding rate needs. The plan reads the pilot seeds only, which a confirmation never trains, so it
+        holds after the confirmation's cells are trained."""
+        plan = self.plan(results, labels, ev, settings) if plan is None else plan
+        need = seeds_per_rate(plan)
         seeds = self.confirmation
         if seeds is None:
             start = max(self.pilot) + 1
             seeds = list(range(start, start + max(need.values(), default=0)))
-        return dataclasses.replace(self, confirmation=seeds, per_rate=need)
+        return dataclasses.replace(self, confirmation=seeds, per_rate=need, table=plan)
 
     def confirmation_cells(self, grid) -> list:
         """The grid's cells at the confirmation seeds, at each noise rate only as many seeds as it needs."""
@@ -97,7 +101,7 @@ def _cost(design: Design, grid, out: Path, ev) -> dict:
 
 def write_confirmed(results, to, labels, design: Design, grid, ev, settings: Settings, about: str = "") -> Path:
     """audit.md and audit.csv in `to`: the confirmatory audit; its one-screen summary printed."""
-    plan = design.plan(results, labels, ev, settings)
+    plan = design.plan(results, labels, ev, settings) if design.table is None else design.table
     records = results.runs(eval_id=ev.eval_id)
     df = records[records.method_label.isin(labels)]
     table = confirm_table(df, records, labels[0], labels[1:], plan, design.pilot, design.confirmation, settings,
