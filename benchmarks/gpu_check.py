@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_ols.models import create_model
+from robustbench_ols.models.precision import set_float32
 from robustbench_ols.store import EPOCH_COLUMNS, run_dirs
 
 FILES = ("spec.json", "noise.json", "noise.npz", "epochs.csv", "metrics.json", "model.pt", "status.json",
@@ -36,19 +37,21 @@ def problems(d: Path, epochs: int, device: str) -> list[str]:
     return bad
 
 
-def bare_images_per_s(model_name: str, device: str, amp: bool, steps: int, batch: int, channels_last: bool) -> float:
-    """Forward/backward/step of the same model on random tensors already on the device."""
+def bare_images_per_s(model_name: str, device: str, precision: str, steps: int, batch: int,
+                      channels_last: bool = True, ready=None) -> float:
+    """Forward/backward/step of the same model on random tensors already on the device. `precision`: fp32 (IEEE),
+    tf32 or bf16 (autocast); `ready()`, when given, is called between the warm-up and the timed steps."""
     torch.manual_seed(0)
     dev = torch.device(device)
-    model = create_model(model_name, 10).to(dev)
+    set_float32(precision == "tf32")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    model = create_model(model_name, 10).to(dev).to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x = torch.rand(batch, 3, 32, 32, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=dev)
 
     def step():
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -56,12 +59,14 @@ def bare_images_per_s(model_name: str, device: str, amp: bool, steps: int, batch
     for _ in range(3):
         step()
     if dev.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(dev)
+    if ready is not None:
+        ready()
     t = time.perf_counter()
     for _ in range(steps):
         step()
     if dev.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(dev)
     return steps * batch / (time.perf_counter() - t)
 
 
@@ -86,7 +91,8 @@ def main(argv=None) -> int:
             e = pd.read_csv(d / "epochs.csv")
             suite = m["num_train"] / e.seconds.iloc[0]  # epoch 1 has no test pass (--test-every = epochs)
             cl = spec["execution"]["channels_last"]
-            limit = bare_images_per_s(s["model"], args.device, s["amp"], args.bare_steps, s["batch_size"], cl)
+            limit = bare_images_per_s(s["model"], args.device, "bf16" if s["amp"] else "fp32", args.bare_steps,
+                                      s["batch_size"], cl)
             print(f"{d.name}: {s['model']} {'bf16 autocast' if s['amp'] else 'fp32'}: {suite:,.0f} training images/s "
                   f"(epoch 1, warm-up included) = {suite / limit:.2f} x a bare loop ({limit:,.0f}/s); test error "
                   f"{m['test_err_last']:.4f}, PGD-20 error {m['pgd20_err']:.4f} on {m['attack_examples']} images, "

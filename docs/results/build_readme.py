@@ -619,7 +619,7 @@ def selection_section() -> str:
     """Checkpoint selection on the small real grid (docs/results/noisy-val/): the test error each selection
     reports, the epochs it chose, and the audit at the noisy-validation epoch."""
     if not (ROOT / SEL / "selection.csv").exists():
-        return "\n".join([SEL_BEGIN, "", f"Not published yet (`bash docs/results/publish_noisy_val.sh`).", "", SEL_END])
+        return "\n".join([SEL_BEGIN, "", "Not published yet (`bash docs/results/publish_noisy_val.sh`).", "", SEL_END])
     t = _read(SEL, "selection.csv")
     rows = []
     for m in _by_method(t):

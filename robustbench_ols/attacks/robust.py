@@ -9,6 +9,14 @@ eps-ball and [0, 1] each step; PGD-20: eps = 8/255, alpha = 2/255 (torchattacks 
 steps: set here). Attacks are seeded: the attack runs inside a forked RNG state seeded with `seed`
 (the official attacks also take it as their `seed`), so the same model, images and options give the
 same robust error without disturbing the caller's random state.
+
+Random draws, by the kind's `randomness` (attacks/spec.py): PGD's random starts are one stream from a CPU
+generator seeded with the attack's seed, image after image in the images' order, each image's start drawn
+in NHWC order and copied to the device (`StartsFrom`): the same starts on every device (CUDA's generator
+output depends on the GPU model) and for every attack batch size. For images that fit in one batch these
+are exactly the starts torchattacks drew on a CPU before (it fills a channels_last tensor in NHWC order
+from the global generator seeded with the seed), so those records stand. The official attacks (APGD, FAB,
+Square, AutoAttack) draw on the CPU already and are seeded per batch: seed + b for batch b.
 """
 from __future__ import annotations
 
@@ -18,8 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from robustbench_ols.attacks.spec import AttackSpec
+from robustbench_ols.common.device_random import cpu_generator, to_device
 
 
 class ChannelsLastInput(torch.nn.Module):
@@ -63,10 +73,39 @@ def _collecting(messages: list | None):
         logger.propagate = True
 
 
+class StartsFrom(TorchFunctionMode):
+    """Inside it, an in-place uniform fill without a generator of its own (torchattacks' PGD random start,
+    `torch.empty_like(x).uniform_(-eps, eps)`) is drawn from the CPU `generator` into a CPU tensor laid out
+    NHWC (a 4-d one), then copied into the tensor on its device. Every other call passes through."""
+
+    def __init__(self, generator: torch.Generator):
+        super().__init__()
+        self.generator = generator
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not torch.Tensor.uniform_ or kwargs.get("generator") is not None:
+            return func(*args, **kwargs)
+        target, *bounds = args
+        low = bounds[0] if bounds else kwargs.get("from", 0.0)
+        high = bounds[1] if len(bounds) > 1 else kwargs.get("to", 1.0)
+        layout = torch.channels_last if target.dim() == 4 else torch.contiguous_format
+        cpu = torch.empty(target.shape, dtype=target.dtype, memory_format=layout)
+        cpu.uniform_(low, high, generator=self.generator)
+        return target.copy_(to_device(cpu, target.device))
+
+
+def start_stream(spec: AttackSpec, seed: int) -> torch.Generator | None:
+    """The CPU generator of an attack's per-image random starts over one set of images, or None when the
+    attack's draws are seeded per batch (`AttackSpec.randomness`)."""
+    return cpu_generator(seed) if spec.randomness == "per image" else None
+
+
 def adversarial(model, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *, seed: int = 0,
-                messages: list | None = None) -> torch.Tensor:
+                messages: list | None = None, starts: torch.Generator | None = None) -> torch.Tensor:
     """Adversarial images for float x in [0, 1] (any memory format); the model's mode is restored.
-    The attack's warnings go into `messages` instead of stderr when a list is given."""
+    The attack's warnings go into `messages` instead of stderr when a list is given. `starts`: the stream
+    of per-image random starts (`start_stream`), continued by the images of each call in turn."""
     was_training = model.training
     model.eval()
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
@@ -76,7 +115,10 @@ def adversarial(model, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *, se
     try:
         with torch.random.fork_rng(devices=devices), _collecting(messages):
             torch.manual_seed(seed)
-            return spec.perturb(attacked, x, y, seed)
+            if starts is None:
+                return spec.perturb(attacked, x, y, seed)
+            with StartsFrom(starts):
+                return spec.perturb(attacked, x, y, seed)
     finally:
         model.train(was_training)
 
@@ -115,23 +157,27 @@ class Outcomes:
 
 def attack_outcomes(model, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec, *, seed: int = 0,
                     batch_size: int = 256, channels_last: bool = False, topk: int = 1,
-                    fold_bn: bool = True, on_batch=None) -> Outcomes:
-    """Attack uint8 `images` batch by batch; batch b's attack is seeded with seed + b, so a subset
-    evaluated in the same order is reproducible. `fold_bn`: attack (and classify) an eval-mode copy
-    with the batch norms folded into the convolutions (`fold_batchnorm`; the same function, faster);
-    `model` itself is left as it was. `on_batch(1)` is called after each attacked batch."""
+                    fold_bn: bool = True, on_batch=None, per_image_starts: bool = True) -> Outcomes:
+    """Attack uint8 `images` batch by batch; batch b's attack is seeded with seed + b and PGD's random starts
+    are one stream over the images seeded with seed (`start_stream`), so a subset evaluated in the same order
+    is reproducible, and PGD's outcomes do not depend on `batch_size` (`per_image_starts=False`: batch b's starts
+    seeded seed + b, the rule of the records made before; still drawn on the CPU). `fold_bn`: attack (and
+    classify) an eval-mode copy with the batch norms folded into the convolutions (`fold_batchnorm`; the same
+    function, faster); `model` itself is left as it was. `on_batch(1)` is called after each attacked batch."""
     fooled, fooled_k, messages = [], [], []
     was_training = model.training
     model.eval()
     folded = fold_batchnorm(model, channels_last=channels_last) if fold_bn else None
     attacked = folded if folded is not None else model
+    stream = start_stream(spec, seed) if per_image_starts else None
     try:
         for b, i in enumerate(range(0, len(images), batch_size)):
             x = images[i:i + batch_size].float().div_(255)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = labels[i:i + batch_size]
-            adv = adversarial(attacked, x, y, spec, seed=seed + b, messages=messages)
+            starts = stream if per_image_starts else start_stream(spec, seed + b)
+            adv = adversarial(attacked, x, y, spec, seed=seed + b, messages=messages, starts=starts)
             with torch.no_grad():
                 logits = attacked(adv)
             fooled.append((logits.argmax(1) != y).cpu())
@@ -147,11 +193,12 @@ def attack_outcomes(model, images: torch.Tensor, labels: torch.Tensor, spec: Att
 
 def robust_error(model, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec, *, seed: int = 0,
                  batch_size: int = 256, channels_last: bool = False, topk: int = 1,
-                 fold_bn: bool = True, on_batch=None) -> dict:
+                 fold_bn: bool = True, on_batch=None, per_image_starts: bool = True) -> dict:
     """Top-1 (and top-`topk`) error of `model` on adversarial versions of uint8 `images`:
     {spec.key: err} plus {spec.key[:-4] + "_err_top5": ...} when topk = 5 (see `attack_outcomes`)."""
     out = attack_outcomes(model, images, labels, spec, seed=seed, batch_size=batch_size,
-                          channels_last=channels_last, topk=topk, fold_bn=fold_bn, on_batch=on_batch)
+                          channels_last=channels_last, topk=topk, fold_bn=fold_bn, on_batch=on_batch,
+                          per_image_starts=per_image_starts)
     return errors(spec, out, topk)
 
 

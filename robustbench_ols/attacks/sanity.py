@@ -60,7 +60,8 @@ def zero_gradient_share(model, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def run_checks(model, images: torch.Tensor, labels: torch.Tensor, *, clean_wrong: torch.Tensor,
                white_box: dict, square: torch.Tensor | None, sweep=DEFAULT_SWEEP, seed: int = 0,
-               batch_size: int = 256, channels_last: bool = False, on_stage=None) -> tuple[dict, dict]:
+               batch_size: int = 256, channels_last: bool = False, on_stage=None,
+               per_image_starts: bool = True) -> tuple[dict, dict]:
     """(figures for the record's metrics, per-check details) for `model` (already the attacked copy) on
     uint8 `images` with `labels`. `clean_wrong`: the model's clean mistakes on them; `white_box`:
     AttackSpec -> fooled (bool per image) of the white-box attacks the evaluation already ran at 8/255
@@ -70,7 +71,7 @@ def run_checks(model, images: torch.Tensor, labels: torch.Tensor, *, clean_wrong
     stage = on_stage or (lambda text: None)
     n = len(images)
     correct = ~clean_wrong
-    kw = dict(batch_size=batch_size, channels_last=channels_last, fold_bn=False)
+    kw = dict(batch_size=batch_size, channels_last=channels_last, fold_bn=False, per_image_starts=per_image_starts)
 
     def fooled_by(spec: AttackSpec, among: torch.Tensor, attack_seed: int) -> torch.Tensor:
         """clean mistakes, plus the images of `among` the attack fools"""

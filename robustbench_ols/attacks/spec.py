@@ -53,6 +53,10 @@ class AttackSpec:
     # Whether the attack uses only the model's gradients: the gradient-masking checks (sanity.py) compare such
     # attacks with a black-box one (Square). False for Square and for AutoAttack, whose ensemble includes it.
     white_box: ClassVar[bool] = True
+    # How the attack's random draws depend on the batches (attacks/robust.py): "per batch" (each batch seeded
+    # seed + b: its outcomes depend on the attack batch size, which the eval_id then names), "per image" (one
+    # stream over the images: they do not) or "none" (no random draw). Plugins: "per batch" unless they say.
+    randomness: ClassVar[str] = "per batch"
 
     @staticmethod
     def parse(text: str) -> "AttackSpec":
@@ -157,6 +161,7 @@ class AttackSpec:
 @dataclass(frozen=True)
 class FGSM(AttackSpec):
     kind: ClassVar[str] = "fgsm"
+    randomness: ClassVar[str] = "none"
 
     def build(self, model):
         import torchattacks  # here, not at the top: it pulls in scipy (~2 s), which only an attack needs
@@ -176,6 +181,7 @@ class PGD(AttackSpec):
     steps: int = 20
     random_start: bool = True
     kind: ClassVar[str] = "pgd"
+    randomness: ClassVar[str] = "per image"
     options: ClassVar[dict] = {"eps": _fraction, "alpha": _fraction, "steps": int, "random_start": _boolean}
 
     def __post_init__(self):

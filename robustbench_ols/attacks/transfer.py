@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 
 from robustbench_ols.attacks.parameter_free import APGDCE, APGDDLR, APGDT, AutoAttackSpec
-from robustbench_ols.attacks.robust import adversarial
+from robustbench_ols.attacks.robust import adversarial, start_stream
 from robustbench_ols.attacks.spec import PGD, AttackSpec
 
 # One image in 100 (the checks' default sample) may go either way between two attacks without anything
@@ -61,17 +61,21 @@ def transferred(scored) -> dict[float, list[AttackSpec]]:
 
 
 def transfer_fooled(model, surrogate, images: torch.Tensor, labels: torch.Tensor, spec: AttackSpec, *,
-                    seed: int = 0, batch_size: int = 256, channels_last: bool = False) -> torch.Tensor:
+                    seed: int = 0, batch_size: int = 256, channels_last: bool = False,
+                    per_image_starts: bool = True) -> torch.Tensor:
     """Per uint8 image (bool, on the CPU): `model` wrong on the adversarial image `spec` crafts on
-    `surrogate`; batch b's attack seeded seed + b, as the white-box attacks (robust.attack_outcomes)."""
+    `surrogate`; seeded as the white-box attacks (robust.attack_outcomes): batch b with seed + b, PGD's
+    random starts one stream over the images."""
     fooled = []
     model.eval()
+    stream = start_stream(spec, seed) if per_image_starts else None
     for b, i in enumerate(range(0, len(images), batch_size)):
         x = images[i:i + batch_size].float().div_(255)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = labels[i:i + batch_size]
-        adv = adversarial(surrogate, x, y, spec, seed=seed + b)
+        starts = stream if per_image_starts else start_stream(spec, seed + b)
+        adv = adversarial(surrogate, x, y, spec, seed=seed + b, starts=starts)
         with torch.no_grad():
             fooled.append((model(adv).argmax(1) != y).cpu())
     return torch.cat(fooled) if fooled else torch.zeros(0, dtype=torch.bool)
@@ -79,7 +83,7 @@ def transfer_fooled(model, surrogate, images: torch.Tensor, labels: torch.Tensor
 
 def transfer_check(model, surrogate, images: torch.Tensor, labels: torch.Tensor, *, clean_wrong: torch.Tensor,
                    white_box: dict, seed: int = 0, batch_size: int = 256, channels_last: bool = False,
-                   on_stage=None) -> tuple[dict, dict, dict]:
+                   on_stage=None, per_image_starts: bool = True) -> tuple[dict, dict, dict]:
     """(figures, details, per-image outcomes) of the transfer check of `model` (eval mode) from `surrogate`
     on the attacked uint8 `images`. `clean_wrong`: the model's clean mistakes on them; `white_box`:
     AttackSpec -> fooled (bool per image) of every attack the evaluation ran on them."""
@@ -91,7 +95,7 @@ def transfer_check(model, surrogate, images: torch.Tensor, labels: torch.Tensor,
         for spec in specs:
             stage(f"transfer check: {spec.label} from the surrogate")
             f = transfer_fooled(model, surrogate, images, labels, spec, seed=seed, batch_size=batch_size,
-                                channels_last=channels_last) | clean_wrong
+                                channels_last=channels_last, per_image_starts=per_image_starts) | clean_wrong
             figures[f"transfer_{spec.key}"] = f.double().mean().item()
             outcomes[spec.key[:-len("_err")]] = f.numpy()
             fooled |= f

@@ -115,7 +115,15 @@ def _exec_options(p, names=None) -> None:
                                 help="images per evaluation forward pass (256: 1.7x faster than 1000 for resnet8 on "
                                      "one CPU thread, benchmarks/epoch_cost.py)"),
         "threads": dict(type=int, default=None, help="torch threads (default: torch's choice; `rbols matrix`: per "
-                                                     "worker, cores / workers)"),
+                                                     "worker, the cores this process may use / workers)"),
+        "tf32": dict(action=argparse.BooleanOptionalAction, default=d["tf32"],
+                     help="GPUs: float32 products and convolutions in TF32 (default: IEEE float32; recorded)"),
+        "amp_dtype": dict(default=d["amp_dtype"], choices=("auto", "bfloat16", "float16"),
+                          help="--amp's dtype (auto: bfloat16 where the device computes it, else float16 with a "
+                               "gradient scaler; recorded)"),
+        "deterministic": dict(action=argparse.BooleanOptionalAction, default=d["deterministic"],
+                              help="deterministic algorithms and cuDNN kernels: a resumed GPU run gives the same "
+                                   "weights bit for bit (an op without a deterministic kernel is refused)"),
         "log": dict(default=d["log"], metavar="TRACKERS",
                     help="stream each epoch, the spec, the final scores and the learning curves to experiment "
                          "trackers: any of tensorboard, mlflow, wandb, comma-separated (pip install "
@@ -141,7 +149,10 @@ def _eval_options(p, d) -> None:
     a("--attack-examples", type=int,
       help="attack a class-balanced, seeded subset of N test images (0: the whole test set)")
     a("--attack-seed", type=int, help="seed of that subset and of PGD's random start")
-    a("--attack-batch-size", type=int, help="images per attacked batch")
+    a("--attack-batch-size", type=int, help="images per attacked batch (PGD's numbers do not depend on it)")
+    a("--attack-starts", choices=("per-image", "per-batch"),
+      help="PGD's random starts: one stream over the images (per-image, the same for any batch size and device) "
+           "or batch b seeded attack-seed + b (per-batch: how records made before per-image starts were scored)")
     a("--bins", type=int, help="calibration bins (ECE, MCE, reliability diagram)")
     a("--cifar10h", action=argparse.BooleanOptionalAction,
       help="CIFAR-10 only: score agreement with the CIFAR-10H human labels")
@@ -274,7 +285,8 @@ def _backend_options(p, backends) -> None:
 
 def _scoring_options(p) -> None:
     """`rbols eval` and `rbols score`: where and how the scoring runs, then what it scores."""
-    _exec_options(p, ("device", "channels_last", "data_root", "download", "eval_batch_size", "threads", "progress"))
+    _exec_options(p, ("device", "channels_last", "data_root", "download", "eval_batch_size", "threads", "progress",
+                      "tf32", "deterministic"))
     _eval_options(p, EVAL_DEFAULTS)
 
 

@@ -1,5 +1,5 @@
 """The training images as batches: a class-balanced seeded subset, and a loader that shuffles and augments
-whole batches on the device holding the uint8 images."""
+whole batches on the device holding the uint8 images, from draws made on the CPU."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from robustbench_ols.common.device_random import cpu_generator, to_device
 from robustbench_ols.common.errors import DataError
 
 
@@ -45,8 +46,9 @@ class TrainLoader:
 
     Augmentation (the CIFAR standard): random crop 32 from the image zero-padded by 4 pixels and a
     horizontal flip with probability 1/2, a fresh draw per image, done as one gather per batch (no
-    per-image Python). Each epoch's randomness comes from a generator seeded by (seed, epoch), so a
-    resumed run sees exactly the batches an uninterrupted one would.
+    per-image Python). Each epoch's randomness comes from a CPU generator seeded by (seed, epoch), drawn
+    at the epoch's start and copied to the device once: a resumed run sees exactly the batches an
+    uninterrupted one would, and a run sees the same batches on every device (common/device_random.py).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, seed: int,
@@ -62,28 +64,56 @@ class TrainLoader:
     def __len__(self) -> int:
         return self.num_batches
 
+    def draws(self, epoch: int) -> tuple[torch.Tensor, list]:
+        """The epoch's permutation and each batch's (dy, dx, flip) (empty without augmentation), on the CPU,
+        in the order the generator makes them: the permutation, then batch by batch."""
+        g = cpu_generator(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.images), generator=g)
+        offsets = []
+        if self.augment:
+            for b in range(self.num_batches):
+                size = len(perm[b * self.batch_size:(b + 1) * self.batch_size])
+                offsets.append(augment_draws(size, g, self.pad))
+        return perm, offsets
+
     def epoch(self, epoch: int):
-        g = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(len(self.images), generator=g, device=self.device)
+        perm, offsets = self.draws(epoch)
+        sizes = [len(o[0]) for o in offsets]
+        perm = to_device(perm, self.device)  # one copy per epoch, not per batch
+        if offsets:
+            flat = to_device(torch.cat([torch.cat([dy, dx, flip.long()]) for dy, dx, flip in offsets]), self.device)
+            offsets = [part.view(3, -1) for part in flat.split([3 * s for s in sizes])]
         for b in range(self.num_batches):
             idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
             x = self.images[idx]
             if self.augment:
-                x = augment_batch(x, g, self.pad)
+                dy, dx, flip = offsets[b]
+                x = crop_and_flip(x, dy, dx, flip.bool(), self.pad)
             x = x.float().div_(255)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield Batch(x, self.labels[idx], idx)
 
 
+def augment_draws(b: int, g: torch.Generator, pad: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The crop offsets dy, dx in 0..2*pad and the flips of `b` images, drawn (on g's device) in this order."""
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=g.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=g.device)
+    flip = torch.rand(b, generator=g, device=g.device) < 0.5
+    return dy, dx, flip
+
+
 def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random pad-`pad` crop and horizontal flip of a uint8 batch (B, C, H, W), one gather."""
+    """Random pad-`pad` crop and horizontal flip of a uint8 batch (B, C, H, W), drawn from g (on x's device)."""
+    return crop_and_flip(x, *augment_draws(len(x), g, pad), pad)
+
+
+def crop_and_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
+                  pad: int = 4) -> torch.Tensor:
+    """The pad-`pad` crops at offsets (dy, dx) of a uint8 batch (B, C, H, W), flipped where `flip`, one gather."""
     b, c, h, w = x.shape
     dev = x.device
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # zero fill, like torchvision RandomCrop
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=dev)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=dev)
-    flip = torch.rand(b, generator=g, device=dev) < 0.5
     ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
     rows = dy[:, None] + ar_h  # (B, H)
     cols = dx[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)  # (B, W), reversed if flipped

@@ -20,24 +20,29 @@ class Ray(Backend):
     """A Ray cluster (`pip install 'robustbench_ols[ray]'`)."""
     help = "a Ray cluster"
 
-    def __init__(self, address: str | None = None, cpus_per_task: int = 1):
-        self.address, self.cpus_per_task = address, cpus_per_task
+    def __init__(self, address: str | None = None, cpus_per_task: int = 1, gpus_per_task: float = 1.0):
+        self.address, self.cpus_per_task, self.gpus_per_task = address, cpus_per_task, gpus_per_task
 
     @classmethod
     def add_arguments(cls, group) -> None:
         group.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
         group.add_argument("--ray-cpus-per-task", type=int, default=1,
-                           help="CPUs Ray reserves for each cell (GPU clusters: one GPU each)")
+                           help="CPUs Ray reserves for each cell")
+        group.add_argument("--ray-gpus-per-task", type=float, default=1.0,
+                           help="GPU clusters: the share of a GPU each cell reserves (0.25: four cells packed per "
+                                "GPU; default 1)")
 
     @classmethod
     def from_args(cls, args) -> "Ray":
         if args.ray_cpus_per_task < 1:
             raise SpecError(f"--ray-cpus-per-task must be >= 1, got {args.ray_cpus_per_task}")
-        return cls(args.ray_address, args.ray_cpus_per_task)
+        if not 0 < args.ray_gpus_per_task <= 1:
+            raise SpecError(f"--ray-gpus-per-task must be in (0, 1] (a share of one GPU), got {args.ray_gpus_per_task}")
+        return cls(args.ray_address, args.ray_cpus_per_task, args.ray_gpus_per_task)
 
     def run(self, cells, out, ev, ex, *, retry_failed, progress):
         return run_ray(cells, out, ev, ex, address=self.address, retry_failed=retry_failed,
-                       cpus_per_task=self.cpus_per_task, progress=progress)
+                       cpus_per_task=self.cpus_per_task, gpus_per_task=self.gpus_per_task, progress=progress)
 
 
 def _ray_task(spec_dict, ev_dict, ex_dict, out, threads):
@@ -49,8 +54,9 @@ def _ray_task(spec_dict, ev_dict, ex_dict, out, threads):
 
 def run_ray(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, address: str | None = None,
             retry_failed: bool = False, cpus_per_task: int = 1, progress: bool = True,
-            init_kwargs: dict | None = None) -> Summary:
-    """Each cell a Ray task (a GPU each when the cluster has GPUs). This process claims the cells it
+            init_kwargs: dict | None = None, gpus_per_task: float = 1.0) -> Summary:
+    """Each cell a Ray task (`gpus_per_task` of a GPU each when the cluster has GPUs: Ray pins each task to its
+    GPU through CUDA_VISIBLE_DEVICES, and a fraction packs several on one). This process claims the cells it
     submits, so local processes and other drivers share the grid the same way. The output folder must
     be on a file system every Ray node sees at the same path."""
     from robustbench_ols.executors.cells import claim_next, grid_bar, tally, to_take, update_bar
@@ -66,8 +72,8 @@ def run_ray(cells, out: Path, ev: EvalSpec, ex: ExecOptions, *, address: str | N
     try:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
-        opts = {"num_gpus": 1, "num_cpus": cpus_per_task} if gpus else {"num_cpus": cpus_per_task}
-        slots = max(1, gpus if gpus else int(resources.get("CPU", 1)) // cpus_per_task)
+        opts = {"num_gpus": gpus_per_task, "num_cpus": cpus_per_task} if gpus else {"num_cpus": cpus_per_task}
+        slots = max(1, int(gpus / gpus_per_task) if gpus else int(resources.get("CPU", 1)) // cpus_per_task)
         task = ray.remote(max_retries=0)(_ray_task).options(**opts)
         device = "cuda" if gpus else "cpu"
         ex_dict = {**dataclasses.asdict(dataclasses.replace(ex, device=device, progress=False))}

@@ -26,6 +26,11 @@ from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
 OWN = {"partition", "time", "gpus-per-task", "cpus-per-task", "array", "output", "error", "job-name", "signal"}
 
 
+# A GPU cell's CPUs unless told: its main thread launches the kernels and autograd runs the backward pass on a
+# thread of its own; with Slurm's default of one CPU the two share it.
+GPU_TASK_CPUS = 2
+
+
 @dataclass(frozen=True)
 class SlurmOptions:
     """What each cell's Slurm task asks for; parsed once from the command line (`parse`)."""
@@ -49,6 +54,8 @@ class SlurmOptions:
                 if value < least:
                     raise SpecError(f"--slurm-{name.replace('_', '-')} must be >= {least}, got {value}")
                 kw[name] = value
+        if cpus_per_task is None and kw.get("gpus_per_task"):
+            kw["cpus_per_task"] = GPU_TASK_CPUS
         return cls(**kw)
 
     def parameters(self) -> dict:
@@ -77,7 +84,8 @@ class Slurm(Backend):
         a("--slurm-time", default=None, help="each task's time limit: minutes or [D-]HH:MM[:SS] (default 60 minutes; "
                                               "a task that runs out is requeued and resumes)")
         a("--slurm-gpus-per-task", type=int, default=None, help="GPUs per cell (default 0: on the CPU)")
-        a("--slurm-cpus-per-task", type=int, default=None, help="CPUs per cell, also its torch threads (default 1)")
+        a("--slurm-cpus-per-task", type=int, default=None,
+          help=f"CPUs per cell, also its torch threads (default 1; {GPU_TASK_CPUS} with --slurm-gpus-per-task)")
         a("--slurm-array-parallelism", type=int, default=None, help="cells running at once (default 256)")
         a("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
           help="any other sbatch option, without its dashes (repeat), e.g. account=myproj, qos=high")

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustbench_ols.common.device_random import cpu_generator, to_device
 from robustbench_ols.common.errors import SpecError
 from robustbench_ols.methods.base import Method, StepOutput
 from robustbench_ols.methods.bmm import bmm_posterior, fit_bmm
@@ -79,8 +80,8 @@ class Arazo(Method):
       phase). It is also done during warm-up (the authors have none there) because its logits are
       what the trainer's statistics need (`StepOutput.logits`, models[0] on the un-mixed batch).
 
-    Randomness: lam from a numpy Generator and the mixing permutation from a torch Generator on the
-    device, both seeded from `info.seed` and saved in `state_dict()`.
+    Randomness: lam from a numpy Generator and the mixing permutation from a torch CPU Generator (copied to
+    the device, so the same on every device), both seeded from `info.seed` and saved in `state_dict()`.
     """
     name = "arazo"
     citation = ("Arazo, Ortego, Albert, O'Connor, McGuinness, Unsupervised Label Noise Modeling and "
@@ -100,8 +101,7 @@ class Arazo(Method):
         super().setup(info)
         self.warmup_epochs = (self.warmup if self.warmup is not None
                               else int(round(WARMUP_FRACTION * info.epochs)))
-        self.gen = torch.Generator(device=info.device).manual_seed(
-            (info.seed * 1_000_003 + 0xA2A20) % (2 ** 63))
+        self.gen = cpu_generator(info.seed * 1_000_003 + 0xA2A20)  # draws copied to the device
         self.rng = np.random.Generator(np.random.PCG64([info.seed, 0xA2A20]))
         self.w = None  # (N,) float32 on the device, after the first fit
         self.fit = None  # the last BMMFit's parameters (dict), for the record
@@ -131,7 +131,7 @@ class Arazo(Method):
     def draw(self, n: int) -> tuple[float, torch.Tensor]:
         """(lam, perm) for one mixup step."""
         lam = float(self.rng.beta(self.mixup, self.mixup))
-        perm = torch.randperm(n, generator=self.gen, device=self.gen.device)
+        perm = to_device(torch.randperm(n, generator=self.gen), self.info.device)
         return lam, perm
 
     def training_step(self, models, batch, epoch):

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from robustbench_ols.common.device_random import cpu_generator, to_device
 from robustbench_ols.common.errors import SpecError
 from robustbench_ols.methods.base import Method
 from robustbench_ols.methods.registry import register
@@ -62,11 +63,10 @@ class LabelSmoothing(Method):
 # ---------------------------------------------------------------------------------------------------
 
 def method_generator(info, salt: int) -> torch.Generator:
-    """A method's own generator on `info.device`, seeded from the run seed and a per-method constant,
-    so that its draws are independent of the trainer's (model init, shuffling, augmentation)."""
-    g = torch.Generator(device=info.device)
-    g.manual_seed((int(info.seed) * 1_000_003 + salt) % (2 ** 63))
-    return g
+    """A method's own CPU generator, seeded from the run seed and a per-method constant, so that its draws
+    are independent of the trainer's (model init, shuffling, augmentation); its draws are copied to the
+    device (`to_device`), so they are the same on every device (common/device_random.py)."""
+    return cpu_generator(int(info.seed) * 1_000_003 + salt)
 
 
 def _log_p_label(logits, y):
@@ -240,8 +240,8 @@ class DisturbLabel(Method):
     def disturb(self, y: torch.Tensor) -> torch.Tensor:
         """New labels for `y` (a fixed number of draws per call, no host synchronisation)."""
         k = self.info.num_classes
-        u = torch.rand(y.shape, generator=self.generator, device=y.device)
-        shift = torch.randint(1, k, y.shape, generator=self.generator, device=y.device) if k > 1 \
+        u = to_device(torch.rand(y.shape, generator=self.generator), y.device)
+        shift = to_device(torch.randint(1, k, y.shape, generator=self.generator), y.device) if k > 1 \
             else torch.zeros_like(y)
         flip = u < self.alpha * (k - 1) / k
         return torch.where(flip, (y + shift) % k, y)

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from robustbench_ols.common.device_random import cpu_generator, to_device
 from robustbench_ols.common.errors import SpecError
 from robustbench_ols.methods.base import Method, StepOutput
 from robustbench_ols.methods.registry import register
@@ -115,8 +116,7 @@ class MWNet(Method):
         else:
             self.opt = torch.optim.SGD(params, lr=self.meta_lr, momentum=0.9, nesterov=True,
                                        weight_decay=self.meta_wd)
-        self.gen = torch.Generator(device=info.device).manual_seed(
-            (info.seed * 1_000_003 + 0x3E8) % (2 ** 63))
+        self.gen = cpu_generator(info.seed * 1_000_003 + 0x3E8)  # draws copied to the device
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
         """The MLP's weights (B,) for per-sample losses (B,), in float32 (autocast off)."""
@@ -132,8 +132,7 @@ class MWNet(Method):
 
     def meta_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         m = len(self.info.meta_images)
-        idx = torch.randperm(m, generator=self.gen, device=self.gen.device)[:n]
-        idx = idx.to(self.info.meta_images.device)
+        idx = to_device(torch.randperm(m, generator=self.gen)[:n], self.info.meta_images.device)
         x = self.info.meta_images[idx].float().div_(255)
         if self.info.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -175,4 +174,9 @@ class MWNet(Method):
     def load_state_dict(self, state):
         self.vnet.load_state_dict(state["vnet"])
         self.opt.load_state_dict(copy.deepcopy(state["opt"]))
+        # A checkpoint loaded onto a GPU brings Adam's `step` counters there; a non-capturable Adam reads each one
+        # back to the host every step (a sync per parameter): keep them on the CPU, where Adam makes them.
+        for st in self.opt.state.values():
+            if torch.is_tensor(st.get("step")):
+                st["step"] = st["step"].cpu()
         self.gen.set_state(state["gen"].cpu())

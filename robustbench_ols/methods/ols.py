@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from robustbench_ols.common.device_random import to_device
 from robustbench_ols.common.errors import SpecError
 from robustbench_ols.methods.base import Method, soft_cross_entropy
 from robustbench_ols.methods.losses import method_generator
@@ -167,7 +168,7 @@ class OLSSingle(OLS):
         of its class (uniform 1/K where there is none)."""
         me = self.pool_self[index]
         n_other = self.pool_count[y] - me.long()
-        u = torch.rand(y.shape, generator=self.generator, device=y.device)
+        u = to_device(torch.rand(y.shape, generator=self.generator), y.device)
         j = torch.minimum((u * n_other).long(), (n_other - 1).clamp_min(0))
         j = j + (me & (j >= self.pool_rank[index])).long()  # skip the sample itself
         row = (self.pool_offset[y] + j).clamp_max(self.pool.shape[0] - 1)
@@ -193,7 +194,7 @@ class OLSSingle(OLS):
         """Reservoir sampling by random keys: per class keep the correct prediction whose key is the
         largest seen this period (uniform over the period's correct predictions of the class)."""
         k, b = self.S.shape[0], y.shape[0]
-        key = torch.randint(0, 2 ** 62, y.shape, generator=self.generator, device=y.device)
+        key = to_device(torch.randint(0, 2 ** 62, y.shape, generator=self.generator), y.device)
         key = torch.where(correct, key, torch.full_like(key, -1))
         batch_max = torch.full((k,), -1, dtype=torch.long, device=y.device).scatter_reduce(
             0, y, key, "amax")

@@ -1,4 +1,4 @@
-"""A model applied to images outside the training step: the device, bf16 autocast, logits chunk by chunk,
+"""A model applied to images outside the training step: the device, autocast, logits chunk by chunk,
 and the clean loss and error (the per-epoch test pass, the final scores, `FitInfo.scan`)."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_ols.common.errors import SpecError
+from robustbench_ols.models.precision import amp_dtype
 
 
 def resolve_device(text: str) -> torch.device:
@@ -28,8 +29,11 @@ def resolve_device(text: str) -> torch.device:
     return dev
 
 
-def autocast(device: torch.device, amp: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+def autocast(device: torch.device, amp):
+    """`amp`: False/None (no autocast), a dtype, or True (the device's: precision.amp_dtype)."""
+    if not amp:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=amp if isinstance(amp, torch.dtype) else amp_dtype(device))
 
 
 @torch.no_grad()  # not inference_mode: a method may weight a differentiable loss with these

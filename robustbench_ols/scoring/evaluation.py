@@ -193,7 +193,8 @@ def _attack(model, ax, ay, sub, ev: EvalSpec, out: Scores, *, num_classes, chann
             bar.set_description(f"scoring: {spec.label}")
         res = attack_outcomes(attacked, ax, ay, spec, seed=ev.attack_seed, batch_size=ev.attack_batch_size,
                               channels_last=channels_last, topk=5 if num_classes > 10 else 1, fold_bn=False,
-                              on_batch=None if bar is None else bar.update)
+                              on_batch=None if bar is None else bar.update,
+                              per_image_starts=ev.attack_starts == "per-image")
         fooled[spec] = res.fooled
         m.update(errors(spec, res, 5 if num_classes > 10 else 1))
         if res.messages:
@@ -232,7 +233,8 @@ def _check(attacked, ax, ay, ev: EvalSpec, out: Scores, clean_wrong, fooled: dic
     figures, details = run_checks(attacked, ax[idx.to(ax.device)], ay[idx.to(ay.device)],
                                   clean_wrong=clean_wrong[idx], white_box=white, square=square,
                                   sweep=ev.eps_sweep, seed=ev.attack_seed, batch_size=ev.attack_batch_size,
-                                  channels_last=channels_last, on_stage=on_stage)
+                                  channels_last=channels_last, on_stage=on_stage,
+                                  per_image_starts=ev.attack_starts == "per-image")
     out.metrics.update(figures)
     out.checks = details
     out.outcomes["check_position"] = pos

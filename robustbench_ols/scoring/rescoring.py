@@ -9,6 +9,7 @@ import torch
 from robustbench_ols import store
 from robustbench_ols.common.errors import SpecError
 from robustbench_ols.data import load_dataset
+from robustbench_ols.models import precision
 from robustbench_ols.models.inference import resolve_device
 from robustbench_ols.scoring.evaluation import attack_subset, labelled_test_images, load_human, score_with
 from robustbench_ols.scoring.transfer_check import add_transfer, check_transfer_from
@@ -43,6 +44,7 @@ def evaluate_run(run_dir, ev: EvalSpec = EvalSpec(), ex: ExecOptions = ExecOptio
 def _score(run_dir: Path, ev: EvalSpec, ex: ExecOptions) -> None:
     spec = store.read_spec(run_dir)
     device = resolve_device(ex.device)
+    precision.apply(ex, device, amp=False)  # TF32 and determinism as asked (the record says: store/evals.py)
     data = load_dataset(spec.dataset, ex.data_root, download=ex.download, seed=0)
     attack_subset(data.test_y, ev)
     human = load_human(spec.dataset, ev, ex.data_root, ex.download, data.test_y)

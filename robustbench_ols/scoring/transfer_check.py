@@ -122,7 +122,7 @@ def _compute(run_dir: Path, surrogate: Path, ev: EvalSpec, ex: ExecOptions, devi
         models.append(folded if folded is not None else m)
     return transfer_check(*models, images, labels, clean_wrong=torch.as_tensor(arrays["clean_wrong"]),
                           white_box=white, seed=ev.attack_seed, batch_size=ev.attack_batch_size,
-                          channels_last=ex.channels_last)
+                          channels_last=ex.channels_last, per_image_starts=ev.attack_starts == "per-image")
 
 
 def complete_transfers(out, cells, ev: EvalSpec, ex: ExecOptions) -> int:

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 from robustbench_ols.attacks.spec import DEFAULT_CHECK_EXAMPLES, DEFAULT_SWEEP, AttackSpec
 from robustbench_ols.common.errors import SpecError
-from robustbench_ols.spec.ids import LATER_EVAL_FIELDS, LATER_RUN_FIELDS, content_id, without_later
+from robustbench_ols.spec.ids import (
+    LATER_EVAL_FIELDS,
+    LATER_RUN_FIELDS,
+    attack_batch_identity,
+    content_id,
+    without_later,
+)
 from robustbench_ols.trackers import parse_trackers  # names only: no tracker library is imported or looked for
 from robustbench_ols.train.selection import check_selection
 
@@ -192,13 +198,22 @@ class ExecOptions:
     # the folder of their logs (None: <out>/tracking)
     log: tuple = ()
     log_dir: str | None = None
+    # Numerics (models/precision.py, recorded in every run and evaluation record): TF32 on a GPU (off: IEEE
+    # float32), --amp's dtype (auto: bfloat16 where the device computes it, else float16 with a gradient
+    # scaler) and deterministic algorithms (bit-for-bit resume on a GPU).
+    tf32: bool = False
+    amp_dtype: str = "auto"
+    deterministic: bool = False
 
     def __post_init__(self):
         _check(self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
+        _check(self.amp_dtype in ("auto", "bfloat16", "float16"),
+               f"--amp-dtype {self.amp_dtype!r}: valid: auto, bfloat16, float16")
         object.__setattr__(self, "log", parse_trackers(self.log))  # SpecError for an unknown tracker
 
 
 DEFAULT_ATTACKS = ("fgsm", "pgd")
+ATTACK_STARTS = ("per-image", "per-batch")
 
 
 @dataclass(frozen=True)
@@ -206,7 +221,12 @@ class EvalSpec:
     attacks: tuple = DEFAULT_ATTACKS  # attack texts (see attacks.AttackSpec.parse), canonicalised
     attack_examples: int = 0  # 0: the whole test set; N: a class-balanced subset seeded by attack_seed
     attack_seed: int = 0  # the subset and every attack's random start
-    attack_batch_size: int = 256  # batch b's attack is seeded attack_seed + b: changes PGD's numbers
+    # Batch b of a per-batch-seeded attack (AutoAttack's, Square in the checks) is seeded attack_seed + b; the
+    # eval_id names the batch size only where it changes numbers (ids.py).
+    attack_batch_size: int = 256
+    # PGD's random starts (attacks/robust.py): "per-image", one stream over the images seeded attack_seed, the same
+    # for any batch size; "per-batch", batch b's seeded attack_seed + b, as every record before it existed.
+    attack_starts: str = "per-image"
     n_bins: int = 15  # calibration bins
     cifar10h: bool = True  # CIFAR-10 only: the human-agreement figures
     attack_amp: bool = False  # attacks under bf16 autocast
@@ -235,6 +255,8 @@ class EvalSpec:
                 raise SpecError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.attack_batch_size < 1:
             raise SpecError(f"--attack-batch-size must be >= 1, got {self.attack_batch_size}")
+        if self.attack_starts not in ATTACK_STARTS:
+            raise SpecError(f"--attack-starts {self.attack_starts!r}: valid: {', '.join(ATTACK_STARTS)}")
         if self.n_bins < 1:
             raise SpecError(f"--bins must be >= 1, got {self.n_bins}")
         sweep = tuple(sorted({float(e) if not float(e).is_integer() else int(e) for e in self.eps_sweep}))
@@ -249,8 +271,7 @@ class EvalSpec:
         check_selection(self.select)
 
     def to_dict(self) -> dict:
-        """The setting as recorded (evals/<eval_id>.json's "eval") and hashed into the eval_id, under the id rule
-        (ids.py)."""
+        """The setting as recorded (evals/<eval_id>.json's "eval"), under the id rule (ids.py)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         d["attacks"] = list(self.attacks)
         d["eps_sweep"] = list(self.eps_sweep)
@@ -261,13 +282,19 @@ class EvalSpec:
         d = dict(d)
         d["attacks"] = tuple(d.get("attacks", ()))
         d.setdefault("checks", False)  # a record from before the checks
+        d.setdefault("attack_starts", "per-batch")  # ... from before the per-image starts
         if "eps_sweep" in d:
             d["eps_sweep"] = tuple(d["eps_sweep"])
         return cls(**d)
 
+    def identity(self) -> dict:
+        """The dict the eval_id hashes: to_dict() with the attack batch size only where it changes numbers."""
+        per_batch = self.checks or any(a.randomness == "per batch" for a in self.attack_specs)
+        return attack_batch_identity(self.to_dict(), attacked=self.attack_examples, per_batch=per_batch)
+
     @property
     def eval_id(self) -> str:
-        return content_id(self.to_dict())
+        return content_id(self.identity())
 
 
 def _check(ok: bool, message: str) -> None:

@@ -136,13 +136,13 @@ def set_status(run_dir: Path, status: str, **fields) -> None:
     write_json(run_dir / "status.json", {"status": status, **fields})
 
 
-def log_execution(run_dir: Path, device, channels_last: bool, first_epoch: int) -> None:
-    """executions.json: one entry per session that trained this run (a resume may use another
-    device or memory format, which changes float rounding; this says which epochs ran where)."""
+def log_execution(run_dir: Path, device, channels_last: bool, first_epoch: int, numerics: dict | None = None) -> None:
+    """executions.json: one entry per session that trained this run (a resume may use another device, memory
+    format or precision policy, which changes float rounding; this says which epochs ran where and how)."""
     path = run_dir / "executions.json"
     log = json.loads(path.read_text()) if path.exists() else []
     log.append({"first_epoch": first_epoch + 1, "device": str(device), "device_name": device_name(device),
-                "channels_last": channels_last, "torch_threads": torch.get_num_threads(),
+                "channels_last": channels_last, "precision": numerics, "torch_threads": torch.get_num_threads(),
                 "host": socket.gethostname(), "pid": os.getpid(), "started": now(), "git": git_info()})
     write_json(path, log)
 

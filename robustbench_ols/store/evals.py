@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from robustbench_ols.common.provenance import device_name, git_info, now, versions
+from robustbench_ols.models import precision
 from robustbench_ols.store import (
     RELIABILITY_COLUMNS,
     read_json,
@@ -64,7 +65,8 @@ def write_eval_record(run_dir: Path, ev, scores, channels_last: bool, device) ->
 
 def _provenance(device, channels_last: bool) -> dict:
     return {"device": str(device), "device_name": device_name(device), "channels_last": channels_last,
-            "torch_threads": torch.get_num_threads(), "when": now(), "git": git_info(), "versions": versions()}
+            "precision": precision.current(device), "torch_threads": torch.get_num_threads(), "when": now(),
+            "git": git_info(), "versions": versions()}
 
 
 def first_eval_record(run_dir: Path) -> dict | None:

@@ -20,6 +20,7 @@ from robustbench_ols.data import ImageData, TrainLoader, class_balanced_subset
 from robustbench_ols.data.files import resolve_data_root
 from robustbench_ols.data.noise import NoisyLabels, noisy_labels_for
 from robustbench_ols.methods import FitInfo
+from robustbench_ols.models import precision
 from robustbench_ols.models.inference import resolve_device
 from robustbench_ols.scoring.evaluation import attack_subset, load_human, score_with
 from robustbench_ols.scoring.rescoring import evaluate_run
@@ -62,6 +63,8 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
         store.mark_done(run_dir)
         return _already_done(run_dir, ev, ex, status="done", transfer_from=transfer_from)
     x = _inputs(r, ex, ev, device)  # data -> noise -> held-out sets (may still reject the input)
+    numerics = precision.apply(ex, device, spec.amp)  # before any GPU work: cuBLAS reads its workspace setting once
+    amp = precision.AMP_DTYPES.get(numerics["autocast"], False)
     torch.manual_seed(spec.seed)  # model initialisation
     models = [r.make_model(x.data.num_classes).to(device) for _ in range(r.method.num_models)]
     if ex.channels_last:
@@ -70,11 +73,11 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
                          channels_last=ex.channels_last)
     r.method.setup(FitInfo(
         x.data.num_classes, len(x.labels), x.labels, spec.epochs, len(loader), device, spec.dataset,
-        spec.seed, train_images=x.train_x, channels_last=ex.channels_last, amp=spec.amp,
+        spec.seed, train_images=x.train_x, channels_last=ex.channels_last, amp=amp,
         noise_rate=r.noise.expected_wrong_rate(x.data.num_classes, x.data.name, x.data.fine_to_coarse),
         lr_at=spec.lr_at, meta_images=x.meta[0] if x.meta else None, meta_labels=x.meta[1] if x.meta else None))
     optimizer = make_optimizer(spec, models)
-    record = _spec_record(r, ex, device, x.data.source, x.num_meta)
+    record = _spec_record(r, ex, device, x.data.source, x.num_meta, numerics)
     # --log: opened before the first file, so that a tracker that cannot open loses nothing
     tr = open_trackers(ex.log, run_dir, record, ex.log_dir or out / "tracking", warn=_warn)
     with tr:  # each tracker closed as finished, interrupted (Ctrl-C) or failed
@@ -82,11 +85,11 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
         store.write_record(run_dir, record, x.noisy.summary(), x.arrays)
         state = (store.load_checkpoint(run_dir, models, optimizer, r.method, device, warn=_warn)
                  or {"epoch": -1, "history": [], "train_seconds": 0.0})
-        store.log_execution(run_dir, device, ex.channels_last, state["epoch"] + 1)
+        store.log_execution(run_dir, device, ex.channels_last, state["epoch"] + 1, numerics)
         tr.epochs(state["history"])  # a resumed run: the checkpoint's epochs (each tracker keeps one copy)
         stage = "training"
         try:
-            _fit(r, ex, run_dir, models, optimizer, loader, state, x, tr)
+            _fit(r, ex, run_dir, models, optimizer, loader, state, x, tr, amp)
             stage = "scoring"
             metrics = _final_metrics(state, x.noisy.rate, int(x.noisy.is_noisy.sum()), len(x.labels), x.num_meta,
                                      x.num_val)
@@ -185,9 +188,9 @@ def _inputs(r: ResolvedRun, ex: ExecOptions, ev: EvalSpec, device) -> Inputs:
 
 
 def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, loader, state: dict, x: Inputs,
-         tr: Trackers) -> None:
+         tr: Trackers, amp) -> None:
     """training.fit with a checkpoint, epochs.csv and the trackers' epoch after every epoch; a failure is
-    recorded in status.json."""
+    recorded in status.json (an op --deterministic refuses: exit 2, naming it)."""
     def checkpoint(state):
         # the weights of the epoch each selection chooses so far, saved with the checkpoint (selection.py)
         keep_weights(state, models[0], noisy_val=r.spec.has_noisy_val)
@@ -197,14 +200,17 @@ def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, load
     try:
         fit(r.spec, models, r.method, optimizer, loader, state, is_noisy=x.is_noisy, clean=x.clean, test=x.test,
             epoch_test=x.epoch_test, val=x.val, eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
-            progress=ex.progress, progress_position=ex.progress_position, on_epoch_end=checkpoint)
+            progress=ex.progress, progress_position=ex.progress_position, on_epoch_end=checkpoint, amp=amp)
     except NonFinite as e:
         store.set_status(run_dir, "failed", epoch=e.epoch, reason=e.reason)
         raise RunFailed(f"run {run_dir} failed: {e.reason}; the checkpoint of the last good epoch "
                         "is kept. Lower --lr or check the method's options.") from None
-    except ContractError as e:
-        store.set_status(run_dir, "failed", epoch=state["epoch"] + 2, reason=str(e))
-        raise
+    except (ContractError, RuntimeError) as e:
+        error = e if isinstance(e, ContractError) else precision.deterministic_error(e)
+        if error is None:
+            raise
+        store.set_status(run_dir, "failed", epoch=state["epoch"] + 2, reason=str(error))
+        raise error from None
 
 
 def epoch_test_subset(test_y: np.ndarray, n: int) -> np.ndarray:
@@ -292,7 +298,7 @@ def repair(run_dir) -> str:
             "the unreadable file was set aside")
 
 
-def _spec_record(r: ResolvedRun, ex, device, source, num_meta: int) -> dict:
+def _spec_record(r: ResolvedRun, ex, device, source, num_meta: int, numerics: dict) -> dict:
     spec, method = r.spec, r.method
     seen = [f"{num_meta} clean, class-balanced images held out of the training set as the method's "
             "meta set (noise.npz: meta_indices)"] if num_meta else []
@@ -319,7 +325,7 @@ def _spec_record(r: ResolvedRun, ex, device, source, num_meta: int) -> dict:
                           "scores": "clean_err, attacks, calibration and CIFAR-10H figures score the "
                                     "final model (last epoch); see evals/<eval_id>.json"},
             "execution": {"device": str(device), "device_name": device_name(device),
-                          "channels_last": ex.channels_last, "amp": spec.amp,
+                          "channels_last": ex.channels_last, "amp": spec.amp, "precision": numerics,
                           "data_root": str(resolve_data_root(ex.data_root)), "data_source": source,
                           "torch_threads": torch.get_num_threads()},
             "versions": versions(full=True),

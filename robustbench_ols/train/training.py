@@ -27,9 +27,10 @@ def make_optimizer(spec, models) -> torch.optim.Optimizer:
 
 
 def train_epoch(models, method, optimizer, loader, epoch: int, *, is_noisy: torch.Tensor,
-                clean: torch.Tensor, amp: bool = False, progress=None, refresh: int = 25) -> dict:
+                clean: torch.Tensor, amp=False, scaler=None, progress=None, refresh: int = 25) -> dict:
     """One pass over the training set. `is_noisy` and `clean` (indexed by sample) are used for the
-    statistics only; the method sees the noisy labels in `batch.y`.
+    statistics only; the method sees the noisy labels in `batch.y`. `amp`: the autocast dtype (or True: the
+    device's, False: none); `scaler`: float16's GradScaler (its skip check reads the device every step).
 
     Returns the epoch's figures: train_loss, train_err (against the noisy labels), noisy_err (on the
     wrong-label images, against the wrong label: the OLS paper's Fig. 5), noisy_true_acc (fraction of
@@ -46,8 +47,13 @@ def train_epoch(models, method, optimizer, loader, epoch: int, *, is_noisy: torc
         if step == 0:  # metadata only (types, shapes): no synchronisation
             check_step_output(method, out, batch, models)
         optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
+        if scaler is None:
+            out.loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(out.loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         method.after_backward(batch, out)
         acc += _batch_stats(out, batch, is_noisy, clean)
         if progress is not None:
@@ -121,14 +127,21 @@ class NonFinite(Exception):
 
 def fit(spec, models, method, optimizer, loader, state: dict, *, is_noisy, clean, test, epoch_test, val=None,
         eval_batch_size: int = 256, channels_last: bool = False, progress: bool = False,
-        progress_position: int | None = None, on_epoch_end=None) -> None:
+        progress_position: int | None = None, on_epoch_end=None, amp=None) -> None:
     """The epoch loop, from the epoch after `state["epoch"]` to `spec.epochs`: each epoch's learning
     rate, its training pass, its test pass (`spec.tests_at`: the last epoch on the whole `test` set, the
     others on `epoch_test`; `val` too when the run has a validation split), the non-finite stop
     (`NonFinite`), then the row appended to `state["history"]` and `on_epoch_end(state)` (the
-    checkpoint). `test`, `epoch_test` and `val` are (uint8 images, labels) on the models' device."""
+    checkpoint). `test`, `epoch_test` and `val` are (uint8 images, labels) on the models' device. `amp`: the
+    autocast dtype (None: `spec.amp`'s default); float16 trains with a GradScaler kept in `state["scaler"]`."""
     bar = _progress_bar(spec, len(loader), state, progress, progress_position)
-    ev = dict(batch_size=eval_batch_size, channels_last=channels_last, amp=spec.amp)
+    amp = spec.amp if amp is None else amp
+    scaler = None
+    if amp is torch.float16:
+        scaler = torch.amp.GradScaler(is_noisy.device.type)
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+    ev = dict(batch_size=eval_batch_size, channels_last=channels_last, amp=amp)
     try:
         for epoch in range(state["epoch"] + 1, spec.epochs):
             timer = Timer()
@@ -137,7 +150,7 @@ def fit(spec, models, method, optimizer, loader, state: dict, *, is_noisy, clean
                 group["lr"] = lr
             row = {"epoch": epoch + 1, "lr": lr}
             row.update(train_epoch(models, method, optimizer, loader, epoch, is_noisy=is_noisy,
-                                   clean=clean, amp=spec.amp, progress=bar))
+                                   clean=clean, amp=amp, scaler=scaler, progress=bar))
             row["test_loss"] = row["test_err"] = row["val_loss"] = row["val_err"] = None
             if spec.tests_at(epoch):
                 row.update(evaluate(models[0], *(test if epoch + 1 == spec.epochs else epoch_test), **ev))
@@ -153,6 +166,8 @@ def fit(spec, models, method, optimizer, loader, state: dict, *, is_noisy, clean
             state["history"].append(row)
             state["epoch"] = epoch
             state["train_seconds"] += row["seconds"]
+            if scaler is not None:
+                state["scaler"] = scaler.state_dict()
             if on_epoch_end is not None:
                 on_epoch_end(state)
             if bar is not None and row["test_err"] is not None:

@@ -346,6 +346,25 @@ def test_augment_batch_keeps_shape_and_dtype():
         assert torch.equal(out0[i], x[i]) or torch.equal(out0[i], x[i].flip(-1))
 
 
+def test_the_batches_are_the_cpu_generators_whatever_the_device():
+    """Issue 27: an epoch's permutation and crop/flip draws come from a CPU generator seeded (seed, epoch), in the
+    order it makes them (the permutation, then each batch's dy, dx, flip), and are copied to the images' device;
+    so the batch order of a run is the order that generator gives, on any device."""
+    x = torch.randint(0, 256, (203, 3, 32, 32), dtype=torch.uint8)
+    y = torch.arange(203) % 10
+    loader = TrainLoader(x, y, 64, seed=3)
+    for epoch in (0, 5):
+        g = torch.Generator().manual_seed(3 * 1_000_003 + epoch)
+        perm = torch.randperm(203, generator=g)
+        batches = list(loader.epoch(epoch))
+        assert [len(b.index) for b in batches] == [64, 64, 64, 11]
+        assert torch.equal(torch.cat([b.index for b in batches]), perm)
+        for b, batch in enumerate(batches):  # the crops and flips of the same generator, continued
+            assert torch.equal(batch.x, augment_batch(x[perm[b * 64:(b + 1) * 64]], g).float() / 255)
+        drawn, offsets = loader.draws(epoch)
+        assert drawn.device.type == "cpu" and all(t.device.type == "cpu" for o in offsets for t in o)
+
+
 def _small_set(n, seed=0):
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)

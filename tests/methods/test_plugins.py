@@ -149,3 +149,33 @@ def test_unknown_plugin_module_and_attribute(plugin_dir, capsys):
     (plugin_dir / "empty_mod.py").write_text("")
     assert main(RUN + ["--method", "empty_mod:Thing"]) == 2
     assert "module 'empty_mod' has no attribute 'Thing'" in capsys.readouterr().err
+
+
+def test_deterministic_refuses_an_op_without_a_deterministic_kernel(plugin_dir, tmp_path, capsys):
+    """--deterministic (issue 27): a method whose step uses an op torch has no deterministic kernel for (put_,
+    on any device) fails the run with exit 2 naming the op and the way out; without the flag it trains."""
+    (plugin_dir / "scattering.py").write_text(textwrap.dedent("""\
+        import torch
+        import torch.nn.functional as F
+        from robustbench_ols.methods import Method
+
+        class Scattering(Method):
+            name = "scattering"
+            citation = "a test method using Tensor.put_"
+
+            def loss(self, logits, batch, epoch):
+                weights = torch.ones(len(batch.y), device=logits.device)
+                first = torch.zeros(1, dtype=torch.long, device=logits.device)
+                weights.put_(first, torch.ones(1, device=logits.device))
+                return (F.cross_entropy(logits.float(), batch.y, reduction="none") * weights).mean()
+        """))
+    out = tmp_path / "out"
+    assert main(RUN + ["--method", "scattering:Scattering", "--deterministic", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--deterministic: put_ has no deterministic kernel" in err and "run without --deterministic" in err
+    (run_dir,) = out.iterdir()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and "put_" in status["reason"] and not (run_dir / "DONE").exists()
+    assert torch.are_deterministic_algorithms_enabled()  # the flag was set in this process: set it back
+    torch.use_deterministic_algorithms(False)
+    assert main(RUN + ["--method", "scattering:Scattering", "--out", str(tmp_path / "free")]) == 0

@@ -85,6 +85,41 @@ def test_seeded(trained):
     assert r1 == robust_error(model, images, labels, spec, seed=3)
 
 
+def test_pgd_starts_are_one_stream_over_the_images_whatever_the_batch_size(trained):
+    """PGD's random starts come from a CPU generator, image after image (issue 27): the adversarial images and
+    each image's outcome are the same at any attack batch size, and for images in one batch they are exactly
+    what torchattacks drew from the global generator seeded with the seed, the records made before."""
+    import torchattacks
+
+    from robustbench_ols.attacks.robust import StartsFrom, attack_outcomes, start_stream
+    model, images, labels = trained
+    model.eval()
+    spec = AttackSpec.parse("pgd:steps=2")
+    x = (images[:96].float() / 255).contiguous(memory_format=torch.channels_last)
+    y = labels[:96]
+
+    def crafted(batch, per_image=True):
+        stream = start_stream(spec, 5)
+        return torch.cat([adversarial(model, x[i:i + batch], y[i:i + batch], spec, seed=5 + b,
+                                      starts=stream if per_image else start_stream(spec, 5 + b))
+                          for b, i in enumerate(range(0, len(x), batch))])
+
+    one = crafted(96)
+    assert torch.equal(crafted(32), one) and torch.equal(crafted(17), one)
+    torch.manual_seed(5)  # torchattacks' own draw, as every record before per-image starts was made
+    assert torch.equal(torchattacks.PGD(model, eps=spec.eps, alpha=spec.alpha, steps=2)(x, y), one)
+    assert torch.equal(crafted(96, per_image=False), one) and not torch.equal(crafted(32, per_image=False), one)
+    outcomes = [attack_outcomes(model, images[:96], y, spec, seed=5, batch_size=b, channels_last=True).fooled
+                for b in (20, 96)]
+    assert torch.equal(*outcomes)
+    # the start is drawn NHWC whatever the layout, so a contiguous batch starts at the same point
+    starts = []
+    for t in (x, x.contiguous()):
+        with StartsFrom(start_stream(spec, 5)):
+            starts.append(torch.empty_like(t).uniform_(-spec.eps, spec.eps))
+    assert torch.equal(*starts) and not starts[1].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_channels_last_gives_the_same_robust_error(trained):
     model, images, labels = trained
     spec = AttackSpec.parse("pgd:steps=5")

@@ -159,8 +159,9 @@ def test_attack_amp_is_a_scoring_setting_of_its_own(val_run, tmp_path):
     """--attack-amp: the attacks under bf16 autocast. Settings made before it keep their eval_id; with it
     the record says so, and the robust errors stay close to float32's (bf16 rounds the gradients)."""
     from robustbench_ols.spec.grid import Grid
-    # the committed quick results' setting, from before the gradient-masking checks
-    assert dataclasses.replace(Grid.build("quick").eval_spec(), checks=False).eval_id == "8b34dde76a61"
+    # the committed quick results' setting, from before the gradient-masking checks and per-image PGD starts
+    assert dataclasses.replace(Grid.build("quick").eval_spec(), checks=False,
+                               attack_starts="per-batch").eval_id == "8b34dde76a61"
     assert "attack_amp" not in EV.to_dict()
     amp = EvalSpec(attacks=EV.attacks, attack_examples=EV.attack_examples, attack_seed=EV.attack_seed, attack_amp=True)
     assert amp.eval_id != EV.eval_id and amp.to_dict()["attack_amp"] is True
@@ -302,3 +303,22 @@ def test_missing_cifar10h_fails_before_training_and_names_the_way_out(tmp_path, 
     (d,) = (tmp_path / "out").iterdir()
     m = json.loads((d / "metrics.json").read_text())
     assert "clean_err" in m and not any(k.startswith("c10h") for k in m)
+
+
+def test_the_attack_batch_size_changes_neither_the_eval_id_nor_any_outcome(val_run, tmp_path):
+    """Two scorings of one run that differ only in the attack batch size (issue 27) share the eval_id, and every
+    attacked image's outcome under PGD (per-image starts) and FGSM is the same."""
+    from robustbench_ols.store.evals import eval_record_path
+    settings = [dataclasses.replace(EV, attacks=("fgsm", "pgd:steps=3"), attack_examples=48, checks=False,
+                                    attack_batch_size=b) for b in (16, 48)]
+    assert settings[0].eval_id == settings[1].eval_id
+    outcomes = []
+    for ev in settings:
+        run = tmp_path / str(ev.attack_batch_size) / val_run.run_dir.name
+        shutil.copytree(val_run.run_dir, run)
+        rec = evaluate_run(run, ev, EX)
+        assert rec["eval"]["attack_batch_size"] == ev.attack_batch_size  # the record says what was run
+        with np.load(eval_record_path(run, ev.eval_id, "robust.npz")) as z:
+            outcomes.append({k: z[k] for k in z.files})
+    assert outcomes[0].keys() == outcomes[1].keys() and {"pgd3", "fgsm"} <= set(outcomes[0])
+    assert all(np.array_equal(outcomes[0][k], outcomes[1][k]) for k in outcomes[0])

@@ -42,17 +42,46 @@ def test_api_spec_and_scoring_settings_keep_their_ids():
                    noise="symmetric:0.40", epochs=30, train_subset=5000).run_id == "48aaa6bf04e7"
     # a setting that spelled PGD's step keeps its id; one that left it to the default at 4/255 (then 2/255, now
     # eps/4 = 1/255) is another setting since PGD's step follows the budget, and records spell the step
+    # (on the whole test set, more than one attack batch: with PGD's starts seeded per batch as then, issue 27)
     old = ("pgd:eps=4/255,alpha=2/255,steps=50", "fgsm:eps=2/255")
-    assert EvalSpec(attacks=old, attack_amp=True, checks=False).eval_id == "31b08c9236e7"
-    assert EvalSpec(attacks=old, attack_amp=True).eval_id == "638733f59e53"
-    implicit = EvalSpec(attacks=("pgd:eps=4/255,steps=50", "fgsm:eps=2/255"), attack_amp=True)
+    per_batch = dict(attack_amp=True, attack_starts="per-batch")
+    assert EvalSpec(attacks=old, checks=False, **per_batch).eval_id == "31b08c9236e7"
+    assert EvalSpec(attacks=old, **per_batch).eval_id == "638733f59e53"
+    implicit = EvalSpec(attacks=("pgd:eps=4/255,steps=50", "fgsm:eps=2/255"), **per_batch)
     assert implicit.attacks[0] == "pgd:eps=4/255,alpha=1/255,steps=50,random_start=true"
     assert implicit.eval_id not in ("638733f59e53", "31b08c9236e7")
+    # per-image starts draw other starts there: another setting
+    assert EvalSpec(attacks=old, attack_amp=True).eval_id not in ("638733f59e53", "31b08c9236e7")
     # the published settings that spelled their step, or used 8/255's (unchanged: 2/255 = 8/255 / 4)
     aa_1 = ("fgsm:eps=1/255", "pgd:eps=1/255,alpha=2/255", "autoattack:eps=1/255")
     assert EvalSpec(attacks=aa_1, attack_examples=100, checks=False).eval_id == "dcb8014774bf"
     assert EvalSpec(attacks=("fgsm", "pgd"), attack_examples=500).eval_id == EvalSpec(
         attacks=("fgsm", "pgd:alpha=2/255"), attack_examples=500).eval_id
+
+
+def test_the_eval_id_names_the_attack_batch_size_only_where_it_changes_numbers():
+    """PGD's starts are one stream over the images (issue 27): its numbers do not depend on the batch size, and
+    where every attacked set fits one batch they are the old per-batch starts, so those settings keep their ids.
+    Attacks seeded per batch (AutoAttack's, Square in the checks) keep the batch size in the id where it splits."""
+    white = dict(attacks=("fgsm", "pgd"), checks=False)
+    for n in (0, 100, 500):  # the whole test set, a subset in one old batch, one in two
+        ids = {EvalSpec(attack_examples=n, attack_batch_size=b, **white).eval_id for b in (32, 256, 1000)}
+        assert len(ids) == 1
+    # the cpu-regime tier (100 images, one batch): per-batch and per-image starts are the same setting
+    assert EvalSpec(attack_examples=100, attack_starts="per-batch", **white).eval_id == \
+        EvalSpec(attack_examples=100, attack_batch_size=64, **white).eval_id
+    # 500 images in two batches: other starts, another id
+    assert EvalSpec(attack_examples=500, attack_starts="per-batch", **white).eval_id != \
+        EvalSpec(attack_examples=500, **white).eval_id
+    aa = dict(attacks=("autoattack",), attack_examples=500)
+    assert EvalSpec(attack_batch_size=100, **aa).eval_id != EvalSpec(attack_batch_size=250, **aa).eval_id
+    assert EvalSpec(attack_batch_size=500, **aa).eval_id == EvalSpec(attack_batch_size=1000, **aa).eval_id
+    # an old record (no attack_starts) reads as per-batch and keeps its id; a new one says per-image
+    for n, b in ((500, 256), (0, 100)):
+        old = EvalSpec(attack_examples=n, attack_batch_size=b, attack_starts="per-batch", **white)
+        assert "attack_starts" not in old.to_dict() and EvalSpec.from_dict(old.to_dict()).eval_id == old.eval_id
+        new = EvalSpec(attack_examples=n, attack_batch_size=b, **white)
+        assert new.to_dict()["attack_starts"] == "per-image" and EvalSpec.from_dict(new.to_dict()) == new
 
 
 def test_a_smoke_run_gives_the_epochs_recorded_before(tmp_path, one_torch_thread):
@@ -83,9 +112,10 @@ def test_the_id_rule_leaves_a_later_field_out_only_at_its_old_value():
     from robustbench_ols.spec.ids import DEPENDENTS, LATER_EVAL_FIELDS, LATER_RUN_FIELDS
     run_defaults = {f.name: f.default for f in dataclasses.fields(RunSpec)}
     eval_defaults = {f.name: f.default for f in dataclasses.fields(EvalSpec)}
-    # a new spec's defaults are the old values, except the checks: on by default, so in every checked eval_id
+    # a new spec's defaults are the old values, except the checks (on by default, so in every checked eval_id) and
+    # PGD's per-image starts (in the id only where they draw other starts: the test above)
     assert all(run_defaults[k] == v for k, v in LATER_RUN_FIELDS.items())
-    assert {k for k, v in LATER_EVAL_FIELDS.items() if eval_defaults[k] != v} == {"checks"}
+    assert {k for k, v in LATER_EVAL_FIELDS.items() if eval_defaults[k] != v} == {"checks", "attack_starts"}
     base = RunSpec(dataset="synthetic", model="resnet8", epochs=4)
     assert not set(LATER_RUN_FIELDS) & set(base.identity())
     for field, value in (("test_every", 2), ("test_subset", 100), ("noisy_val", 0.1), ("val_split", 50)):
