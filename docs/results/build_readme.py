@@ -653,12 +653,18 @@ def selection_section() -> str:
 
 
 def _short_scale(folder: Path) -> str:
-    """'CIFAR-10, resnet8, 4,000 training images without augmentation, 28 epochs, seeds 0, 1, 80 runs'."""
+    """'CIFAR-10, resnet8, 4,000 training images without augmentation, 28 epochs, seeds 0, 1, 80 runs'; seeds
+    that only some methods have (the tier's confirmation seeds) are named with those methods."""
     prov = json.loads((ROOT / folder / "provenance.json").read_text())
     (s,) = prov["scale"]
     augment = {True: " with augmentation", False: " without augmentation"}.get(s.get("training", {}).get("augment"), "")
+    seeds = f"seeds {', '.join(map(str, s['seeds']))}"
+    if folder == TIER and (ROOT / CONFIRM / "audit.csv").exists():
+        used = _read(CONFIRM, "audit.csv").seeds_used.dropna().astype(str)
+        last = max(int(x.replace(",", "-").split("-")[-1]) for x in used)
+        seeds = f"seeds 0, 1 (hard, ls and ols: 0-{last})"
     return (f"{s['dataset'].upper().replace('CIFAR', 'CIFAR-')}, {s['model']}, {s['train_subset']:,} training "
-            f"images{augment}, {s['epochs']} epochs, seeds {', '.join(map(str, s['seeds']))}, {prov['runs']} runs")
+            f"images{augment}, {s['epochs']} epochs, {seeds}, {prov['runs']} runs")
 
 
 SHORT_VERDICT = {"better": "**holds**", "worse": "**does not hold**, OLS is worse",

@@ -101,11 +101,17 @@ class Settings:
         return f"two-sided {test}, alpha {self.alpha:g}, {corr}"
 
 
+# Differences closer than this (relative to their size) are the same: 0.37 - 0.36 and 0.45 - 0.44 differ in the
+# last bits of a float, and are one image of 100 each.
+SAME = 1e-12
+
+
 def summarize(d, margin: float, s: Settings, *, seed: int = 0, bootstrap: bool = True) -> dict:
     """Everything one comparison's differences `d` give before the family's correction: n, mean_diff,
     std_diff, the t interval ci_lo/ci_hi, the bootstrap interval boot_lo/boot_hi, the difference test's
     statistic `t` (or W) and p-value `p`, the equivalence p-value `p_equiv`. NaN where undefined (fewer
-    than 2 pairs; no spread). `seeds_needed` / `seeds_for` stay empty: they depend on the family's size
+    than 2 pairs; with no spread the intervals and `t`, and `p`, `p_equiv` are the sign test's: `sign_test`).
+    `seeds_needed` / `seeds_for` stay empty: they depend on the family's size
     (audit.decide fills them). `bootstrap=False` leaves boot_lo/boot_hi NaN (simulations: no verdict reads it)."""
     from scipy import stats  # here, not at the top: the command line imports this module for its margins
     d = np.asarray(d, dtype=np.float64)
@@ -114,8 +120,12 @@ def summarize(d, margin: float, s: Settings, *, seed: int = 0, bootstrap: bool =
                std_diff=float(d.std(ddof=1)) if n > 1 else math.nan,
                **dict.fromkeys(("ci_lo", "ci_hi", "boot_lo", "boot_hi", "t", "p", "p_equiv"), math.nan),
                seeds_needed=math.nan, seeds_for="")
-    if n < 2 or np.all(d == d[0]):
-        return out  # no test: one pair, or no spread (the test would be 0/0)
+    if n < 2:
+        return out  # no test: one pair
+    if np.ptp(d) <= SAME * max(1.0, float(np.abs(d).max())):  # no spread: the t-test would be 0/0 (or, with
+        # float rounding of differences of quantised figures, 1e-17 / 1e-17: a meaningless huge t)
+        out.update(std_diff=0.0, **sign_test(float(d.mean()), n, margin))
+        return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy's small-sample notes; the verdict says n
         tt = stats.ttest_1samp(d, 0.0)
@@ -226,12 +236,36 @@ def fewest_seeds(power_at, power: float = POWER, cap: int = SEEDS_CAP):
     return n
 
 
+def sign_test(value: float, n: int, margin: float) -> dict:
+    """p and p_equiv when every one of the n pairs differs by the same `value` (no spread), from the exact sign
+    test (scipy's binomtest), valid for any distribution of the differences, discrete ones included: n of n
+    pairs on one side of 0 has p = 2 / 2^n under a median difference of 0 (1 for a tie); n of n pairs inside
+    +-margin has p = 1 / 2^n under a median at or beyond either bound (two one-sided tests; 1 outside it). Two
+    seeds that happen to agree on a quantised figure (1 image of 100) decide nothing: p = 0.5."""
+    from scipy import stats
+    one_side = stats.binomtest(n, n, 0.5, alternative="greater").pvalue
+    return {"p": stats.binomtest(n, n, 0.5).pvalue if value != 0 else 1.0,
+            "p_equiv": one_side if abs(value) < margin else 1.0}
+
+
+def sign_test_seeds(value: float, margin: float, alpha: float = ALPHA):
+    """(n, what): the fewest pairs for which `sign_test` decides at `alpha` if the spread stays zero: a
+    difference (2 / 2^n <= alpha, value != 0) or equivalence (1 / 2^n <= alpha, |value| < margin)."""
+    if value != 0:
+        return max(2, math.ceil(math.log2(2 / alpha))), "difference"
+    if abs(value) < margin:
+        return max(2, math.ceil(math.log2(1 / alpha))), "equivalence"
+    return math.nan, ""
+
+
 def seeds_needed(mean: float, sd: float, margin: float, alpha: float = ALPHA, power: float = POWER):
     """(n, what): the fewest paired seeds (a whole number >= 2) for which a paired t-test at `alpha` has at
     least `power` at this mean difference and spread: the two-sided difference test ("difference", where
     mean != 0) or TOST within +-margin ("equivalence", where |mean| < margin), whichever needs fewer (the
-    difference on a tie); exact powers from difference_power and equivalence_power. (nan, "") where there
-    is no spread or neither reaches `power` with SEEDS_CAP seeds or fewer."""
+    difference on a tie); exact powers from difference_power and equivalence_power; with no spread, the sign
+    test's (`sign_test_seeds`). (nan, "") where neither reaches `power` with SEEDS_CAP seeds or fewer."""
+    if sd == 0 and math.isfinite(mean):
+        return sign_test_seeds(mean, margin, alpha)
     if not (sd > 0 and math.isfinite(mean) and math.isfinite(sd)):
         return math.nan, ""
     best = (math.inf, "")
@@ -266,18 +300,16 @@ def adjust(p, correction: str) -> np.ndarray:
 
 
 def outcome(row, alpha: float) -> str:
-    """better / worse / equivalent / inconclusive from the adjusted p-values (`p_adj`, `p_equiv_adj`);
-    for a comparison with no spread (every difference the same) the sign decides, with ' (no spread)'."""
+    """better / worse / equivalent / inconclusive from the adjusted p-values (`p_adj`, `p_equiv_adj`), with
+    ' (no spread)' where every difference is the same (then the p-values are the sign test's)."""
     if row["n"] < 2:
         return "untested" if row["n"] == 1 else "missing"
-    if math.isnan(row["p"]) and row.get("std_diff", math.nan) == 0:
-        m = row["mean_diff"]
-        return ("equivalent" if m == 0 else "better" if m < 0 else "worse") + " (no spread)"
+    spread = " (no spread)" if row.get("std_diff", math.nan) == 0 else ""
     if row["p_adj"] < alpha:
-        return "better" if row["mean_diff"] < 0 else "worse"
+        return ("better" if row["mean_diff"] < 0 else "worse") + spread
     if row["p_equiv_adj"] < alpha:
-        return "equivalent"
-    return "inconclusive"
+        return "equivalent" + spread
+    return "inconclusive" + spread
 
 
 def fmt(metric: str, v: float, *, signed: bool = False, unit: bool = True) -> str:

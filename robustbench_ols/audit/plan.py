@@ -36,11 +36,13 @@ import pandas as pd
 
 from robustbench_ols.audit.comparison import (
     POWER,
+    SAME,
     SEEDS_CAP,
     Settings,
     difference_power,
     equivalence_power,
     fewest_seeds,
+    sign_test_seeds,
 )
 
 SAFEGUARD_LEVEL = 0.60  # two-sided: the 60% interval's bounds (Perugini et al. 2014)
@@ -72,12 +74,16 @@ def safeguard(mean: float, sd: float, n: int, dof: int) -> tuple[float, float]:
 def pairs_needed(mean: float, sd: float, n: int, dof: int, margin: float, alpha: float, cap: int = SEEDS_CAP):
     """(pairs, what) a confirmatory paired t-test at `alpha` needs for POWER at the safeguard effect: a
     difference where its near bound is above zero, equivalence where its far bound is inside the margin,
-    whichever needs fewer pairs (what: difference / equivalence / no spread); (None, why) where neither
+    whichever needs fewer pairs (what: difference / equivalence, "(no spread)" added where the pilot's pairs all
+    differ by the same amount: the sign test's pairs); (None, why) where neither
     reaches POWER within `cap` pairs."""
     if not (math.isfinite(mean) and math.isfinite(sd)) or n < 2:
         return None, "no pilot spread"
-    if sd == 0:
-        return 2, "no spread"  # every pilot difference the same: two seeds show their sign (or a tie)
+    if sd <= SAME * max(1.0, abs(mean)):  # every pilot difference the same: the sign test's seeds, if it stays so
+        k, what = sign_test_seeds(mean, margin, alpha)
+        if not math.isfinite(k):
+            return None, "no test: every pilot pair ties and the margin is 0"
+        return (k, f"{what} (no spread)") if k <= cap else (None, f"more than {cap:,}")
     near, far = safeguard(mean, sd, n, dof)
     best = (math.inf, "")
     for what, power_at in (("difference", (lambda k: difference_power(near / sd, k, alpha)) if near > 0 else None),

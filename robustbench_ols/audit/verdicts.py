@@ -217,7 +217,7 @@ def pooled_verdicts(pooled: pd.DataFrame, method: str, *, scope: str = "all",
                     f"{fmt(metric, r.boot_hi, signed=True, unit=False)}"
                     if math.isfinite(r.boot_lo) else "")
             if spread:
-                word += " (no spread: every pair differs by the same amount, so no test is needed or possible)"
+                word += " (no spread: every pair differs by the same amount, so the exact sign test decides)"
             p = "" if math.isnan(r.p_adj) else f"; p = {r.p:.2g}, adjusted {r.p_adj:.2g}"
             eq = (f", equivalence p adjusted {r.p_equiv_adj:.2g}" if o == "equivalent" and math.isfinite(r.p_equiv_adj)
                   else "")

@@ -95,7 +95,7 @@ def frame_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     return markdown_table([str(c) for c in df.columns], [[cell(v) for v in r] for _, r in df.iterrows()])
 
 
-EXPLORATORY = ("These tests use every seed found, so they are exploratory where the number of seeds was not fixed "
+EXPLORATORY = ("These tests use the seeds found, so they are exploratory where the number of seeds was not fixed "
                "before the results were seen: adding seeds to a comparison until it passes inflates its "
                "false-positive rate. To decide a claim, plan confirmation seeds from these runs (`rbols audit ... "
                "--plan`) and test on those alone (`--confirm`; docs/grids.md, \"Pilot, then confirm\").")
@@ -122,7 +122,10 @@ def statistics_section(s: Settings, confirmatory: bool = False) -> list[str]:
                ", with `seeds_needed`: the seeds (pooled: (rate, seed) pairs) a paired t-test would need for power "
                "0.8 at the observed mean and spread (the exact power for normal differences, at alpha / family "
                "size), to show the difference or the equivalence (`seeds_for`), whichever needs fewer.")
-            + " With one paired seed a comparison is **untested**. A claim outside its regime is inconclusive before "
+            + " With one paired seed a comparison is **untested**. Where every pair differs by the same amount (no "
+            "spread: a figure counted in images can repeat exactly) the t-test is 0/0 and the exact sign test takes "
+            "its place (`p` = 2/2^n, `p_equiv` = 1/2^n within the margin; two seeds: 0.5), adjusted in the family "
+            "like any other, the outcome marked \"(no spread)\". A claim outside its regime is inconclusive before "
             "any test is read, and its tests (`test_outcome`) are in no family.", "",
             f"Margins (`--margin METRIC=VALUE`): {margins}" + (f"; changed from the defaults: {', '.join(changed)}"
                                                                if changed else " (the defaults)") + ".", "",
@@ -180,19 +183,21 @@ def outcome_section(table: pd.DataFrame, pooled: pd.DataFrame) -> list[str]:
 
 def write_audit(results_dir, to, method: str, against: list[str], *, about: str = "",
                 eval_id: str | None = None, settings: Settings = Settings(), select: str = "last",
-                echo: bool = False) -> Path:
+                echo: bool = False, seeds=None) -> Path:
     """audit.md, audit.csv (every comparison), audit_pooled.csv and the difference figures, from the run
-    records (scored with `eval_id`, whose checkpoint selection is `select`); `echo`: the one-screen summary
-    printed too."""
+    records (scored with `eval_id`, whose checkpoint selection is `select`) of the `seeds` (None: every seed
+    found); `echo`: the one-screen summary printed too."""
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
     results = ResultSet.of(results_dir)
     with results.reading():  # the image bootstrap reads the runs' per-image records
-        return _write(results, to, method, against, about, eval_id, settings, select, echo)
+        return _write(results, to, method, against, about, eval_id, settings, select, echo, seeds)
 
 
-def _write(results, to: Path, method, against, about, eval_id, settings, select, echo) -> Path:
+def _write(results, to: Path, method, against, about, eval_id, settings, select, echo, seeds) -> Path:
     records = results.runs(eval_id=eval_id)
+    if seeds is not None and len(records):  # the seeds the audit names, and no other (the regime's too)
+        records = records[records.seed.isin(list(seeds))]
     df = records[records.method_label.isin([method, *against])] if len(records) else records
     kw = dict(settings=settings, records=records, select=select)
     table = paired_table(df, method, against, **kw) if len(df) else pd.DataFrame()
@@ -226,8 +231,8 @@ def _write(results, to: Path, method, against, about, eval_id, settings, select,
     path = to / "audit.md"
     path.write_text("\n".join(lines) + "\n")
     if echo:
-        seeds = ", ".join(f"{k} {v}" for k, v in sorted(present.items()))
-        print(f"Audit of {method} against {', '.join(against)} (exploratory: every seed found, {seeds}; to decide, "
-              "plan with --plan and confirm with --confirm):")
+        per_method = ", ".join(f"{k} {v}" for k, v in sorted(present.items()))
+        print(f"Audit of {method} against {', '.join(against)} (exploratory, seeds per method: {per_method}; "
+              "to decide, plan with --plan and confirm with --confirm):")
         print("\n".join(f"  {s}" for s in summary_lines(table, pooled)))
     return path

@@ -84,7 +84,7 @@ def cmd_audit(args) -> int:
     _check_found(results, ev, labels, reference, out, args.no_run)
     if design is None:
         path = write_audit(results, to, labels[0], labels[1:], eval_id=ev.eval_id, settings=settings,
-                           select=ev.select, about=about + f" Seeds {grid.seeds}.", echo=True)
+                           select=ev.select, about=about + f" Seeds {grid.seeds}.", echo=True, seeds=grid.seeds)
     elif args.plan:
         path = write_plan(results, to, labels, design, grid, ev, settings, about=about)
     else:

@@ -13,6 +13,7 @@ from robustbench_ols.attacks import DEFAULT_EPS, AttackSpec
 from robustbench_ols.common.errors import DataError
 from robustbench_ols.common.markdown import markdown_table
 from robustbench_ols.report import paper as paper_data
+from robustbench_ols.spec.ids import LATER_RUN_FIELDS
 from robustbench_ols.store.reading import read_record
 
 SETTING = ("dataset", "model", "epochs", "train_subset", "val_split", "variant")
@@ -45,9 +46,12 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     if "variant" not in d or "best_rule" not in d:
         specs = {rd: _spec_record(rd) for rd in d.get("run_dir", pd.Series([], dtype=object)).unique()}
         spec_of = [specs.get(rd, {}) for rd in d.get("run_dir", [None] * len(d))]
-        fields = {k for s in spec_of for k in s.get("spec", {})} - _NOT_SETTING
-        varying = sorted(k for k in fields if len({json.dumps(s.get("spec", {}).get(k)) for s in spec_of}) > 1)
-        d["variant"] = [", ".join(f"{k}={s.get('spec', {}).get(k)}" for k in varying) for s in spec_of]
+        # a field added to RunSpec after a record was made is at its old value there (spec/ids.py's rule), so
+        # a record without it and one with that value are one setting, not two variants
+        run_spec = [{**LATER_RUN_FIELDS, **s.get("spec", {})} for s in spec_of]
+        fields = {k for s in run_spec for k in s} - _NOT_SETTING
+        varying = sorted(k for k in fields if len({json.dumps(s.get(k)) for s in run_spec}) > 1)
+        d["variant"] = [", ".join(f"{k}={s.get(k)}" for k in varying) for s in run_spec]
         fallback = d.get("best_epoch_rule", pd.Series([None] * len(d), index=d.index))
         d["best_rule"] = [s.get("reporting", {}).get("test_err_best") or (fb if isinstance(fb, str) else "unknown")
                           for s, fb in zip(spec_of, fallback)]

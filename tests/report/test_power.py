@@ -159,7 +159,8 @@ def test_seeds_needed_in_the_cases_of_the_issue():
     assert seeds_needed(0.0, 1.0, 0.5, 0.05)[1] == "equivalence"
     n, why = seeds_needed(1e-4, 1.0, 1e-5, 0.05)  # some 800 million seeds: beyond the cap
     assert math.isnan(n) and why == ""
-    assert math.isnan(seeds_needed(0.01, 0.0, 0.005)[0]) and math.isnan(seeds_needed(math.nan, 1.0, 0.005)[0])
+    assert seeds_needed(0.01, 0.0, 0.005) == (6, "difference")  # no spread: the sign test's 2 / 2^6 <= 0.05
+    assert math.isnan(seeds_needed(math.nan, 1.0, 0.005)[0])
 
 
 # --- an independent exact computation, for the published audit ------------------------------------------

@@ -165,6 +165,20 @@ def test_fig4_test_curve_with_a_test_pass_every_k_epochs(tmp_path):
     assert fig.axes[1].get_ylabel() == "test error (%), tested epochs"
 
 
+def test_a_record_older_than_a_run_field_is_the_same_setting(grid, tmp_path):
+    """A run recorded before a RunSpec field existed (no `noisy_val` in its spec.json) and one with that field at
+    its old value (0.0) are one setting in the report, not two variants (spec/ids.py's rule)."""
+    root = tmp_path / "runs"
+    shutil.copytree(grid[0], root)
+    old = sorted(root.glob("*/DONE"))[0].parent
+    record = json.loads((old / "spec.json").read_text())
+    assert record["spec"].pop("noisy_val") == 0.0
+    (old / "spec.json").write_text(json.dumps(record))
+    d = report.prepare(collect(root))
+    assert set(d["variant"]) == {""}
+    assert len(d.groupby(list(report.tables.SETTING), dropna=False)) == 1
+
+
 def test_fig5_only_noisy_panels(grid):
     root, _, _ = grid
     ep = epochs(root)

@@ -83,8 +83,26 @@ def test_seeds_needed_is_the_smallest_n_with_power_080():
     n, why = seeds_needed(0.0005, 0.003, 0.005)  # a tenth of the margin: equivalence is cheaper
     assert why == "equivalence"
     assert _tost_power(0.0005, 0.003, 0.005, n, 0.05) >= 0.8 > _tost_power(0.0005, 0.003, 0.005, n - 1, 0.05)
-    n, why = seeds_needed(0.0, 0.0, 0.005)  # no spread: no power calculation
-    assert math.isnan(n) and why == ""
+    # no spread: the sign test's pairs, 2 / 2^n <= alpha (difference) or 1 / 2^n <= alpha (equivalence)
+    assert seeds_needed(0.01, 0.0, 0.005) == (6, "difference")  # 2/64 <= 0.05 < 2/32
+    assert seeds_needed(0.0, 0.0, 0.005) == (5, "equivalence")  # 1/32 <= 0.05 < 1/16
+    assert seeds_needed(0.0, 0.0, 0.005, alpha=0.005) == (8, "equivalence")
+
+
+def test_no_spread_is_decided_by_the_exact_sign_test_not_by_its_sign():
+    """Pairs that all differ by the same amount (a figure quantised in images: every seed one image of 100 apart)
+    give the t-test 0/0. The sign test decides instead: two such seeds decide nothing (p = 2/4), nine do
+    (2/512), and the family's correction counts them like any other comparison."""
+    two = table({0.4: [-0.01, -0.01]}, metric="fgsm_eps2_err", level=0.3)
+    row = paired_table(two, "new", ["ls"]).iloc[0]
+    assert row.std_diff == 0 and row.p == pytest.approx(0.5) and row.p_equiv == 1.0
+    assert row.outcome == "inconclusive (no spread)"
+    nine = paired_table(table({0.4: [-0.01] * 9}, metric="fgsm_eps2_err", level=0.3), "new", ["ls"]).iloc[0]
+    assert nine.p == pytest.approx(2 / 2 ** 9) and nine.outcome == "better (no spread)"
+    tie = paired_table(table({0.4: [0.0] * 9}, metric="fgsm_eps2_err", level=0.3), "new", ["ls"]).iloc[0]
+    assert tie.p == 1.0 and tie.p_equiv == pytest.approx(1 / 2 ** 9) and tie.outcome == "equivalent (no spread)"
+    tie2 = paired_table(table({0.4: [0.0] * 2}, metric="fgsm_eps2_err", level=0.3), "new", ["ls"]).iloc[0]
+    assert tie2.outcome == "inconclusive (no spread)"  # two tied seeds are not "the same"
 
 
 def test_twenty_null_comparisons_one_significant_uncorrected_none_under_holm():
