@@ -110,7 +110,7 @@ def summarize(d, margin: float, s: Settings, *, seed: int = 0, bootstrap: bool =
     """Everything one comparison's differences `d` give before the family's correction: n, mean_diff,
     std_diff, the t interval ci_lo/ci_hi, the bootstrap interval boot_lo/boot_hi, the difference test's
     statistic `t` (or W) and p-value `p`, the equivalence p-value `p_equiv`. NaN where undefined (fewer
-    than 2 pairs; with no spread the intervals and `t`, and `p`, `p_equiv` are the sign test's: `sign_test`).
+    than 2 pairs; with no spread the intervals and `t`, while `p` and `p_equiv` are then the sign test's).
     `seeds_needed` / `seeds_for` stay empty: they depend on the family's size
     (audit.decide fills them). `bootstrap=False` leaves boot_lo/boot_hi NaN (simulations: no verdict reads it)."""
     from scipy import stats  # here, not at the top: the command line imports this module for its margins

@@ -20,8 +20,10 @@ CELL_SECONDS = {
     # quick: from docs/results/quick/cost.csv; a quiet machine gives about the same (hard 116-117 s a cell)
     "quick": {"hard": 121, "ls": 122, "ols": 113, "ols-single": 110, "sce": 122, "bootsoft": 118, "boothard": 126,
               "coteaching": 165, "pencil": 127, "arazo": 156, "mwnet": 320},
-    "cpu-regime": {"hard": 300, "ls": 289, "ols": 298, "ols-single": 329, "sce": 322, "coteaching": 553,
-                   "pencil": 311, "arazo": 459},
+    # cpu-regime: from docs/results/cpu-regime/cost.csv, training plus the preset's scoring (5941e1bbdfab, with
+    # AutoAttack); hard, ls and ols over the pilot and the 105 confirmation cells
+    "cpu-regime": {"hard": 248, "ls": 238, "ols": 241, "ols-single": 315, "sce": 376, "coteaching": 582,
+                   "pencil": 429, "arazo": 518},
 }
 TIER_ATTACKS = ["fgsm", "pgd", "autoattack", "fgsm:eps=2/255", "pgd:eps=2/255", "autoattack:eps=2/255",
                 "fgsm:eps=1/255", "pgd:eps=1/255", "autoattack:eps=1/255"]
