@@ -45,9 +45,11 @@ def test_scoring_on_the_gpu_does_not_depend_on_the_attack_batch_size():
     assert torch.equal(a, b)
 
 
-def test_a_deterministic_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path):
-    args = ["run", "--dataset", "synthetic", "--model", "resnet8", "--train-subset", "300", "--batch-size", "50",
-            "--epochs", "12", "--attack", "none", "--device", "cuda", "--deterministic", "--no-progress"]
+@pytest.mark.parametrize("method", ["hard", "ols", "pencil"])  # OLS and PENCIL: float index_add_ / scatter_reduce
+def test_a_deterministic_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path, method):
+    args = ["run", "--dataset", "synthetic", "--model", "resnet8", "--method", method, "--train-subset", "300",
+            "--batch-size", "50", "--epochs", "12", "--attack", "none", "--device", "cuda", "--deterministic",
+            "--no-progress"]
     whole = tmp_path / "whole"
     assert rbols([*args, "--out", str(whole)]).wait(timeout=600) == 0
     cut = tmp_path / "cut"
