@@ -101,6 +101,13 @@ def start_stream(spec: AttackSpec, seed: int) -> torch.Generator | None:
     return cpu_generator(seed) if spec.randomness == "per image" else None
 
 
+def batch_starts(spec: AttackSpec, seed: int, per_image: bool = True):
+    """b -> the start stream of attack batch b: one stream over every batch (`per_image`), else batch b's own,
+    seeded seed + b (the rule of the records made before per-image starts)."""
+    stream = start_stream(spec, seed) if per_image else None
+    return (lambda b: stream) if per_image else (lambda b: start_stream(spec, seed + b))
+
+
 def adversarial(model, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *, seed: int = 0,
                 messages: list | None = None, starts: torch.Generator | None = None) -> torch.Tensor:
     """Adversarial images for float x in [0, 1] (any memory format); the model's mode is restored.
@@ -169,15 +176,14 @@ def attack_outcomes(model, images: torch.Tensor, labels: torch.Tensor, spec: Att
     model.eval()
     folded = fold_batchnorm(model, channels_last=channels_last) if fold_bn else None
     attacked = folded if folded is not None else model
-    stream = start_stream(spec, seed) if per_image_starts else None
+    starts = batch_starts(spec, seed, per_image_starts)
     try:
         for b, i in enumerate(range(0, len(images), batch_size)):
             x = images[i:i + batch_size].float().div_(255)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = labels[i:i + batch_size]
-            starts = stream if per_image_starts else start_stream(spec, seed + b)
-            adv = adversarial(attacked, x, y, spec, seed=seed + b, messages=messages, starts=starts)
+            adv = adversarial(attacked, x, y, spec, seed=seed + b, messages=messages, starts=starts(b))
             with torch.no_grad():
                 logits = attacked(adv)
             fooled.append((logits.argmax(1) != y).cpu())

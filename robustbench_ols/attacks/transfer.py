@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 
 from robustbench_ols.attacks.parameter_free import APGDCE, APGDDLR, APGDT, AutoAttackSpec
-from robustbench_ols.attacks.robust import adversarial, start_stream
+from robustbench_ols.attacks.robust import adversarial, batch_starts
 from robustbench_ols.attacks.spec import PGD, AttackSpec
 
 # One image in 100 (the checks' default sample) may go either way between two attacks without anything
@@ -68,14 +68,13 @@ def transfer_fooled(model, surrogate, images: torch.Tensor, labels: torch.Tensor
     random starts one stream over the images."""
     fooled = []
     model.eval()
-    stream = start_stream(spec, seed) if per_image_starts else None
+    starts = batch_starts(spec, seed, per_image_starts)
     for b, i in enumerate(range(0, len(images), batch_size)):
         x = images[i:i + batch_size].float().div_(255)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = labels[i:i + batch_size]
-        starts = stream if per_image_starts else start_stream(spec, seed + b)
-        adv = adversarial(surrogate, x, y, spec, seed=seed + b, starts=starts)
+        adv = adversarial(surrogate, x, y, spec, seed=seed + b, starts=starts(b))
         with torch.no_grad():
             fooled.append((model(adv).argmax(1) != y).cpu())
     return torch.cat(fooled) if fooled else torch.zeros(0, dtype=torch.bool)
