@@ -71,7 +71,7 @@ class Design:
 
 def _rate(cell) -> float | None:
     """A cell's noise rate as the records give it (none for human labels), as a key of Design.per_rate."""
-    return None if cell.noise_spec.kind == "human" else rate_key(cell.noise_spec.rate)
+    return None if cell.noise_spec.named else rate_key(cell.noise_spec.rate)
 
 
 def write_plan(results, to, labels, design: Design, grid, ev, settings: Settings, about: str = "") -> Path:

@@ -1,6 +1,6 @@
 """Training methods behind one contract (see base.py); registered by name."""
 # importing the modules registers the built-in methods
-from robustbench_ols.methods import arazo, coteaching, losses, mwnet, ols, pencil  # noqa: F401
+from robustbench_ols.methods import arazo, coteaching, elr, gls, losses, mwnet, ols, pencil  # noqa: F401
 from robustbench_ols.methods.base import FitInfo, Method, StepOutput, soft_cross_entropy
 from robustbench_ols.methods.registry import (
     METHODS,

@@ -12,6 +12,7 @@ import pandas as pd
 from robustbench_ols.attacks import DEFAULT_EPS, AttackSpec
 from robustbench_ols.common.errors import DataError
 from robustbench_ols.common.markdown import markdown_table
+from robustbench_ols.data.noise import NAMED_KINDS
 from robustbench_ols.report import paper as paper_data
 from robustbench_ols.spec.ids import LATER_RUN_FIELDS
 from robustbench_ols.store.reading import read_record
@@ -31,7 +32,7 @@ def noise_column(kind: str, rate, text: str = "") -> str:
     """Column label of a noise setting: `0%` (no noise), `40%` (symmetric), `pairflip 20%`, `human:worst`."""
     if kind == "none" or (kind == "symmetric" and rate == 0):
         return "0%"
-    if kind == "human" or rate is None or pd.isna(rate):
+    if kind in NAMED_KINDS or rate is None or pd.isna(rate):
         return text or kind
     pct = f"{float(rate) * 100:g}%"
     return pct if kind == "symmetric" else f"{kind} {pct}"

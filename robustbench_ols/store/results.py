@@ -43,7 +43,7 @@ def _identity(d: Path) -> dict:
             "method": s["method"], "method_label": rec.get("method", {}).get("label")
             or method_label(s["method"], s.get("method_options", {})),  # records before spec.json named it
             "noise": s["noise"], "noise_kind": ns.kind,
-            "noise_rate": ns.rate if ns.kind != "human" else float("nan"),
+            "noise_rate": float("nan") if ns.named else ns.rate,
             "seed": s["seed"], "epochs": s["epochs"], "epochs_planned": s["epochs"],
             "train_subset": s["train_subset"], "val_split": s.get("val_split", 0), "noisy_val": s.get("noisy_val", 0.0),
             "has_noisy_val": holds_noisy_val(s)}

@@ -166,3 +166,57 @@ def test_expected_wrong_rate_matches_the_realised_rate():
     assert NoiseSpec.parse("symmetric-all:0.4").expected_wrong_rate(10, "cifar10") == pytest.approx(0.36)
     assert NoiseSpec.parse("asymmetric:0.4").expected_wrong_rate(10, "cifar10") == pytest.approx(0.2)
     assert NoiseSpec.parse("human:worst").expected_wrong_rate(10, "cifar10") is None
+
+
+# ------------------------------------------------------------------ the synthetic twin of human labels
+
+def test_synthetic_twin_draws_each_row_of_its_matrix():
+    """Labels drawn from T[clean]: per class, the counts fit the row (chi-square), and the record keeps both Ts."""
+    rng = np.random.default_rng(3)
+    T = rng.dirichlet(np.ones(4) * 0.7, size=4) * 0.5 + np.eye(4) * 0.5
+    clean = np.repeat(np.arange(4), 5000)
+    r = make_noisy_labels(clean, 4, "cifar10n-synthetic:worst", seed=0, dataset="cifar10", twin_T=T)
+    for c in range(4):
+        counts = np.bincount(r.labels[clean == c], minlength=4)
+        assert stats.chisquare(counts, T[c] * counts.sum()).pvalue > 1e-4
+    s = r.summary()
+    assert np.allclose(s["T_drawn_from"], T.round(6)) and np.allclose(s["T"], r.T.round(6))
+    assert r.rate == pytest.approx(np.mean(r.labels != clean))
+    again = make_noisy_labels(clean, 4, "cifar10n-synthetic:worst", seed=0, dataset="cifar10", twin_T=T)
+    other = make_noisy_labels(clean, 4, "cifar10n-synthetic:worst", seed=1, dataset="cifar10", twin_T=T)
+    assert np.array_equal(r.labels, again.labels) and not np.array_equal(r.labels, other.labels)
+
+
+@pytest.mark.parametrize("name", ["worst", "aggre"])
+def test_synthetic_twin_on_real_files_has_the_human_labels_rate(cifar10, name):
+    """Drawn from the human set's T over all 50,000 images: that T is recorded, and the realised rate is the
+    human rate within binomial noise (4 standard errors)."""
+    from robustbench_ols.data.noise.human import load_human_labels
+    root, idx = os.environ["RBOLS_DATA"], np.arange(50000)
+    human = load_human_labels("cifar10", name, root)
+    twin = noisy_labels_for(cifar10, idx, NoiseSpec.parse(f"cifar10n-synthetic:{name}"), seed=0, data_root=root)
+    assert np.array_equal(twin.T_drawn_from, transition_matrix(cifar10.train_y, human, 10))
+    human_rate = float(np.mean(human != cifar10.train_y))
+    assert abs(twin.rate - human_rate) < 4 * np.sqrt(human_rate * (1 - human_rate) / 50000)
+    assert np.mean(twin.labels != human) > 0.3 * human_rate  # independent draws, not the human labels
+
+
+@pytest.mark.parametrize("text, dataset, fragment", [
+    ("cifar10n-synthetic", "cifar10", "needs a name"),
+    ("cifar10n-synthetic:rand9", "cifar10", "unknown human label set 'rand9' for cifar10"),
+    ("cifar10n-synthetic:worst", "cifar100", "applies to cifar10, not cifar100"),
+    ("cifar100n-synthetic:worst", "cifar100", "unknown human label set 'worst' for cifar100; valid: noisy"),
+])
+def test_bad_synthetic_twins_are_errors(text, dataset, fragment):
+    with pytest.raises(SpecError, match=fragment):
+        NoiseSpec.parse(text).check_dataset(dataset)
+
+
+def test_a_synthetic_twin_that_does_not_exist_exits_2_and_writes_nothing(tmp_path, capsys):
+    from robustbench_ols.cli import main
+    out = tmp_path / "out"
+    assert main(["run", "--dataset", "synthetic", "--noise", "cifar10n-synthetic:worst", "--epochs", "1",
+                 "--device", "cpu", "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "applies to cifar10, not synthetic" in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())

@@ -22,7 +22,7 @@ SMALL = {"mwnet": (("meta", 50),)}
 EXTRA = [("ols", (("period", 3), ("init", "zeros"))), ("ls", (("gamma", 0.9),))]
 # Written out, not read from the registry: a new built-in must be added here (and to docs/methods.md's table).
 BUILTINS = ["hard", "ls", "ols", "ols-single", "sce", "bootsoft", "boothard", "disturblabel", "gce", "coteaching",
-            "pencil", "arazo", "mwnet"]
+            "pencil", "arazo", "mwnet", "gls", "elr"]
 CASES = [(m, SMALL.get(m, ())) for m in BUILTINS] + EXTRA + [("tests.contract_plugin:EMASmoothing", ()),
                                                             ("examples.prior_smoothing:PriorSmoothing", ())]
 IDS = [m if not o else f"{m}-{'-'.join(f'{k}{v}' for k, v in o)}" for m, o in CASES]

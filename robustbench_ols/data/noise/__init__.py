@@ -11,6 +11,10 @@ Specs are written `KIND:ARG`:
 - `asymmetric:R`: with probability R, CIFAR-10 truck->automobile, bird->airplane, deer->horse,
   cat<->dog; CIFAR-100 each class -> the next class of its superclass;
 - `human:NAME`: CIFAR-10N (`aggre`, `random1`, `random2`, `random3`, `worst`) or CIFAR-100N (`noisy`).
+- `cifar10n-synthetic:NAME` (`cifar100n-synthetic:noisy`): the synthetic twin of a human label set, as the
+  CIFAR-N authors offer it: each label drawn independently from row T[clean] of the transition matrix that the
+  set's human labels make over all 50,000 training images (class-dependent noise with the human labels' T, but
+  none of their dependence on the image). The record keeps that matrix beside the realised one.
 
 The noisy labels are a function of (dataset, train subset, spec, noise seed) only. Transition matrix
 convention: T[i, j] = P(noisy = j | clean = i), rows sum to 1 (cleanlab uses the transpose).
@@ -24,7 +28,11 @@ import numpy as np
 from robustbench_ols.common.errors import SpecError
 from robustbench_ols.data.noise.human import HUMAN_NAMES, load_human_labels
 
-KINDS = ("none", "symmetric", "symmetric-all", "pairflip", "asymmetric", "human")
+# The synthetic twins of the human label sets and the dataset whose human labels each one copies.
+SYNTHETIC_TWINS = {"cifar10n-synthetic": "cifar10", "cifar100n-synthetic": "cifar100"}
+# Kinds named by a label set, not a rate: their wrong-label rate is only known from the clean labels.
+NAMED_KINDS = ("human", *SYNTHETIC_TWINS)
+KINDS = ("none", "symmetric", "symmetric-all", "pairflip", "asymmetric", *NAMED_KINDS)
 # CIFAR-10 asymmetric map (Patrini et al. 2017): truck->automobile, bird->airplane, deer->horse,
 # cat->dog, dog->cat.
 CIFAR10_ASYM = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
@@ -40,17 +48,18 @@ class NoiseSpec:
     def parse(cls, text: str) -> "NoiseSpec":
         kind, _, arg = text.strip().partition(":")
         valid = ("valid: none, symmetric:R, symmetric-all:R, pairflip:R, asymmetric:R (R in [0, 1)), "
-                 "human:NAME")
+                 "human:NAME, cifar10n-synthetic:NAME, cifar100n-synthetic:noisy")
         if kind not in KINDS:
             raise SpecError(f"unknown noise kind {kind!r} in --noise {text!r}; {valid}")
         if kind == "none":
             if arg:
                 raise SpecError(f"--noise none takes no argument, got {text!r}")
             return cls("none")
-        if kind == "human":
+        if kind in NAMED_KINDS:
             if not arg:
-                raise SpecError(f"--noise human needs a name, e.g. human:worst; names: {_human_names()}")
-            return cls("human", name=arg)
+                raise SpecError(f"--noise {kind} needs a name (a label set), e.g. {kind}:"
+                                f"{'noisy' if kind.startswith('cifar100') else 'worst'}; names: {_human_names()}")
+            return cls(kind, name=arg)
         try:
             rate = float(arg)
         except ValueError:
@@ -59,8 +68,17 @@ class NoiseSpec:
             raise SpecError(f"--noise {text!r}: the rate must be in [0, 1), got {rate}")
         return cls(kind, rate=rate)
 
+    @property
+    def named(self) -> bool:
+        """A label set's kind (human labels or their synthetic twin): no rate."""
+        return self.kind in NAMED_KINDS
+
     def check_dataset(self, dataset: str) -> None:
-        if self.kind == "human":
+        twin_of = SYNTHETIC_TWINS.get(self.kind)
+        if twin_of is not None and dataset != twin_of:
+            raise SpecError(f"--noise {self}: the synthetic twin of {twin_of}'s human labels applies to {twin_of}, "
+                            f"not {dataset}")
+        if self.named:
             names = HUMAN_NAMES.get(dataset)
             if names is None:
                 raise SpecError(f"--noise human:{self.name}: {dataset} has no human labels; human noise "
@@ -76,10 +94,10 @@ class NoiseSpec:
         """The fraction of wrong labels the spec asks for, on a class-balanced set (what a method
         may be told, e.g. co-teaching's forget rate): R for symmetric and pairflip, R(K-1)/K for
         symmetric-all, R times the fraction of classes that move for asymmetric, None for human
-        noise (its rate could only be measured with the clean labels)."""
+        noise and its synthetic twin (their rate could only be measured with the clean labels)."""
         if self.kind == "none":
             return 0.0
-        if self.kind == "human":
+        if self.named:
             return None
         if self.kind == "symmetric-all":
             return self.rate * (num_classes - 1) / num_classes
@@ -92,7 +110,7 @@ class NoiseSpec:
         if self.kind == "none":
             return "none"
         # repr keeps every digit: symmetric:0.123456789 must not share a run_id with 0.123457.
-        return f"human:{self.name}" if self.kind == "human" else f"{self.kind}:{self.rate!r}"
+        return f"{self.kind}:{self.name}" if self.named else f"{self.kind}:{self.rate!r}"
 
 
 @dataclass
@@ -102,16 +120,21 @@ class NoisyLabels:
     T: np.ndarray  # float64 (K, K), realised: T[i, j] = fraction of class-i samples labelled j
     rate: float  # realised fraction of wrong labels
     spec: str
+    T_drawn_from: np.ndarray | None = None  # a synthetic twin's: the human labels' T over the whole training set
 
     def summary(self) -> dict:
-        return {"spec": self.spec, "noise_rate_realised": self.rate, "num_noisy": int(self.is_noisy.sum()),
-                "num_samples": len(self.labels), "T": self.T.round(6).tolist()}
+        out = {"spec": self.spec, "noise_rate_realised": self.rate, "num_noisy": int(self.is_noisy.sum()),
+               "num_samples": len(self.labels), "T": self.T.round(6).tolist()}
+        if self.T_drawn_from is not None:
+            out["T_drawn_from"] = self.T_drawn_from.round(6).tolist()
+        return out
 
 
 def make_noisy_labels(clean: np.ndarray, num_classes: int, spec, seed: int, *, dataset: str,
                       fine_to_coarse: np.ndarray | None = None,
-                      human: np.ndarray | None = None) -> NoisyLabels:
-    """Noisy labels for `clean` (int64, (N,)). `human` holds the human labels of the same samples."""
+                      human: np.ndarray | None = None, twin_T: np.ndarray | None = None) -> NoisyLabels:
+    """Noisy labels for `clean` (int64, (N,)). `human` holds the human labels of the same samples; `twin_T` the
+    transition matrix a synthetic twin draws from (`twin_matrix`)."""
     spec = NoiseSpec.parse(spec) if isinstance(spec, str) else spec
     spec.check_dataset(dataset)
     clean = np.asarray(clean, np.int64)
@@ -132,8 +155,16 @@ def make_noisy_labels(clean: np.ndarray, num_classes: int, spec, seed: int, *, d
         if human is None or len(human) != n:
             raise SpecError(f"--noise {spec}: human labels for the {n} training samples are needed")
         noisy = np.asarray(human, np.int64).copy()
+    elif spec.kind in SYNTHETIC_TWINS:
+        if twin_T is None or twin_T.shape != (k, k):
+            raise SpecError(f"--noise {spec}: the {k}x{k} transition matrix of the human labels is needed")
+        # inverse-CDF draw of one label per sample from row T[clean]; the last edge is 1 whatever the rounding
+        edges = np.cumsum(twin_T, axis=1)
+        edges[:, -1] = 1.0
+        noisy = (rng.random(n)[:, None] >= edges[clean]).sum(1).astype(np.int64)
     is_noisy = noisy != clean
-    return NoisyLabels(noisy, is_noisy, transition_matrix(clean, noisy, k), float(is_noisy.mean()), str(spec))
+    return NoisyLabels(noisy, is_noisy, transition_matrix(clean, noisy, k), float(is_noisy.mean()), str(spec),
+                       T_drawn_from=twin_T if spec.kind in SYNTHETIC_TWINS else None)
 
 
 def _flip_map(kind: str, k: int, dataset: str, fine_to_coarse) -> np.ndarray:
@@ -163,11 +194,16 @@ def transition_matrix(clean: np.ndarray, noisy: np.ndarray, k: int) -> np.ndarra
 def noisy_labels_for(data, indices: np.ndarray, spec: NoiseSpec, seed: int, data_root=None) -> NoisyLabels:
     """Noisy labels of the training samples `indices` of an `ImageData` (`make_noisy_labels` checks
     that `spec` applies to the dataset)."""
-    human = None
-    if spec.kind == "human":
-        human = load_human_labels(data.name, spec.name, data_root, clean=data.train_y)[indices]
+    spec.check_dataset(data.name)
+    human = twin_T = None
+    if spec.named:
+        every = load_human_labels(data.name, spec.name, data_root, clean=data.train_y)
+        human = every[indices]
+        if spec.kind in SYNTHETIC_TWINS:  # the set's T over all training images, as the CIFAR-N authors estimate it
+            twin_T = transition_matrix(np.asarray(data.train_y, np.int64), every, data.num_classes)
     return make_noisy_labels(data.train_y[indices], data.num_classes, spec, seed, dataset=data.name,
-                             fine_to_coarse=data.fine_to_coarse, human=human)
+                             fine_to_coarse=data.fine_to_coarse, human=human if spec.kind == "human" else None,
+                             twin_T=twin_T)
 
 
 def _human_names() -> str:
