@@ -166,6 +166,13 @@ def _eval_options(p, d) -> None:
     a("--attack-amp", action=argparse.BooleanOptionalAction,
       help="run the attacks under bf16 autocast (faster on GPUs and CPUs with bf16 units, much slower on "
            "others; a scoring setting of its own, not the default for reported scores)")
+    a("--shift", choices=("none", "corruptions"),
+      help="corruptions: also score error and calibration under the 15 CIFAR-10-C corruptions x 5 severities, "
+           "generated (not the official release) with imagecorruptions-imaug on a cached class-balanced test subset")
+    a("--corruptions", type=lambda t: tuple(filter(None, t.split(","))), help="with --shift corruptions: "
+      "these corruptions only, comma-separated (default: all 15)")
+    a("--severities", type=_budgets, help="with --shift corruptions: these severities (1-5), comma-separated")
+    a("--shift-examples", type=int, help="with --shift corruptions: the size of the corrupted test subset")
 
 
 def _budgets(text: str) -> tuple:

@@ -42,7 +42,9 @@ def table_parts(d: pd.DataFrame, paper: bool, select: str = "last") -> list[tupl
         f"otherwise) of the {model}, per model and method; where the runs recorded them, "
         "the adaptive ECE (equal-mass bins), Kumar et al.'s debiased L2 ECE, the smooth ECE (relplot), the "
         "area under the risk-coverage curve (AURC, x 100, lower is better), and each after temperature "
-        "scaling (runs with a validation split).\n\n", *body], csv))
+        "scaling (runs with a validation split); selective prediction (x 100): AUGRC (Traub et al. 2024), "
+        "AURC and AUGRC by the logit-normalised score (Xia et al. 2025), coverage at 5% risk (higher is better) "
+        "and risk at 80% coverage.\n\n", *body], csv))
     c10 = d[d["dataset"] == "cifar10"]
     if c10.empty or "c10h_kl_correct" not in c10 or c10["c10h_kl_correct"].isna().all():
         body, csv = ["No CIFAR-10 runs with CIFAR-10H figures in these results: Table XII is empty "
@@ -61,7 +63,9 @@ def table_parts(d: pd.DataFrame, paper: bool, select: str = "last") -> list[tupl
 # Table XI's calibration columns beyond the paper's ECE, shown where the runs recorded them.
 CALIBRATION_COLUMNS = (("ece_ts", "ECE (temp. scaled)"), ("aece", "adaptive ECE"), ("ece_debiased", "debiased ECE"),
                        ("smece", "smooth ECE"), ("smece_ts", "smooth ECE (temp. scaled)"), ("aurc", "AURC"),
-                       ("aurc_ts", "AURC (temp. scaled)"))
+                       ("aurc_ts", "AURC (temp. scaled)"), ("augrc", "AUGRC"), ("aurc_ln", "AURC (logit norm)"),
+                       ("augrc_ln", "AUGRC (logit norm)"), ("cov_at_5risk", "coverage at 5% risk"),
+                       ("risk_at_80cov", "risk at 80% coverage"))
 
 
 def masking_markdown(d: pd.DataFrame) -> str:

@@ -39,11 +39,13 @@ from robustbench_ols.scoring.calibration import (
     reliability_table,
 )
 from robustbench_ols.scoring.calibration.modern import SMECE_RESAMPLES, modern_metrics, top_label
+from robustbench_ols.scoring.calibration.selective import LOGIT_NORM_P, logit_norm_confidence, selective_metrics
 from robustbench_ols.scoring.cifar10h import cifar10h_metrics, load_cifar10h
 from robustbench_ols.spec import EvalSpec
 
 # the calibration figures recomputed after temperature scaling, recorded as <key>_ts
-TS_KEYS = ("ece", "aece", "ece_debiased", "smece", "smece_lo", "smece_hi", "smece_boot_bias", "aurc", "nll")
+TS_KEYS = ("ece", "aece", "ece_debiased", "smece", "smece_lo", "smece_hi", "smece_boot_bias", "aurc", "augrc",
+           "cov_at_5risk", "risk_at_80cov", "nll")
 
 
 def attack_subset(test_y: np.ndarray, ev: EvalSpec) -> np.ndarray:
@@ -94,6 +96,7 @@ class Scores:
     checks: dict | None = None
     outcomes: dict | None = None
     predictions: dict | None = None
+    shift_rows: list | None = None  # --shift corruptions: evals/<eval_id>.corruptions.csv (scoring/shift.py)
 
 
 def labelled_test_images(data, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,9 +107,16 @@ def labelled_test_images(data, device) -> tuple[torch.Tensor, torch.Tensor]:
 def score_with(model, test, ev: EvalSpec, ex, *, val=None, human=None) -> "Scores":
     """`score` run as the execution options `ex` say (batch size, memory format, progress bar): the one call behind
     a run's final scoring, `rbols eval` and `rbols score`. `test`: (images, labels) on the model's device."""
-    return score(model, test_x=test[0], test_y=test[1], ev=ev, val=val, human=human,
-                 eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last, progress=ex.progress,
-                 progress_position=ex.progress_position)
+    out = score(model, test_x=test[0], test_y=test[1], ev=ev, val=val, human=human,
+                eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last, progress=ex.progress,
+                progress_position=ex.progress_position)
+    if ev.shift == "corruptions":
+        from robustbench_ols.scoring.shift import score_corruptions  # loads the corruptions package's stack
+        figures, out.shift_rows, out.notes["shift"] = score_corruptions(
+            model, test[0], test[1], ev, data_root=ex.data_root, batch_size=ex.eval_batch_size,
+            channels_last=ex.channels_last)
+        out.metrics.update(figures)
+    return out
 
 
 def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, val=None, human=None,
@@ -141,6 +151,11 @@ def score(model, *, test_x: torch.Tensor, test_y: torch.Tensor, ev: EvalSpec, va
              "ece_debiased": f"Kumar et al. 2019 debiased top-label L2 ECE, {ev.n_bins} equal-mass bins"}
     y_np = y.cpu().numpy()
     conf, correct = top_label(probs.cpu().numpy(), y_np)
+    # selective prediction by the logit-normalised score (temperature-free, so no _ts twin): the _ln keys
+    m.update({f"{k}_ln": v for k, v in selective_metrics(logit_norm_confidence(logits.cpu()), correct).items()})
+    notes["selective"] = ("aurc, augrc, cov_at_5risk, risk_at_80cov by the maximum softmax probability (and after "
+                          "temperature scaling: _ts); _ln by the logit-normalised score max(z - mean z) / "
+                          f"||z - mean z||_{LOGIT_NORM_P:g} (Xia et al. 2025; scoring/calibration/selective.py)")
     predictions = {"confidence": conf.astype(np.float32), "correct": correct.astype(bool)}
     if val is not None and len(val[0]):
         vz = _logits(model, val[0], batch_size=eval_batch_size, channels_last=channels_last)

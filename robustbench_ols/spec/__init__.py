@@ -236,6 +236,12 @@ class EvalSpec:
     eps_sweep: tuple = DEFAULT_SWEEP  # the checks' PGD-20 budgets, in /255 units
     # Which epoch's model is scored (selection.py): last, noisy-val or oracle.
     select: str = "last"
+    # Distribution shift: "corruptions" scores generated CIFAR-10-C-style corruptions (data/corruptions.py) of a
+    # class-balanced test subset of shift_examples images; corruptions () means all 15.
+    shift: str = "none"
+    corruptions: tuple = ()
+    severities: tuple = (1, 2, 3, 4, 5)
+    shift_examples: int = 1000
     # The attacks parsed once (AttackSpec objects, in order); derived from `attacks`, not part of the eval_id.
     attack_specs: tuple = dataclasses.field(init=False, repr=False, compare=False, default=())
 
@@ -269,12 +275,27 @@ class EvalSpec:
         if not self.attacks:  # nothing to check
             object.__setattr__(self, "checks", False)
         check_selection(self.select)
+        self._check_shift()
+
+    def _check_shift(self) -> None:
+        if self.shift not in ("none", "corruptions"):
+            raise SpecError(f"--shift {self.shift!r}: valid: none, corruptions")
+        object.__setattr__(self, "corruptions", tuple(self.corruptions))
+        if self.shift == "none":
+            return
+        from robustbench_ols.data.corruptions import check_corruptions, package_version
+        check_corruptions(self.corruptions, self.severities)  # 2.0 is 2; 2.5 is an error
+        object.__setattr__(self, "severities", tuple(sorted({int(s) for s in self.severities})))
+        if self.shift_examples < 10:
+            raise SpecError(f"--shift-examples must be at least the number of classes, got {self.shift_examples}")
+        package_version()  # installed, or a SpecError saying how: before anything is trained or written
 
     def to_dict(self) -> dict:
         """The setting as recorded (evals/<eval_id>.json's "eval"), under the id rule (ids.py)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         d["attacks"] = list(self.attacks)
         d["eps_sweep"] = list(self.eps_sweep)
+        d["corruptions"], d["severities"] = list(self.corruptions), list(self.severities)
         return without_later(d, LATER_EVAL_FIELDS)
 
     @classmethod
@@ -283,8 +304,9 @@ class EvalSpec:
         d["attacks"] = tuple(d.get("attacks", ()))
         d.setdefault("checks", False)  # a record from before the checks
         d.setdefault("attack_starts", "per-batch")  # ... from before the per-image starts
-        if "eps_sweep" in d:
-            d["eps_sweep"] = tuple(d["eps_sweep"])
+        for key in ("eps_sweep", "corruptions", "severities"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
 
     def identity(self) -> dict:

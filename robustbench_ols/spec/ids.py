@@ -16,10 +16,11 @@ from typing import Mapping
 
 # field: the value that reproduces the records made before it existed
 LATER_RUN_FIELDS = {"val_split": 0, "val_labels": "noisy", "test_every": 1, "test_subset": 0, "noisy_val": 0.0}
-LATER_EVAL_FIELDS = {"attack_amp": False, "select": "last", "checks": False, "attack_starts": "per-batch"}
+LATER_EVAL_FIELDS = {"attack_amp": False, "select": "last", "checks": False, "attack_starts": "per-batch",
+                     "shift": "none"}
 OLD_ATTACK_BATCH = 256  # EvalSpec.attack_batch_size's default
 # the fields that mean something only when a later field is on: left out with it
-DEPENDENTS = {"checks": ("check_examples", "eps_sweep")}
+DEPENDENTS = {"checks": ("check_examples", "eps_sweep"), "shift": ("corruptions", "severities", "shift_examples")}
 
 
 def without_later(d: Mapping, later: Mapping, dependents: Mapping = DEPENDENTS) -> dict:

@@ -56,6 +56,9 @@ def write_eval_record(run_dir: Path, ev, scores, channels_last: bool, device) ->
         write_npz(eval_record_path(run_dir, ev.eval_id, "robust.npz"), scores.outcomes)
     if scores.predictions is not None:
         write_npz(eval_record_path(run_dir, ev.eval_id, "predictions.npz"), scores.predictions)
+    if scores.shift_rows:  # --shift corruptions: a row per corruption and severity (scoring/shift.py)
+        write_csv(eval_record_path(run_dir, ev.eval_id, "corruptions.csv"), list(scores.shift_rows[0]),
+                  scores.shift_rows)
     path = eval_record_path(run_dir, ev.eval_id)
     extra = {} if scores.checks is None else {"checks": scores.checks}
     write_json(path, {"eval_id": ev.eval_id, "run_id": run_dir.name, "eval": ev.to_dict(), "metrics": scores.metrics,

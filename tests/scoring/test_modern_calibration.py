@@ -11,7 +11,6 @@ from scipy import stats
 from scipy.special import ndtr, ndtri
 
 from robustbench_ols.scoring.calibration.modern import (
-    aurc,
     debiased_ece,
     equal_mass_edges,
     modern_metrics,
@@ -20,6 +19,7 @@ from robustbench_ols.scoring.calibration.modern import (
     smooth_ece_interval,
     top_label,
 )
+from robustbench_ols.scoring.calibration.selective import aurc, logit_norm_confidence, selective_metrics
 
 
 def _probs(n: int, seed: int, scale: float = 3.0):
@@ -158,7 +158,8 @@ def test_aurc_hand_computed_and_ties():
 def test_modern_metrics_keys():
     p, y = _probs(500, 5)
     m = modern_metrics(p, y)
-    assert set(m) == {"smece", "smece_lo", "smece_hi", "smece_boot_bias", "ece_debiased", "aurc"}
+    assert set(m) == {"smece", "smece_lo", "smece_hi", "smece_boot_bias", "ece_debiased", "aurc", "augrc",
+                      "cov_at_5risk", "risk_at_80cov"}
     assert all(isinstance(v, float) for v in m.values())
     assert 0 <= m["smece_lo"] <= m["smece"] <= m["smece_hi"] <= 1
     conf, correct = top_label(p, y)
@@ -183,10 +184,25 @@ def test_a_scored_run_records_them_and_each_images_prediction(tmp_path):
     assert 0 <= m["smece_lo"] <= m["smece"] <= m["smece_hi"] <= 1 and isinstance(m["smece_boot_bias"], float)
     # after temperature scaling (a validation split exists): every figure again, accuracy untouched
     assert m["temperature"] > 0
-    for k in ("ece", "aece", "ece_debiased", "smece", "smece_lo", "smece_hi", "aurc", "nll"):
+    for k in ("ece", "aece", "ece_debiased", "smece", "smece_lo", "smece_hi", "aurc", "augrc", "cov_at_5risk",
+              "risk_at_80cov", "nll"):
         assert isinstance(m[f"{k}_ts"], float)
     conf_ts = npz["confidence_ts"].astype(np.float64)
     assert m["aurc_ts"] == pytest.approx(aurc(conf_ts, correct), abs=1e-6)
+    # selective prediction by MSP, and by the logit-normalised score from the model's own logits
+    sel = selective_metrics(conf, correct)
+    for k in ("augrc", "cov_at_5risk", "risk_at_80cov"):
+        assert m[k] == pytest.approx(sel[k], abs=1e-6)
+    import torch
+
+    from robustbench_ols import store
+    from robustbench_ols.data import load_dataset
+    from robustbench_ols.models.inference import predict_logits
+    model = store.load_run_model(run, 10, torch.device("cpu"))
+    data = load_dataset("synthetic", None, download=False, seed=0)
+    z = torch.cat(list(predict_logits(model, data.test_x, batch_size=256)))
+    ln = selective_metrics(logit_norm_confidence(z), (z.argmax(1).numpy() == data.test_y).astype(float))
+    assert {k: m[f"{k}_ln"] for k in ln} == pytest.approx(ln, abs=1e-6)
     # the report draws relplot's smoothed diagram of these images under the binned one
     from robustbench_ols.report import write_report
     from robustbench_ols.report.figures import prediction_rows, reliability_figure

@@ -13,9 +13,7 @@
   calibration error over 15 equal-mass bins with each bin's squared gap debiased by the label variance,
   the estimator of their `uncertainty-calibration` package (`get_calibration_error(probs, labels, p=2,
   debias=True, mode="top-label")`), vectorised here and checked against it in the tests;
-- AURC (Geifman, Uziel & El-Yaniv, "Bias-Reduced Uncertainty Estimation for Deep Neural Classifiers",
-  ICLR 2019): the area under the risk-coverage curve of selective classification by top-label
-  confidence (lower is better), tie-aware.
+(AURC and the other selective-prediction figures: selective.py.)
 
 Every function takes the top-label confidence `conf` (N,) and correctness `correct` (N,) 0/1 as numpy
 arrays (`top_label` makes them from probabilities) and returns a Python float.
@@ -24,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import stats
+
+from robustbench_ols.scoring.calibration.selective import selective_metrics
 
 SMECE_RESAMPLES = 200  # relplot's own interval uses 100; 200 costs ~2 s on 10,000 images, 2 CPU cores
 
@@ -108,25 +108,10 @@ def debiased_ece(conf, correct, *, n_bins: int = 15) -> float:
 
 def modern_metrics(probs, labels, *, n_bins: int = 15, seed: int = 0) -> dict[str, float]:
     """`smece` with its bootstrap interval `smece_lo`/`smece_hi` and the bootstrap's bias estimate
-    `smece_boot_bias` (`smooth_ece_bootstrap`), `ece_debiased` and `aurc` of (N, K) probabilities (numpy
-    or torch) and (N,) labels, as Python floats."""
+    `smece_boot_bias` (`smooth_ece_bootstrap`), `ece_debiased`, and the selective-prediction figures by the
+    maximum softmax probability (`selective_metrics`: `aurc`, `augrc`, `cov_at_5risk`, `risk_at_80cov`) of
+    (N, K) probabilities (numpy or torch) and (N,) labels, as Python floats."""
     conf, correct = top_label(np.asarray(probs), np.asarray(labels))
     est, lo, hi, bias = smooth_ece_bootstrap(conf, correct, seed=seed)
     return {"smece": est, "smece_lo": lo, "smece_hi": hi, "smece_boot_bias": bias,
-            "ece_debiased": debiased_ece(conf, correct, n_bins=n_bins), "aurc": aurc(conf, correct)}
-
-
-def aurc(conf, correct) -> float:
-    """Area under the risk-coverage curve: accept the images in order of decreasing confidence; the risk
-    at coverage c is the error rate among the accepted ones; AURC = the mean of the risk over the
-    coverages 1/N, 2/N, ..., 1. Images of equal confidence are accepted together (a threshold cannot
-    split them): each of them counts the risk of the whole tied group, so the input order never matters.
-    0 for a model that is never wrong, the error rate for one with constant confidence. In [0, 1]."""
-    f, y = np.asarray(conf, dtype=np.float64), np.asarray(correct, dtype=np.float64)
-    order = np.argsort(-f, kind="stable")
-    f, wrong = f[order], 1.0 - y[order]
-    # the last position of each tied group: the accepted set at its threshold
-    last = np.append(np.flatnonzero(np.diff(f) != 0), len(f) - 1)
-    risk_at_group = np.cumsum(wrong)[last] / (last + 1)
-    size = np.diff(np.append(-1, last))
-    return float(np.sum(risk_at_group * size) / len(f))
+            "ece_debiased": debiased_ece(conf, correct, n_bins=n_bins), **selective_metrics(conf, correct)}
