@@ -2,6 +2,7 @@
 git commit and the library versions. Every record the store writes carries these."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -27,17 +28,23 @@ def device_name(device) -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.lru_cache(maxsize=1)
 def git_info() -> dict:
-    """The commit of the package's source tree and whether it had uncommitted changes."""
-    here = Path(__file__).resolve().parent
+    """The commit of the package's source tree and whether the package had uncommitted changes, as when this process
+    first asked (the package's import asks): a long-lived worker's records name the code it loaded, not a commit
+    made while it ran."""
+    package = Path(__file__).resolve().parent.parent  # robustbench_ols/: the whole package, not this folder
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+        commit = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
+        dirty = bool(subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--", "."],
                                     capture_output=True, text=True, timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty if commit else None}
+
+
+git_info()  # at import, with the code this process runs
 
 
 def versions(full: bool = False) -> dict:
