@@ -31,6 +31,9 @@ from robustbench_ols.common.markdown import markdown_table
 from robustbench_ols.report.cost import duration
 from robustbench_ols.report.tables import method_key
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, also when imported by the tests
+from added_sections import ADDED_BEGIN, ADDED_END, ADDED_SUMMARY_BEGIN, ADDED_SUMMARY_END, added_section, added_summary  # noqa: E402,I001
+
 ROOT = Path(__file__).resolve().parents[2]
 SEARCH = Path("docs/results/tier-search")  # the records of the runs that chose the cpu-regime tier
 EPOCH_COST = Path("docs/results/epoch_cost.json")  # benchmarks/epoch_cost.py --json
@@ -793,9 +796,10 @@ def summary_section() -> str:
 
 # The files with generated sections, and their sections (begin marker, end marker, what writes it) in order.
 PAGES = {
-    README: [(SUMMARY_BEGIN, SUMMARY_END, summary_section)],
+    README: [(SUMMARY_BEGIN, SUMMARY_END, summary_section), (ADDED_SUMMARY_BEGIN, ADDED_SUMMARY_END, added_summary)],
     TIER_PAGE: [(TIER_BEGIN, TIER_END, tier_section), (CONFIRM_BEGIN, CONFIRM_END, confirm_section),
-                (AA_BEGIN, AA_END, autoattack_section), (SEL_BEGIN, SEL_END, selection_section)],
+                (AA_BEGIN, AA_END, autoattack_section), (SEL_BEGIN, SEL_END, selection_section),
+                (ADDED_BEGIN, ADDED_END, added_section)],
     QUICK_PAGE: [(BEGIN, END, section)],
 }
 

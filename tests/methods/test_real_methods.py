@@ -1,5 +1,6 @@
 """A small real check on CIFAR-10 (40% symmetric noise, a few thousand images, a few epochs, CPU):
-the samples co-teaching drops and Arazo down-weights are noisy far more often than chance, and
+the samples co-teaching drops and Arazo down-weights are noisy far more often than chance, ELR's targets name
+the clean class of the wrong-label samples far more often than their given label, and
 PENCIL's learned labels agree with the clean labels more often than the noisy labels do.
 
 Each test prints its figures (run pytest with -s to see them). The scale is deliberately tiny, so the
@@ -91,3 +92,17 @@ def test_pencil_moves_labels_toward_the_network_on_real_data(tmp_path):
           f"labels learned {np.mean(learned == clean):.3f} vs noisy {np.mean(noisy == clean):.3f}")
     assert np.mean(learned != noisy) > 0.05
     assert np.mean(learned == pred) > np.mean(noisy == pred) + 0.2
+
+
+def test_elr_targets_point_at_the_clean_label_on_noisy_samples(tmp_path):
+    """ELR's targets are the running average of the network's early predictions: on the wrong-label samples they
+    name the clean class far more often than the wrong label they were given (measured 0.29 against 0.09; chance
+    among the nine other classes 0.11). Whether ELR then fits fewer wrong labels is a memorisation claim, and at
+    this scale (augmentation, 6 epochs) hard labels fit about 9% of them, chance: it is not asserted here (the
+    cpu-regime tier's audit decides it)."""
+    r, state, is_noisy, clean, noisy = train(tmp_path, "elr")
+    t = state["target"].numpy().argmax(1)
+    on_clean, on_given = np.mean(t[is_noisy] == clean[is_noisy]), np.mean(t[is_noisy] == noisy[is_noisy])
+    print(f"\nelr: targets on the wrong-label samples: clean class {on_clean:.3f}, given label {on_given:.3f}; "
+          f"test_err {r.metrics['test_err_last']:.3f}")
+    assert on_clean > 2 * on_given and on_clean > 1 / 9
