@@ -41,11 +41,20 @@ class SlurmOptions:
     array_parallelism: int = 256
     extra: dict = field(default_factory=dict)
     requeues: int = 3  # submitit's max_num_timeout: how often a timed-out or preempted task is requeued
+    # --slurm-workers-per-device K: K cells per task and device, run at once by as many worker processes (the local
+    # backend inside the task), the task's CPUs split among them
+    per_device: int = 1
+
+    @property
+    def cells_per_task(self) -> int:
+        return self.per_device * max(1, self.gpus_per_task)
 
     @classmethod
     def parse(cls, *, partition=None, time=None, gpus_per_task=None, cpus_per_task=None, array_parallelism=None,
-              extra=()) -> SlurmOptions:
-        kw = {"partition": partition or None, "extra": _extra(extra)}
+              extra=(), per_device=1) -> SlurmOptions:
+        if per_device < 1:
+            raise SpecError(f"--slurm-workers-per-device must be >= 1, got {per_device}")
+        kw = {"partition": partition or None, "extra": _extra(extra), "per_device": per_device}
         if time is not None:
             kw["time_min"] = _minutes(time)
         for name, value, least in (("gpus_per_task", gpus_per_task, 0), ("cpus_per_task", cpus_per_task, 1),
@@ -54,8 +63,9 @@ class SlurmOptions:
                 if value < least:
                     raise SpecError(f"--slurm-{name.replace('_', '-')} must be >= {least}, got {value}")
                 kw[name] = value
-        if cpus_per_task is None and kw.get("gpus_per_task"):
-            kw["cpus_per_task"] = GPU_TASK_CPUS
+        if cpus_per_task is None:  # each packed cell's share as a single cell's
+            gpus = kw.get("gpus_per_task", 0)
+            kw["cpus_per_task"] = (GPU_TASK_CPUS if gpus else 1) * per_device * max(1, gpus)
         return cls(**kw)
 
     def parameters(self) -> dict:
@@ -71,7 +81,8 @@ class SlurmOptions:
 
 @register("slurm")
 class Slurm(Backend):
-    """A Slurm job array through submitit (`pip install 'robustbench_ols[slurm]'`): one task per cell."""
+    """A Slurm job array through submitit (`pip install 'robustbench_ols[slurm]'`): one task per cell, or per
+    `--slurm-workers-per-device` cells on each of the task's devices."""
     help = "a Slurm job array (submitit)"
 
     def __init__(self, options: SlurmOptions):
@@ -85,7 +96,11 @@ class Slurm(Backend):
                                               "a task that runs out is requeued and resumes)")
         a("--slurm-gpus-per-task", type=int, default=None, help="GPUs per cell (default 0: on the CPU)")
         a("--slurm-cpus-per-task", type=int, default=None,
-          help=f"CPUs per cell, also its torch threads (default 1; {GPU_TASK_CPUS} with --slurm-gpus-per-task)")
+          help=f"CPUs per task, split among its cells as their torch threads (default 1 per cell; {GPU_TASK_CPUS} per "
+               "cell with --slurm-gpus-per-task)")
+        a("--slurm-workers-per-device", type=int, default=1,
+          help="cells packed on each of a task's devices (each GPU, or the CPUs of a CPU task), run at once by as many "
+               "worker processes, as --workers-per-device does on this machine (default 1: a task per cell)")
         a("--slurm-array-parallelism", type=int, default=None, help="cells running at once (default 256)")
         a("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
           help="any other sbatch option, without its dashes (repeat), e.g. account=myproj, qos=high")
@@ -94,7 +109,8 @@ class Slurm(Backend):
     def from_args(cls, args) -> "Slurm":
         return cls(SlurmOptions.parse(partition=args.slurm_partition, time=args.slurm_time,
                                       gpus_per_task=args.slurm_gpus_per_task, cpus_per_task=args.slurm_cpus_per_task,
-                                      array_parallelism=args.slurm_array_parallelism, extra=args.slurm_extra))
+                                      array_parallelism=args.slurm_array_parallelism, extra=args.slurm_extra,
+                                      per_device=args.slurm_workers_per_device))
 
     def run(self, cells, out, ev, ex, *, retry_failed, progress):
         return run_slurm(cells, out, ev, ex, self.options, retry_failed=retry_failed, progress=progress)
@@ -102,8 +118,11 @@ class Slurm(Backend):
     def preview(self, cells, out, ev, *, retry_failed) -> str:
         from robustbench_ols.executors.cells import to_take
         n = len(to_take(cells, out, ev, retry_failed)[0])
-        return (f"sbatch file for the {n} cell{'s' * (n != 1)} to submit (one array task each):\n"
-                + sbatch_preview(out, self.options, n))
+        k = self.options.cells_per_task
+        tasks = -(-n // k)
+        each = "one array task each" if k == 1 else f"{k} cells per array task, run at once: {tasks} tasks"
+        return f"sbatch file for the {n} cell{'s' * (n != 1)} to submit ({each}):\n" + sbatch_preview(out, self.options,
+                                                                                                      tasks)
 
 
 def _minutes(text) -> int:
@@ -166,6 +185,19 @@ class CellTask:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
+class PackedTask(CellTask):
+    """One Slurm task running several cells at once: the local backend inside the task, a worker process per cell
+    (each claims a cell; on GPUs the workers are dealt over the task's GPUs, each pinned to one), the task's CPUs
+    split among them. Requeued like CellTask; the requeued task resumes whatever its cells left."""
+
+    def __call__(self, specs: list, ev: dict, ex: dict, out: str, threads: int) -> str:
+        from robustbench_ols.executors.local import run_local
+        cells = [RunSpec.from_dict(s) for s in specs]
+        s = run_local(cells, Path(out), EvalSpec.from_dict(ev), ExecOptions(**ex), workers=len(cells),
+                      threads=max(1, threads // len(cells)), progress=False)
+        return f"{s.done} of {len(cells)} cells done, {len(s.failed)} failed"
+
+
 def _executor(out: Path, opts: SlurmOptions):
     try:
         import submitit  # an optional extra: pip install 'robustbench_ols[slurm]'
@@ -223,15 +255,21 @@ def run_slurm(cells, out: Path, ev: EvalSpec, ex: ExecOptions, opts: SlurmOption
                 failure_path(out, spec.run_id).unlink(missing_ok=True)
         device = "cuda" if opts.gpus_per_task else "cpu" if ex.device == "auto" else ex.device
         ex_dict = asdict(replace(ex, device=device, progress=False))
-        n = len(take)
-        jobs = executor.map_array(CellTask(), [s.to_dict() for s in take], [ev.to_dict()] * n, [ex_dict] * n,
-                                  [str(out.resolve())] * n, [opts.cpus_per_task] * n)
+        k = opts.cells_per_task
+        groups = [take[i:i + k] for i in range(0, len(take), k)]
+        n = len(groups)
+        task, first = (CellTask(), [g[0].to_dict() for g in groups]) if k == 1 else \
+            (PackedTask(), [[s.to_dict() for s in g] for g in groups])
+        jobs = executor.map_array(task, first, [ev.to_dict()] * n, [ex_dict] * n, [str(out.resolve())] * n,
+                                  [opts.cpus_per_task] * n)
+        jobs = [job for g, job in zip(groups, jobs) for _ in g]  # each cell's task
         _log_jobs(out, take, jobs)
-        print(f"slurm: {n} cell{'s' * (n > 1)} submitted as job {jobs[0].job_id.split('_')[0]} "
+        packed = "" if k == 1 else f", {k} per task"
+        print(f"slurm: {len(take)} cell{'s' * (len(take) > 1)} submitted as job {jobs[0].job_id.split('_')[0]}{packed} "
               f"(logs in {out / '.slurm'}); Ctrl-C stops waiting, not the jobs (scancel them)", flush=True)
     bar = grid_bar(len(cells), progress)
     last: dict[str, str] = {}
-    ids = [j.job_id for j in jobs]
+    ids = sorted({j.job_id for j in jobs})
     while ids:
         seen = _queued(sorted({i.split("_")[0] for i in ids}))
         if seen is not None:

@@ -116,3 +116,15 @@ def test_elr_gradient_pulls_towards_the_target():
 def test_bad_options_name_the_method(name, opts, match):
     with pytest.raises(SpecError, match=match):
         build_method(name, opts)
+
+
+@pytest.mark.parametrize("method, fragment", [("gls:rate=1", "gls: rate must be a finite number < 1"),
+                                              ("elr:beta=1.5", "elr: beta"), ("elr:lam=-2", "elr: lam")])
+def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, method, fragment):
+    from robustbench_ols.cli import main
+    out = tmp_path / "out"
+    assert main(["run", "--dataset", "synthetic", "--method", method, "--epochs", "1", "--device", "cpu",
+                 "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())

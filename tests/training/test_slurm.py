@@ -51,6 +51,26 @@ def test_smoke_grid_through_slurm_equals_the_local_backend(cluster, reference, t
     assert again.returncode == 0 and "submitted" not in stdout and len(jobs) == 6
 
 
+def test_packed_tasks_run_several_cells_at_once_and_equal_the_local_backend(cluster, reference, tmp_path):
+    """--slurm-workers-per-device 2: the 6 smoke cells as 3 array tasks of 2 cells, each cell in a worker process of
+    its own inside the task (the local backend), one thread each of the task's 2 CPUs; the same records."""
+    out = tmp_path / "packed"
+    p = rbols([*SMOKE, "--backend", "slurm", "--slurm-workers-per-device", "2", "--out", str(out)], env=cluster)
+    stdout, stderr = p.communicate(timeout=600)
+    assert p.returncode == 0, stderr[-3000:]
+    assert "6 cells submitted as job" in stdout and "2 per task" in stdout and "6 of 6 cells done" in stdout
+    assert results(out) == results(reference)
+    jobs = [json.loads(line) for line in (out / ".slurm" / "jobs.jsonl").read_text().splitlines()]
+    by_task = {}
+    for j in jobs:
+        by_task.setdefault(j["job_id"], []).append(j["run_id"])
+    assert sorted(map(len, by_task.values())) == [2, 2, 2]
+    for run_ids in by_task.values():  # two worker processes of one task, each with one thread
+        execs = [json.loads((out / r / "executions.json").read_text())[0] for r in run_ids]
+        assert execs[0]["pid"] != execs[1]["pid"] and execs[0]["host"] == execs[1]["host"]
+        assert [e["torch_threads"] for e in execs] == [1, 1]
+
+
 def _rows(run_dir):
     path = run_dir / "epochs.csv"
     if not path.exists():
@@ -131,7 +151,8 @@ def test_dry_run_prints_the_sbatch_file_and_bad_options_exit_2(tmp_path, capsys)
                  f"#SBATCH --output={out}/.slurm/%A_%a/%A_%a_0_log.out", "#SBATCH --signal=USR2@90"):
         assert line in text, line
     for bad, words in ((["--slurm-time", "soon"], "[D-]HH:MM[:SS]"), (["--slurm-extra", "account"], "KEY=VALUE"),
-                       (["--slurm-extra", "time=5"], "set by rbols"), (["--slurm-cpus-per-task", "0"], ">= 1")):
+                       (["--slurm-extra", "time=5"], "set by rbols"), (["--slurm-cpus-per-task", "0"], ">= 1"),
+                       (["--slurm-workers-per-device", "0"], "--slurm-workers-per-device must be >= 1")):
         assert main([*SMOKE, "--backend", "slurm", "--out", str(out), *bad]) == 2
         assert words in capsys.readouterr().err, bad
         assert not out.exists()
