@@ -102,6 +102,16 @@ def twin_table(t: pd.DataFrame) -> str:
                    "(synthetic − real))", "wrong-label fit %", "ECE (points)"], rows)
 
 
+def plan_lines(folder: str) -> str:
+    """The plan's seeds and cost lines (`rbols audit --plan`: what confirming the pilot's claims would take)."""
+    path = ROOT / TIER / folder / "plan.md"
+    if not path.exists():
+        return ""
+    lines = [ln.strip() for ln in path.read_text().splitlines()
+             if ln.startswith(("Confirmation seeds per noise rate", "Cost:"))]
+    return " ".join(ln.replace(" Next: the same command with --confirm.", "") for ln in lines)
+
+
 def added_section() -> str:
     d, t = _csv("added-methods.csv"), _csv("cifar10n-twin.csv")
     if d is None:
@@ -117,6 +127,12 @@ def added_section() -> str:
         "noise rates (the claim's scope), two seeds per rate: the verdict and the mean difference method − "
         "baseline over n (rate, seed) pairs; lower is better for every row; Holm within each audit's families:",
         "", verdict_table()]
+    plans = [(f"[{name}'s plan](cpu-regime/{folder}/plan.md)", plan_lines(folder))
+             for folder, name in (("gls-plan", "NLS"), ("elr-plan", "ELR"))]
+    plans = [f"{link}: {text}" for link, text in plans if text]
+    if plans:
+        body += ["", "What confirming them would take, planned from these two seeds as issue 26 planned OLS's "
+                 "(not trained yet): " + "; ".join(plans)]
     if t is not None and len(t):
         body += ["", "**CIFAR-10N worst: real human labels against their synthetic twin** "
                  "([cifar10n-twin.csv](cpu-regime/cifar10n-twin.csv)). The twin draws every label independently "

@@ -54,6 +54,10 @@ $AUDIT --seeds 0,1 --to "$DOCS/claims"
 rbols audit --method gls --against hard,ls,gls:rate=0.2 --preset cpu-regime --out "$OUT" --no-run --seeds 0,1 \
   --to "$DOCS/gls-claims"
 rbols audit --method elr --against hard,ls --preset cpu-regime --out "$OUT" --no-run --seeds 0,1 --to "$DOCS/elr-claims"
+# what confirming them would take: the confirmation seeds each claim needs (the plan, not run)
+rbols audit --method gls --against hard,ls,gls:rate=0.2 --preset cpu-regime --out "$OUT" --no-run --plan \
+  --to "$DOCS/gls-plan" >/dev/null
+rbols audit --method elr --against hard,ls --preset cpu-regime --out "$OUT" --no-run --plan --to "$DOCS/elr-plan" >/dev/null
 python docs/results/added_tables.py "$OUT" "$DOCS"
 rbols report "$OUT" --to "$DOCS" --paper --format png --eval-id "$EVAL_ID" --html --audit "$DOCS/confirm" \
   --audit "$DOCS/claims" --audit "$DOCS/gls-claims" --audit "$DOCS/elr-claims"
