@@ -35,7 +35,7 @@ published=$(tar -tJf "$DOCS/runs.tar.xz" | cut -d/ -f1 | sort -u)
 added=$(cd "$copy" && for d in */; do
   python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["spec"]["seed"] >= 2)' "$d/spec.json" &&
     ! grep -qx "${d%/}" <<<"$published" && echo "$d"
-done)
+done; true)
 if [ -n "$added" ]; then
   (cd "$copy" && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 --exclude='*/model_oracle.pt' \
     -cf - $added) | xz -9 > "$DOCS/runs-added.tar.xz.tmp"

@@ -72,15 +72,19 @@ def cmd_audit(args) -> int:
     out = Path(args.out)
     to = Path(args.to) if args.to else out / "audit"
     about = f"Grid: {grid.name} ({grid.about or 'custom'}); noise {grid.noise}."
+    # only the grid's own settings: a folder may hold other cells of the same methods (another noise, model, ...)
+    cells_of = grid.cells()
+    where = {"dataset": {c.dataset for c in cells_of}, "model": {c.model for c in cells_of},
+             "noise": {c.noise for c in cells_of}}
     if design is not None and not args.plan:  # the seeds the pilot asks for, at each noise rate
-        design = design.planned(ResultSet(out), labels, ev, settings)
+        design = design.planned(ResultSet(out, where), labels, ev, settings)
         cells = design.confirmation_cells(grid)
     if args.dry_run:
         return _dry_run(grid, cells, ev, out, backend, args.retry_failed)
     ok = True
     if not args.no_run and cells:
         ok = _run_grid(args, backend, grid, cells, ev, ex, out).ok
-    results = ResultSet(out)  # read after training: the checks below and the audit share its reads
+    results = ResultSet(out, where)  # read after training: the checks below and the audit share its reads
     _check_found(results, ev, labels, reference, out, args.no_run)
     if design is None:
         path = write_audit(results, to, labels[0], labels[1:], eval_id=ev.eval_id, settings=settings,

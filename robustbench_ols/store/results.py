@@ -83,8 +83,10 @@ class ResultSet:
     claims take their rows, learning curves and checks from it. Each file of its run folders is read once
     (store/reading.py), and each table of rows is built once, however many tables and figures ask."""
 
-    def __init__(self, root):
-        self.given, self.root = root, Path(root)
+    def __init__(self, root, where: dict | None = None):
+        """`where`: {column: allowed values}, e.g. an audit's grid's datasets, models and noise settings, so that
+        runs of other settings in the same folder (CIFAR-10N cells beside symmetric ones) never enter its rows."""
+        self.given, self.root, self.where = root, Path(root), dict(where or {})
         self.files: dict = {}  # path -> text, filled by store.reading_once
         self._rows: dict = {}  # (eval_id, select) -> (rows, unreadable)
 
@@ -120,6 +122,9 @@ class ResultSet:
         epoch and wrong-label error each selection chooses (`test_err_noisy_val`, `epoch_oracle`, ...), read
         from epochs.csv."""
         df = pd.DataFrame(self._read(eval_id, select)[0])
+        for column, allowed in self.where.items():
+            if not df.empty:
+                df = df[df[column].isin(list(allowed))]
         if df.empty:
             return pd.DataFrame(columns=[*ID_COLUMNS, "run_dir"])
         return df.sort_values(["dataset", "model", "method_label", "noise", "seed"],

@@ -90,3 +90,23 @@ def test_bad_staged_inputs_are_exit_2_and_write_nothing(tmp_path, capsys, extra,
     assert main(["audit", *GRID, *extra, "--out", str(tmp_path / "runs"), "--to", str(tmp_path / "to")]) == 2
     assert words in capsys.readouterr().err
     assert not (tmp_path / "to").exists() and not (tmp_path / "runs").exists()
+
+
+def test_cells_of_another_setting_in_the_folder_change_no_audit(staged, tmp_path):
+    """A folder may hold other cells of the compared methods (the CIFAR-10N cells beside the cpu-regime grid): the
+    plan and the exploratory audit read the grid's own settings only, so they come out the same with them there."""
+    import shutil
+    runs = tmp_path / "runs"
+    shutil.copytree(staged / "runs", runs)
+    before, after = tmp_path / "before", tmp_path / "after"
+    assert main(["audit", *GRID, "--seeds", "0,1", "--no-run", "--out", str(runs), "--to", str(before / "a")]) == 0
+    assert main(["audit", *GRID, "--seeds", "0,1", "--plan", "--no-run", "--out", str(runs),
+                 "--to", str(before / "p")]) == 0
+    assert main(["matrix", "--preset", "smoke", "--methods", "ols,hard", "--noise", "pairflip:0.4", "--seeds", "0,1",
+                 *GRID[8:], "--out", str(runs)]) == 0
+    assert main(["audit", *GRID, "--seeds", "0,1", "--no-run", "--out", str(runs), "--to", str(after / "a")]) == 0
+    assert main(["audit", *GRID, "--seeds", "0,1", "--plan", "--no-run", "--out", str(runs),
+                 "--to", str(after / "p")]) == 0
+    assert len(list(runs.glob("*/DONE"))) > len(list((staged / "runs").glob("*/DONE")))
+    for name in ("a/audit.csv", "a/audit_pooled.csv", "p/plan.csv"):
+        assert (before / name).read_bytes() == (after / name).read_bytes(), name
