@@ -133,6 +133,14 @@ def _table(header, rows) -> str:
     return markdown_table(header, rows).rstrip("\n")  # the report's tables, without their closing newline
 
 
+def _noise_text(noise: list) -> str:
+    """'symmetric noise 0, 20, 40%' and the other settings by name (`human:worst`, ...)."""
+    rates = [n for n in noise if n.startswith("symmetric:")]
+    other = [f"`{n}`" for n in noise if n not in rates]
+    text = f"symmetric noise {', '.join(f'{float(n.split(chr(58))[1]) * 100:g}' for n in rates)}%" if rates else ""
+    return ", ".join(filter(None, [text, *other]))
+
+
 def scale_text(prov: dict) -> str:
     (s,) = prov["scale"]  # one setting: the quick preset
     (ev,) = s["evaluations"]  # one scoring setting for every run
@@ -142,7 +150,7 @@ def scale_text(prov: dict) -> str:
                    f"other {x['train']:,}" for x in s.get("images", []) if x["meta"])
     return (f"**Scale** (every table below): {s['dataset'].upper().replace('CIFAR', 'CIFAR-')}, {s['model']}, "
             f"{s['train_subset']:,} training images (a class-balanced subset{held}), {s['epochs']} epochs, "
-            f"symmetric noise {', '.join(f'{float(n.split(chr(58))[1]) * 100:g}' for n in s['noise'])}%, seeds "
+            f"{_noise_text(s['noise'])}, seeds "
             f"{', '.join(map(str, s['seeds']))}; {s['runs']} runs. Scoring (evaluation `{ev['eval_id']}`, every "
             f"run): attacks {'; '.join(f'`{a}`' for a in e['attacks'])} on a class-balanced subset of "
             f"{e['attack_examples']} test images (seed {e['attack_seed']}), calibration in {e['n_bins']} bins, "
