@@ -53,6 +53,8 @@ $AUDIT --seeds 0,1 --to "$DOCS/claims"
 # the methods issue 28 added, audited on the pilot seeds like OLS (exploratory), and their per-run tables
 rbols audit --method gls --against hard,ls,gls:rate=0.2 --preset cpu-regime --out "$OUT" --no-run --seeds 0,1 \
   --to "$DOCS/gls-claims"
+rbols audit --method gls:rate=-0.2,warmup=20 --against hard,ls,gls:rate=0.2 --preset cpu-regime --out "$OUT" --no-run \
+  --seeds 0,1 --to "$DOCS/gls-warmup-claims"
 rbols audit --method elr --against hard,ls --preset cpu-regime --out "$OUT" --no-run --seeds 0,1 --to "$DOCS/elr-claims"
 # what confirming them would take: the confirmation seeds each claim needs (the plan, not run)
 rbols audit --method gls --against hard,ls,gls:rate=0.2 --preset cpu-regime --out "$OUT" --no-run --plan \
@@ -60,6 +62,7 @@ rbols audit --method gls --against hard,ls,gls:rate=0.2 --preset cpu-regime --ou
 rbols audit --method elr --against hard,ls --preset cpu-regime --out "$OUT" --no-run --plan --to "$DOCS/elr-plan" >/dev/null
 python docs/results/added_tables.py "$OUT" "$DOCS"
 rbols report "$OUT" --to "$DOCS" --paper --format png --eval-id "$EVAL_ID" --html --audit "$DOCS/confirm" \
-  --audit "$DOCS/claims" --audit "$DOCS/gls-claims" --audit "$DOCS/elr-claims"
+  --audit "$DOCS/claims" --audit "$DOCS/gls-claims" \
+  --audit "$DOCS/gls-warmup-claims" --audit "$DOCS/elr-claims"
 python docs/results/build_readme.py
 echo "published $n confirmation runs and $(echo "$added" | wc -w) added pilot-seed runs from $OUT (the pilot: runs.tar.xz, as before)"
