@@ -112,8 +112,8 @@ def eval_spec_from_args(args):
 
 
 # The figures `rbols run` and `rbols eval` print, in this order, when present.
-SCORE_KEYS = ("clean_err", "clean_err_top5", "ece", "aece", "ece_debiased", "smece", "aurc", "augrc", "cov_at_5risk", "risk_at_80cov", "aurc_ln", "nll", "brier", "temperature",
-              "ece_ts", "smece_ts", "nll_ts",
+SCORE_KEYS = ("clean_err", "clean_err_top5", "ece", "aece", "ece_debiased", "smece", "aurc", "augrc", "cov_at_5risk",
+              "risk_at_80cov", "aurc_ln", "nll", "brier", "temperature", "ece_ts", "smece_ts", "nll_ts",
               "c10h_kl_correct", "c10h_ce", "c10h_agree")
 
 

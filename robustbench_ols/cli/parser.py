@@ -31,7 +31,8 @@ def _run_parser(sub) -> None:
     a("--dataset", default=RUN["dataset"], help="cifar10, cifar100 or synthetic (fast tests only)")
     a("--model", default=RUN["model"], help="a registered model (rbols models)")
     a("--method", default=RUN["method"], help="NAME[:key=value,...], e.g. ols:alpha=0.5,init=zeros")
-    a("--noise", default=RUN["noise"], help="none, symmetric:R, symmetric-all:R, pairflip:R, asymmetric:R, human:NAME, cifar10n-synthetic:NAME")
+    a("--noise", default=RUN["noise"],
+      help="none, symmetric:R, symmetric-all:R, pairflip:R, asymmetric:R, human:NAME, cifar10n-synthetic:NAME")
     a("--noise-seed", type=int, default=None, help="seed of the noisy labels (default: --seed)")
     a("--seed", type=int, default=RUN["seed"], help="seed of the initialisation and the batch order")
     _training_options(p, RUN_DEFAULTS)

@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import random
+import time
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -75,8 +76,6 @@ def corrupted(images_hwc: np.ndarray, folder: Path, name: str, seed: int, on_bui
     path = folder / f"{name}.npy"
     if path.is_file():
         return np.load(path)
-    import time
-
     import imagecorruptions  # loaded only when a corrupted set is built
     start = time.perf_counter()
     out = np.empty((len(SEVERITIES), *images_hwc.shape), np.uint8)

@@ -60,7 +60,7 @@ def score_corruptions(model, test_x: torch.Tensor, test_y: torch.Tensor, ev, *, 
     names = "all 15 corruptions" if not ev.corruptions else ", ".join(ev.corruptions)
     note = (f"generated CIFAR-10-C-style corruptions, NOT the official CIFAR-10-C release: imagecorruptions-imaug "
             f"{package_version()} (ImageNet-C parameters), {names} at severities "
-            f"{', '.join(map(str, ev.severities))}, on a class-balanced test subset of {n} images (seed {SUBSET_SEED}), "
-            f"cached in <data root>/{folder.parent.name}/{folder.name}"
+            f"{', '.join(map(str, ev.severities))}, on a class-balanced test subset of {n} images "
+            f"(seed {SUBSET_SEED}), cached in <data root>/{folder.parent.name}/{folder.name}"
             + (f"; built now: {', '.join(built)} ({sum(built.values()):.0f} s)" if built else ""))
     return metrics, rows, note
