@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
-from robustbench_ols.common.markdown import markdown_table
+from text_format import signed as _signed  # a sibling: build_readme.py puts this folder on the path
+from text_format import table as _table
 
 ROOT = Path(__file__).resolve().parents[2]
 TIER = Path("docs/results/cpu-regime")
@@ -36,15 +36,6 @@ SHORT = {"better": "**lower**", "worse": "**higher**", "equivalent": "**equivale
 def _csv(name: str) -> pd.DataFrame | None:
     path = ROOT / TIER / name
     return pd.read_csv(path) if path.exists() else None
-
-
-def _signed(v: float, digits: int) -> str:
-    s = f"{v:.{digits}f}"
-    return f"{0:.{digits}f}" if float(s) == 0 else (s.replace("-", "−") if v < 0 else "+" + s)
-
-
-def _table(header, rows) -> str:
-    return markdown_table(header, rows).rstrip("\n")
 
 
 def _verdict(folder: str, base: str, metric: str, scope: str, scale: float, digits: int) -> str:

@@ -27,12 +27,12 @@ import pandas as pd
 from robustbench_ols.audit.comparison import ALPHA
 from robustbench_ols.audit.regime import FLOOR, MIN_WRONG_FIT, OUTSIDE
 from robustbench_ols.audit.verdicts import pooled_verdicts
-from robustbench_ols.common.markdown import markdown_table
 from robustbench_ols.report.cost import duration
 from robustbench_ols.report.tables import method_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, also when imported by the tests
 from added_sections import ADDED_BEGIN, ADDED_END, ADDED_SUMMARY_BEGIN, ADDED_SUMMARY_END, added_section, added_summary  # noqa: E402,I001
+from text_format import signed as _signed, table as _table  # noqa: E402,I001
 
 ROOT = Path(__file__).resolve().parents[2]
 SEARCH = Path("docs/results/tier-search")  # the records of the runs that chose the cpu-regime tier
@@ -127,10 +127,6 @@ def _ms(mean, std, n, scale=100.0, digits=1) -> str:
 
 def _methods(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(df["method_label"]))  # the report's order (the paper's rows)
-
-
-def _table(header, rows) -> str:
-    return markdown_table(header, rows).rstrip("\n")  # the report's tables, without their closing newline
 
 
 def _noise_text(noise: list) -> str:
@@ -228,14 +224,6 @@ def scores_text(rate: float, folder: Path) -> str:
                      _ms(c.c10h_agree_mean, c.c10h_agree_std, c.c10h_agree_n)])
     return _table(["method", "clean err (%)", "FGSM err (%)", "PGD-20 err (%)", "ECE (%)", "CIFAR-10H KL",
                    "agrees with humans (%)"], rows)
-
-
-def _signed(v: float, digits: int) -> str:
-    """+1.2, −0.4 (a true minus sign), 0.0 without a sign when it rounds to zero."""
-    s = f"{v:.{digits}f}"
-    if float(s) == 0:
-        return f"{0:.{digits}f}"
-    return s.replace("-", "−") if v < 0 else "+" + s
 
 
 def _pooled_row(rows: pd.DataFrame, base: str):

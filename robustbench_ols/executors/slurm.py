@@ -258,9 +258,9 @@ def run_slurm(cells, out: Path, ev: EvalSpec, ex: ExecOptions, opts: SlurmOption
         k = opts.cells_per_task
         groups = [take[i:i + k] for i in range(0, len(take), k)]
         n = len(groups)
-        task, first = (CellTask(), [g[0].to_dict() for g in groups]) if k == 1 else \
+        task, specs = (CellTask(), [g[0].to_dict() for g in groups]) if k == 1 else \
             (PackedTask(), [[s.to_dict() for s in g] for g in groups])
-        jobs = executor.map_array(task, first, [ev.to_dict()] * n, [ex_dict] * n, [str(out.resolve())] * n,
+        jobs = executor.map_array(task, specs, [ev.to_dict()] * n, [ex_dict] * n, [str(out.resolve())] * n,
                                   [opts.cpus_per_task] * n)
         jobs = [job for g, job in zip(groups, jobs) for _ in g]  # each cell's task
         _log_jobs(out, take, jobs)
