@@ -1,8 +1,8 @@
 """The device half of gpu_check.sh (issue 27): on one device, (1) the first batches and PGD's random starts equal the
 CPU's, (2) a --deterministic run killed after its first epoch and resumed ends with the same weights, bit for bit,
 as an uninterrupted one, and (3) training images/s, and the GPU's busy fraction, of 1, 2 and 4 workers packed on it
-for each model in float32 (IEEE), TF32 and bfloat16 autocast: bare steps of the suite's model on resident tensors,
-one process per worker, started together. Writes device_check.json and device_check.md; exit 1 when (1) or (2)
+for each model in float32 (IEEE), TF32 and bfloat16 autocast, and of 1 worker in bfloat16 with the model compiled
+(--compile): bare steps of the suite's model on resident tensors, one process per worker, started together. Writes device_check.json and device_check.md; exit 1 when (1) or (2)
 fails. The CPU path (tiny sizes) runs in the test suite; `Table VII` costs follow from the images/s printed.
 
     python benchmarks/device_check.py --device cuda --out gpu_check_runs
@@ -105,8 +105,13 @@ def table(rows: list) -> str:
     one = {(r["model"], r["precision"]): r["images_per_s"] for r in rows if r["workers"] == 1}
     for r in rows:
         busy = "n/a" if r["gpu_busy"] is None else f"{r['gpu_busy']:.0%}"
+        base = one.get((r["model"], r["precision"]))
         lines.append(f"| {r['model']} | {r['precision']} | {r['workers']} | {r['images_per_s']:,.0f} | "
-                     f"{r['images_per_s'] / one[(r['model'], r['precision'])]:.2f} | {busy} |")
+                     f"{'n/a' if base is None else format(r['images_per_s'] / base, '.2f')} | {busy} |")
+    compiled = [f"{m}: {c / one[(m, 'bf16')]:.2f}" for (m, p), c in one.items() if p == "bf16+compile"
+                and (m, "bf16") in one]
+    if compiled:
+        lines.append(f"\nOne worker, bf16+compile / bf16 (--compile's gain): {'; '.join(compiled)}")
     return "\n".join(lines) + "\n"
 
 
@@ -117,6 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="resnet20,resnet56b")
     p.add_argument("--workers", default="1,2,4")
     p.add_argument("--precisions", default=",".join(PRECISIONS))
+    p.add_argument("--compiled-workers", default="1", help="worker counts measured in bf16+compile ('' for none)")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--resume-model", default="resnet20")
@@ -132,7 +138,9 @@ def main(argv=None) -> int:
                                                             args.resume_epochs),
               "packing": [packed(m, args.device, prec, int(k), args.steps, args.batch)
                           for m in args.models.split(",") for prec in args.precisions.split(",")
-                          for k in args.workers.split(",")]}
+                          for k in args.workers.split(",")]
+                         + [packed(m, args.device, "bf16+compile", int(k), args.steps, args.batch)
+                            for m in args.models.split(",") for k in args.compiled_workers.split(",") if k]}
     (out / "device_check.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "device_check.md").write_text(f"device_check on {name} (torch {torch.__version__}): same batches and PGD "
                                          f"starts as the CPU: {result['same_batches_as_cpu']}; deterministic "

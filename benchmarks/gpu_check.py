@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_ols.models import create_model
+from robustbench_ols.models.compiling import MODE
 from robustbench_ols.models.precision import set_float32
 from robustbench_ols.store import EPOCH_COLUMNS, run_dirs
 
@@ -40,12 +41,16 @@ def problems(d: Path, epochs: int, device: str) -> list[str]:
 def bare_images_per_s(model_name: str, device: str, precision: str, steps: int, batch: int,
                       channels_last: bool = True, ready=None) -> float:
     """Forward/backward/step of the same model on random tensors already on the device. `precision`: fp32 (IEEE),
-    tf32 or bf16 (autocast); `ready()`, when given, is called between the warm-up and the timed steps."""
+    tf32 or bf16 (autocast), each optionally `+compile` (the model's forward through torch.compile, as --compile
+    does; the warm-up steps compile); `ready()`, when given, is called between the warm-up and the timed steps."""
     torch.manual_seed(0)
     dev = torch.device(device)
+    precision, _, compile_it = precision.partition("+")
     set_float32(precision == "tf32")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = create_model(model_name, 10).to(dev).to(memory_format=fmt)
+    if compile_it:
+        model.forward = torch.compile(model.forward, mode=MODE)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x = torch.rand(batch, 3, 32, 32, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=dev)

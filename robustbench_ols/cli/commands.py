@@ -24,6 +24,7 @@ from robustbench_ols.methods import (
     plugin_names,
 )
 from robustbench_ols.models import list_models
+from robustbench_ols.models.compiling import check_supported as check_compile
 from robustbench_ols.report import write_report
 from robustbench_ols.scoring.external import score_checkpoint
 from robustbench_ols.scoring.rescoring import evaluate_run
@@ -34,7 +35,8 @@ from robustbench_ols.store import ensure_writable
 from robustbench_ols.store.results import ResultSet
 from robustbench_ols.trackers import require_installed
 from robustbench_ols.trackers.export import export
-from robustbench_ols.train.run import execute, repair
+from robustbench_ols.train.final_metrics import repair
+from robustbench_ols.train.run import execute
 from robustbench_ols.train.selection import check_selection
 
 
@@ -75,6 +77,8 @@ def exec_from_args(args, progress: bool | None = None):
     """ExecOptions from the execution options (parser.py's `_exec_options`); `progress` overrides --progress."""
     kw = {k: getattr(args, k) for k in EXEC_DEFAULTS if hasattr(args, k)}  # rbols eval has no --progress
     require_installed(kw.get("log"))  # here, at the entry: a Ray or Slurm worker rebuilding ExecOptions needs none
+    if kw.get("compile"):
+        check_compile(kw["device"])  # and each run again, on its own machine
     return ExecOptions(**{**kw, "progress": getattr(args, "progress", True) if progress is None else progress})
 
 

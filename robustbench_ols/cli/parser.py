@@ -125,6 +125,9 @@ def _exec_options(p, names=None) -> None:
         "deterministic": dict(action=argparse.BooleanOptionalAction, default=d["deterministic"],
                               help="deterministic algorithms and cuDNN kernels: a resumed GPU run gives the same "
                                    "weights bit for bit (an op without a deterministic kernel is refused)"),
+        "compile": dict(action=argparse.BooleanOptionalAction, default=d["compile"],
+                        help="train through torch.compile (equal to eager within float rounding; scoring stays eager; "
+                             "recorded): benchmarks/compile_speed.py measures it"),
         "log": dict(default=d["log"], metavar="TRACKERS",
                     help="stream each epoch, the spec, the final scores and the learning curves to experiment "
                          "trackers: any of tensorboard, mlflow, wandb, comma-separated (pip install "

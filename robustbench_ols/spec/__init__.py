@@ -200,10 +200,12 @@ class ExecOptions:
     log_dir: str | None = None
     # Numerics (models/precision.py, recorded in every run and evaluation record): TF32 on a GPU (off: IEEE
     # float32), --amp's dtype (auto: bfloat16 where the device computes it, else float16 with a gradient
-    # scaler) and deterministic algorithms (bit-for-bit resume on a GPU).
+    # scaler) and deterministic algorithms (bit-for-bit resume on a GPU). --compile: the training steps through
+    # torch.compile (models/compiling.py; equal to eager within float rounding, recorded).
     tf32: bool = False
     amp_dtype: str = "auto"
     deterministic: bool = False
+    compile: bool = False
 
     def __post_init__(self):
         _check(self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")

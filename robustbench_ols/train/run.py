@@ -5,7 +5,7 @@ before anything is written, and a finished run is never retrained.
 """
 from __future__ import annotations
 
-import math
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 from robustbench_ols import store
-from robustbench_ols.common.errors import ContractError, Interrupted, RbolsError, RunFailed, SpecError
+from robustbench_ols.common.errors import ContractError, Interrupted, RunFailed, SpecError
 from robustbench_ols.common.provenance import device_name, git_info, versions
 from robustbench_ols.data import ImageData, TrainLoader, class_balanced_subset
 from robustbench_ols.data.files import resolve_data_root
 from robustbench_ols.data.noise import NoisyLabels, noisy_labels_for
 from robustbench_ols.methods import FitInfo
-from robustbench_ols.models import precision
+from robustbench_ols.models import compiling, precision
 from robustbench_ols.models.inference import resolve_device
 from robustbench_ols.scoring.evaluation import attack_subset, load_human, score_with
 from robustbench_ols.scoring.rescoring import evaluate_run
@@ -29,6 +29,7 @@ from robustbench_ols.spec import EvalSpec, ExecOptions, RunSpec
 from robustbench_ols.spec.resolve import ResolvedRun, resolve
 from robustbench_ols.store import evals as evals_store
 from robustbench_ols.trackers.session import Trackers, open_trackers
+from robustbench_ols.train.final_metrics import final_metrics
 from robustbench_ols.train.selection import keep_weights, model_at, selected_epoch, write_kept
 from robustbench_ols.train.training import NonFinite, fit, make_optimizer
 
@@ -48,6 +49,8 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     is added."""
     device = resolve_device(ex.device)
     r = resolve(spec)  # every name and option checked before anything is read or written
+    if ex.compile:
+        compiling.check_supported(device)
     out = Path(out)
     store.ensure_writable(out)
     if transfer_from is not None:
@@ -64,6 +67,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
         return _already_done(run_dir, ev, ex, status="done", transfer_from=transfer_from)
     x = _inputs(r, ex, ev, device)  # data -> noise -> held-out sets (may still reject the input)
     numerics = precision.apply(ex, device, spec.amp)  # before any GPU work: cuBLAS reads its workspace setting once
+    numerics["compile"] = compiling.record(ex.compile)
     amp = precision.AMP_DTYPES.get(numerics["autocast"], False)
     torch.manual_seed(spec.seed)  # model initialisation
     models = [r.make_model(x.data.num_classes).to(device) for _ in range(r.method.num_models)]
@@ -82,6 +86,7 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
     tr = open_trackers(ex.log, run_dir, record, ex.log_dir or out / "tracking", warn=_warn)
     with tr:  # each tracker closed as finished, interrupted (Ctrl-C) or failed
         # the first file: spec.json, the noisy labels and which images each split holds
+        created = not run_dir.exists()
         store.write_record(run_dir, record, x.noisy.summary(), x.arrays)
         state = (store.load_checkpoint(run_dir, models, optimizer, r.method, device, warn=_warn)
                  or {"epoch": -1, "history": [], "train_seconds": 0.0})
@@ -89,9 +94,9 @@ def execute(spec: RunSpec, ex: ExecOptions = ExecOptions(), out="results", ev: E
         tr.epochs(state["history"])  # a resumed run: the checkpoint's epochs (each tracker keeps one copy)
         stage = "training"
         try:
-            _fit(r, ex, run_dir, models, optimizer, loader, state, x, tr, amp)
+            _fit(r, ex, run_dir, models, optimizer, loader, state, x, tr, amp, created)
             stage = "scoring"
-            metrics = _final_metrics(state, x.noisy.rate, int(x.noisy.is_noisy.sum()), len(x.labels), x.num_meta,
+            metrics = final_metrics(state, x.noisy.rate, int(x.noisy.is_noisy.sum()), len(x.labels), x.num_meta,
                                      x.num_val)
             write_kept(run_dir, state, store.save_torch)  # the selections' weights, from the checkpoint's state
             # the model of the epoch the scoring setting selects (the final one unless --select)
@@ -188,9 +193,11 @@ def _inputs(r: ResolvedRun, ex: ExecOptions, ev: EvalSpec, device) -> Inputs:
 
 
 def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, loader, state: dict, x: Inputs,
-         tr: Trackers, amp) -> None:
-    """training.fit with a checkpoint, epochs.csv and the trackers' epoch after every epoch; a failure is
-    recorded in status.json (an op --deterministic refuses: exit 2, naming it)."""
+         tr: Trackers, amp, created: bool) -> None:
+    """training.fit (compiled with --compile) with a checkpoint, epochs.csv and the trackers' epoch after every
+    epoch. A failure is recorded in status.json; an op --deterministic refuses, or a step --compile cannot
+    compile, exits 2 naming it, and before the first epoch is kept it removes the directory this command created
+    (nothing written: the same command without the flag starts afresh)."""
     def checkpoint(state):
         # the weights of the epoch each selection chooses so far, saved with the checkpoint (selection.py)
         keep_weights(state, models[0], noisy_val=r.spec.has_noisy_val)
@@ -198,19 +205,25 @@ def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, load
         store.write_epochs_csv(run_dir, state["history"])
         tr.epoch(state["history"][-1], state["history"][-1]["epoch"])
     try:
-        fit(r.spec, models, r.method, optimizer, loader, state, is_noisy=x.is_noisy, clean=x.clean, test=x.test,
-            epoch_test=x.epoch_test, val=x.val, eval_batch_size=ex.eval_batch_size, channels_last=ex.channels_last,
-            progress=ex.progress, progress_position=ex.progress_position, on_epoch_end=checkpoint, amp=amp)
+        with compiling.compiled(models, ex.compile):
+            fit(r.spec, models, r.method, optimizer, loader, state, is_noisy=x.is_noisy, clean=x.clean, test=x.test,
+                epoch_test=x.epoch_test, val=x.val, eval_batch_size=ex.eval_batch_size,
+                channels_last=ex.channels_last, progress=ex.progress, progress_position=ex.progress_position,
+                on_epoch_end=checkpoint, amp=amp)
     except NonFinite as e:
         store.set_status(run_dir, "failed", epoch=e.epoch, reason=e.reason)
         raise RunFailed(f"run {run_dir} failed: {e.reason}; the checkpoint of the last good epoch "
                         "is kept. Lower --lr or check the method's options.") from None
     except (ContractError, RuntimeError) as e:
-        error = e if isinstance(e, ContractError) else precision.deterministic_error(e)
-        if error is None:
+        refused = None if isinstance(e, ContractError) else (
+            precision.deterministic_error(e) or (compiling.compile_error(e) if ex.compile else None))
+        if refused is None and not isinstance(e, ContractError):
             raise
-        store.set_status(run_dir, "failed", epoch=state["epoch"] + 2, reason=str(error))
-        raise error from None
+        if refused is not None and created and state["epoch"] < 0:
+            shutil.rmtree(run_dir)
+        else:
+            store.set_status(run_dir, "failed", epoch=state["epoch"] + 2, reason=str(refused or e))
+        raise (refused or e) from None
 
 
 def epoch_test_subset(test_y: np.ndarray, n: int) -> np.ndarray:
@@ -245,57 +258,6 @@ def _hold_out(clean: np.ndarray, positions: np.ndarray, size: int, seed: int, wh
                         "lower it or raise --train-subset")
     held = positions[class_balanced_subset(clean[positions], size, seed)]  # its own stream, fixed per subset
     return np.setdiff1d(positions, held), held
-
-
-def _final_metrics(state, noise_rate: float, num_noisy: int, num_train: int, num_meta: int, num_val: int) -> dict:
-    hist = state["history"]
-    last = hist[-1]
-    # With a validation split the best epoch is chosen on it (the earliest of equals), never on the
-    # test set; without one, the OLS code's reporting: the lowest test error. spec.json says which.
-    # With --test-every K only the tested epochs compete (the last one always is).
-    best = min((r for r in hist if r["test_err"] is not None),
-               key=lambda r: r["val_err"] if num_val else r["test_err"])
-    m = {"test_err_last": last["test_err"], "test_err_best": best["test_err"],
-         "best_epoch": best["epoch"], "test_loss_last": last["test_loss"],
-         "train_err_last": last["train_err"], "train_loss_last": last["train_loss"],
-         "noisy_err_last": last["noisy_err"], "noisy_true_acc_last": last["noisy_true_acc"],
-         "clean_subset_err_last": last["clean_subset_err"], "noise_rate_realised": noise_rate,
-         "num_train": num_train, "num_meta": num_meta, "num_val": num_val,
-         "val_err_best": best["val_err"], "num_noisy": num_noisy,
-         "epochs": len(hist), "train_seconds": state["train_seconds"]}
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
-
-
-def repair(run_dir) -> str:
-    """Rebuild a finished run's unreadable metrics.json from its other records: the figures of training from
-    epochs.csv (their values, written by repr, read back exactly) and noise.json/noise.npz, the scores from
-    its first evaluation record (the one written right after training). The unreadable file is set aside.
-    Returns what was done."""
-    run_dir = Path(run_dir)
-    try:
-        store.read_metrics(run_dir)
-        return f"{run_dir}/metrics.json is readable: nothing to repair"
-    except RbolsError:
-        pass
-    if not store.has(run_dir, "model"):
-        raise SpecError(f"{run_dir} has no model.pt: it never finished training, so there are no final figures "
-                        "to rebuild; run its `rbols run` command again to resume")
-    store.read_spec(run_dir)  # a run directory at all
-    history = store.read_epochs(run_dir)
-    noise = store.read_noise_summary(run_dir)
-    z = store.read_noise_arrays(run_dir)
-    held = {k: len(z[k]) if k in z else 0 for k in ("meta_indices", "val_indices")}
-    state = {"history": history, "train_seconds": sum((r["seconds"] for r in history), 0.0)}
-    metrics = _final_metrics(state, noise["noise_rate_realised"], noise["num_noisy"],
-                             len(z["train_indices"]) - held["meta_indices"] - held["val_indices"],
-                             held["meta_indices"], held["val_indices"])
-    first = evals_store.first_eval_record(run_dir)
-    if first is None:
-        raise SpecError(f"{run_dir} has no evaluation record (evals/*.json) to take the scores from; move the "
-                        "directory away and run its spec again")
-    path = store.replace_metrics(run_dir, {**metrics, **first["metrics"], "eval_id": first["eval_id"]})
-    return (f"{path} rebuilt from epochs.csv ({len(history)} epochs), noise.json and evals/{first['eval_id']}.json; "
-            "the unreadable file was set aside")
 
 
 def _spec_record(r: ResolvedRun, ex, device, source, num_meta: int, numerics: dict) -> dict:

@@ -1,4 +1,5 @@
 """Plugins: the README's example trained for real, entry points, and contract violations."""
+import csv
 import json
 import re
 import sys
@@ -151,31 +152,58 @@ def test_unknown_plugin_module_and_attribute(plugin_dir, capsys):
     assert "module 'empty_mod' has no attribute 'Thing'" in capsys.readouterr().err
 
 
+SCATTERING = textwrap.dedent("""\
+    import torch
+    import torch.nn.functional as F
+    from robustbench_ols.methods import Method
+
+    class Scattering(Method):
+        name = "scattering"
+        citation = "a test method using Tensor.put_ (from epoch `first_epoch`, 0-based)"
+        first_epoch = 0
+
+        def loss(self, logits, batch, epoch):
+            weights = torch.ones(len(batch.y), device=logits.device)
+            if epoch >= self.first_epoch:
+                first = torch.zeros(1, dtype=torch.long, device=logits.device)
+                weights.put_(first, torch.ones(1, device=logits.device))
+            return (F.cross_entropy(logits.float(), batch.y, reduction="none") * weights).mean()
+
+    class LateScattering(Scattering):
+        name = "late_scattering"
+        first_epoch = 1
+    """)
+
+
 def test_deterministic_refuses_an_op_without_a_deterministic_kernel(plugin_dir, tmp_path, capsys):
     """--deterministic (issue 27): a method whose step uses an op torch has no deterministic kernel for (put_,
     on any device) fails the run with exit 2 naming the op and the way out; without the flag it trains."""
-    (plugin_dir / "scattering.py").write_text(textwrap.dedent("""\
-        import torch
-        import torch.nn.functional as F
-        from robustbench_ols.methods import Method
-
-        class Scattering(Method):
-            name = "scattering"
-            citation = "a test method using Tensor.put_"
-
-            def loss(self, logits, batch, epoch):
-                weights = torch.ones(len(batch.y), device=logits.device)
-                first = torch.zeros(1, dtype=torch.long, device=logits.device)
-                weights.put_(first, torch.ones(1, device=logits.device))
-                return (F.cross_entropy(logits.float(), batch.y, reduction="none") * weights).mean()
-        """))
+    (plugin_dir / "scattering.py").write_text(SCATTERING)
     out = tmp_path / "out"
     assert main(RUN + ["--method", "scattering:Scattering", "--deterministic", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "--deterministic: put_ has no deterministic kernel" in err and "run without --deterministic" in err
-    (run_dir,) = out.iterdir()
-    status = json.loads((run_dir / "status.json").read_text())
-    assert status["status"] == "failed" and "put_" in status["reason"] and not (run_dir / "DONE").exists()
+    assert list(out.iterdir()) == []  # refused before an epoch was kept: nothing written
     assert torch.are_deterministic_algorithms_enabled()  # the flag was set in this process: set it back
     torch.use_deterministic_algorithms(False)
-    assert main(RUN + ["--method", "scattering:Scattering", "--out", str(tmp_path / "free")]) == 0
+    assert main(RUN + ["--method", "scattering:Scattering", "--out", str(out)]) == 0
+
+
+def test_deterministic_refusing_a_later_epoch_keeps_the_epochs_before_it(plugin_dir, tmp_path, capsys):
+    """An op --deterministic refuses only from epoch 2 on: epoch 1's checkpoint is kept (nothing already written
+    is lost), status.json says why, and the same command without the flag resumes from epoch 2."""
+    (plugin_dir / "scattering.py").write_text(SCATTERING)
+    out = tmp_path / "out"
+    try:
+        assert main(RUN + ["--method", "scattering:LateScattering", "--deterministic", "--out", str(out)]) == 2
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert "--deterministic: put_ has no deterministic kernel" in capsys.readouterr().err
+    (run_dir,) = out.iterdir()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and status["epoch"] == 2 and "put_" in status["reason"]
+    assert [r["epoch"] for r in csv.DictReader((run_dir / "epochs.csv").open())] == ["1"]
+    assert main(RUN + ["--method", "scattering:LateScattering", "--out", str(out)]) == 0
+    sessions = json.loads((run_dir / "executions.json").read_text())
+    assert [s["first_epoch"] for s in sessions] == [1, 2]
+    assert [s["precision"]["deterministic"] for s in sessions] == [True, False]

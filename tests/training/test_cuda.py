@@ -1,6 +1,6 @@
 """Issue 27 where a GPU exists (skipped without one; `pytest -m cuda` runs them alone): the same batches and PGD
 starts as the CPU's, a --deterministic kill-and-resume equal bit for bit, scoring, two workers packed on one GPU,
-float16 and bfloat16 autocast, and MW-Net's resumed optimiser without host syncs."""
+float16 and bfloat16 autocast, --compile, and MW-Net's resumed optimiser without host syncs."""
 import json
 
 import pytest
@@ -83,6 +83,16 @@ def test_autocast_trains_in_either_dtype_and_says_which(tmp_path, dtype):
     precision = json.loads((r.run_dir / "spec.json").read_text())["execution"]["precision"]
     assert precision["autocast"] == dtype and precision["grad_scaler"] is (dtype == "float16")
     assert precision["float32"] == "ieee"  # TF32 off unless --tf32
+
+
+def test_a_compiled_run_on_the_gpu_trains_as_eager_does(tmp_path):
+    """--compile with Triton's GPU kernels: recorded, and the first epoch's figures equal eager's within rounding."""
+    runs = [execute(RunSpec(**TINY, epochs=1), ExecOptions(device="cuda", progress=False, compile=c), tmp_path / str(c),
+                    EvalSpec(attacks=())) for c in (False, True)]
+    spec = json.loads((runs[1].run_dir / "spec.json").read_text())
+    assert spec["execution"]["precision"]["compile"].startswith("torch.compile")
+    rows = [(r.run_dir / "epochs.csv").read_text().splitlines()[1].split(",") for r in runs]
+    assert float(rows[1][2]) == pytest.approx(float(rows[0][2]), rel=1e-3)  # train_loss
 
 
 def test_mwnet_resumed_on_the_gpu_keeps_adams_step_on_the_cpu(tmp_path):

@@ -1,6 +1,6 @@
 """benchmarks/gpu_check.sh, the script a GPU session runs, on its CPU path with tiny sizes: both runs
 (fp32 and --amp) finish, their records are complete, the throughput lines are printed, and the device check
-(device_check.py) finds the CPU's batches, resumes bit for bit and measures packed workers."""
+(device_check.py) finds the CPU's batches, resumes bit for bit and measures packed workers (and one compiled)."""
 import json
 import os
 import subprocess
@@ -26,9 +26,11 @@ def test_gpu_check_cpu_path(tmp_path, real_data):
     check = json.loads((tmp_path / "runs" / "device_check" / "device_check.json").read_text())
     assert check["same_batches_as_cpu"] is True and check["deterministic_resume_exact"] is True
     assert [(r["precision"], r["workers"]) for r in check["packing"]] == [("fp32", 1), ("fp32", 2), ("bf16", 1),
-                                                                          ("bf16", 2)]
+                                                                          ("bf16", 2), ("bf16+compile", 1)]
     assert all(r["images_per_s"] > 0 and r["gpu_busy"] is None for r in check["packing"])
-    assert "| resnet8 | fp32 | 2 |" in (tmp_path / "runs" / "device_check" / "device_check.md").read_text()
+    md = (tmp_path / "runs" / "device_check" / "device_check.md").read_text()
+    assert "| resnet8 | fp32 | 2 |" in md and "| resnet8 | bf16+compile | 1 |" in md
+    assert "bf16+compile / bf16 (--compile's gain): resnet8:" in md
     # a record taken away is reported, exit 1
     (run,) = [d for d in (tmp_path / "runs").iterdir() if (d / "DONE").exists()][:1]
     (run / "metrics.json").unlink()

@@ -24,7 +24,7 @@ TINY = dict(dataset="synthetic", model="resnet8", epochs=2, train_subset=200, ba
 def test_every_record_carries_the_precision_policy(tmp_path, one_torch_thread):
     r = execute(RunSpec(**TINY), ExecOptions(device="cpu", progress=False), tmp_path, EvalSpec(attacks=()))
     spec = json.loads((r.run_dir / "spec.json").read_text())
-    policy = {"float32": "ieee", "deterministic": False, "autocast": None, "grad_scaler": False}
+    policy = {"float32": "ieee", "deterministic": False, "autocast": None, "grad_scaler": False, "compile": None}
     assert spec["execution"]["precision"] == policy
     assert [s["precision"] for s in json.loads((r.run_dir / "executions.json").read_text())] == [policy]
     (record,) = [json.loads(p.read_text()) for p in (r.run_dir / "evals").glob("*.json")]
