@@ -2,8 +2,9 @@
 CPU's, (2) a --deterministic run killed after its first epoch and resumed ends with the same weights, bit for bit,
 as an uninterrupted one, and (3) training images/s, and the GPU's busy fraction, of 1, 2 and 4 workers packed on it
 for each model in float32 (IEEE), TF32 and bfloat16 autocast, and of 1 worker in bfloat16 with the model compiled
-(--compile): bare steps of the suite's model on resident tensors, one process per worker, started together. Writes device_check.json and device_check.md; exit 1 when (1) or (2)
-fails. The CPU path (tiny sizes) runs in the test suite; `Table VII` costs follow from the images/s printed.
+(--compile): bare steps of the suite's model on resident tensors, one process per worker, started together. Writes
+device_check.json and device_check.md; exit 1 when (1) or (2) fails. The CPU path (tiny sizes) runs in the test
+suite; `Table VII` costs follow from the images/s printed.
 
     python benchmarks/device_check.py --device cuda --out gpu_check_runs
 """

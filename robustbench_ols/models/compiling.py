@@ -23,7 +23,7 @@ import torch
 
 from robustbench_ols.common.errors import SpecError
 
-MODE = "default"  # torch.compile's mode; "reduce-overhead" (CUDA graphs) is not used: never run on a GPU here
+MODE = "default"  # torch.compile's; "reduce-overhead" (CUDA graphs) is not offered: it has never run on a GPU here
 
 
 def check_supported(device) -> None:

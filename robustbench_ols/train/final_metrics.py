@@ -11,6 +11,7 @@ from robustbench_ols.store import evals as evals_store
 
 
 def final_metrics(state, noise_rate: float, num_noisy: int, num_train: int, num_meta: int, num_val: int) -> dict:
+    """metrics.json's figures of training: the last and the best epoch of `state["history"]`, the sizes, the time."""
     hist = state["history"]
     last = hist[-1]
     # With a validation split the best epoch is chosen on it (the earliest of equals), never on the

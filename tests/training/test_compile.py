@@ -1,6 +1,7 @@
 """--compile (issue 27) on the CPU: a compiled training step equals the eager one within float rounding, a compiled
 run says so in its records and keeps scoring eager, and where torch.compile cannot run the command exits 2 with
-nothing written (no C++ compiler; a compiler that fails)."""
+nothing written (no C++ compiler, for `rbols run` and `rbols matrix`; a compiler that fails; MW-Net's double
+backward)."""
 import csv
 import json
 import os
