@@ -2,7 +2,8 @@
 -0.2 and 0.2, ELR) and on CIFAR-10N's synthetic twin: one in docs/results/cpu-regime.md, one in the README.
 build_readme.py writes and checks them with its other sections; every number comes from committed files:
 `docs/results/cpu-regime/added-methods.csv` and `cifar10n-twin.csv` (one row per run: added_tables.py) and the
-exploratory audits in `gls-claims/` and `elr-claims/` (rbols audit --no-run on the pilot seeds 0 and 1).
+exploratory audits in `gls-claims/` and `elr-claims/` (rbols audit --no-run on the pilot seeds 0 and 1), and ELR's
+confirmatory audit in `elr-confirm/` (rbols audit --confirm: the seeds its plan asked for) once published.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ NAMES = {"hard": "hard labels", "ls": "LS (eps 0.1)", "ols": "OLS", "gls": "NLS 
 # (audit folder, the method audited, its baselines)
 AUDITS = [("gls-claims", "gls", ["hard", "ls", "gls:rate=0.2"]),
           ("gls-warmup-claims", "gls:warmup=20", ["hard", "ls", "gls:rate=0.2"]), ("elr-claims", "elr", ["hard", "ls"])]
+# the confirmatory audits (`rbols audit --confirm` on the seeds their plans asked for), once trained
+CONFIRMS = [("elr-confirm", "elr", ["hard", "ls"])]
 # (metric of audit_pooled.csv, scope, what, scale, digits)
 CLAIMS = [("test_err_last", "noisy", "test error, noisy rates (points)", 100, 1),
           ("wrong_fit", "noisy", "wrong-label fit, noisy rates (points)", 100, 1),
@@ -53,12 +56,37 @@ def _verdict(folder: str, base: str, metric: str, scope: str, scale: float, digi
     return f"{SHORT.get(outcome, outcome)} ({_signed(r.mean_diff * scale, digits)}, n = {int(r.n)})"
 
 
-def verdict_table() -> str:
-    """One row per comparison (method vs baseline), one column per claim."""
-    rows = [[f"{NAMES[m]} vs {NAMES[b]}"] + [_verdict(folder, b, metric, scope, scale, digits)
+def _confirmed(folder: str, base: str, metric: str, scope: str, scale: float, digits: int) -> str:
+    """A pooled claim as the confirmatory audit (audit.csv of `rbols audit --confirm`) decided it."""
+    a = pd.read_csv(ROOT / TIER / folder / "audit.csv")
+    r = a[(a.kind == "pooled") & (a.metric == metric) & (a.scope == scope) & (a.baseline == base)]
+    if r.empty:
+        return "no paired runs"
+    r = r.iloc[0]
+    outcome = str(r.outcome)
+    if outcome in SHORT:
+        return f"{SHORT[outcome]} ({_signed(r.mean_diff * scale, digits)}, n = {int(r.n)}, seeds {r.seeds_used})"
+    return outcome.split(" (")[0]  # not decidable within N seeds, waiting for seeds, outside the regime
+
+
+def verdict_table(audits=AUDITS, cell=_verdict) -> str:
+    """One row per comparison (method vs baseline), one column per claim; `cell` reads the audit's decision."""
+    rows = [[f"{NAMES[m]} vs {NAMES[b]}"] + [cell(folder, b, metric, scope, scale, digits)
                                             for metric, scope, _, scale, digits in CLAIMS]
-            for folder, m, bases in AUDITS if (ROOT / TIER / folder).exists() for b in bases]
+            for folder, m, bases in audits if (ROOT / TIER / folder).exists() for b in bases]
     return _table(["comparison (method − baseline)"] + [what for _, _, what, _, _ in CLAIMS], rows)
+
+
+def confirm_lines(prefix: str = "") -> list[str]:
+    """The claims decided on confirmation seeds alone (CONFIRMS), once published; links relative to docs/results/
+    (`prefix` "docs/results/" for the README)."""
+    if not any((ROOT / TIER / folder).exists() for folder, _, _ in CONFIRMS):
+        return []
+    return ["**ELR decided on its confirmation seeds alone** "
+            f"([elr-confirm]({prefix}cpu-regime/elr-confirm/audit.md)): seeds 2 to 11, as many per claim as [its plan]({prefix}cpu-regime/elr-plan/plan.md) asked from the pilot "
+            "before they were trained, each claim tested on its first n and Holm-adjusted at the plan's family sizes "
+            "(the design issue 26 gave OLS); pooled over the rates; lower is better for every column:", "",
+            verdict_table(CONFIRMS, _confirmed)]
 
 
 def means_table(d: pd.DataFrame) -> str:
@@ -125,8 +153,11 @@ def added_section() -> str:
              for folder, name in (("gls-plan", "NLS"), ("elr-plan", "ELR"))]
     plans = [f"{link}: {text}" for link, text in plans if text]
     if plans:
+        trained = "; ELR's trained, below" if confirm_lines() else ""
         body += ["", "What confirming them would take, planned from these two seeds as issue 26 planned OLS's "
-                 "(not trained yet): " + "; ".join(plans)]
+                 f"(NLS's not trained yet{trained}): " + "; ".join(plans)]
+    if confirm_lines():
+        body += ["", *confirm_lines()]
     if t is not None and len(t):
         body += ["", "**CIFAR-10N worst: real human labels against their synthetic twin** "
                  "([cifar10n-twin.csv](cpu-regime/cifar10n-twin.csv)). The twin draws every label independently "
@@ -146,4 +177,4 @@ def added_summary() -> str:
         "2022; from scratch, and after 20 epochs of cross-entropy: its loss has no lower bound, and from scratch it "
         "fails at 0% noise), positive label smoothing at 0.2 (`gls:rate=0.2`) and ELR (Liu et al. 2020), audited like OLS, "
         f"exploratory (two seeds; [the tables and the real vs synthetic CIFAR-10N comparison]({page})):", "",
-        verdict_table(), "", ADDED_SUMMARY_END])
+        verdict_table(), *(["", *confirm_lines("docs/results/")] if confirm_lines() else []), "", ADDED_SUMMARY_END])

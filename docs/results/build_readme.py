@@ -658,10 +658,16 @@ def _short_scale(folder: Path) -> str:
     (s,) = prov["scale"]
     augment = {True: " with augmentation", False: " without augmentation"}.get(s.get("training", {}).get("augment"), "")
     seeds = f"seeds {', '.join(map(str, s['seeds']))}"
-    if folder == TIER and (ROOT / CONFIRM / "audit.csv").exists():
-        used = _read(CONFIRM, "audit.csv").seeds_used.dropna().astype(str)
-        last = max(int(x.replace(",", "-").split("-")[-1]) for x in used)
-        seeds = f"seeds 0, 1 (hard, ls and ols: 0-{last})"
+    last = {}  # method -> its last confirmation seed, over the tier's confirmatory audits
+    for audit, methods in (CONFIRM, ("hard", "ls", "ols")), (TIER / "elr-confirm", ("hard", "ls", "elr")):
+        if folder == TIER and (ROOT / audit / "audit.csv").exists():
+            used = _read(audit, "audit.csv").seeds_used.dropna().astype(str)
+            n = max(int(x.replace(",", "-").split("-")[-1]) for x in used)
+            last.update({m: max(last.get(m, 0), n) for m in methods})
+    if last:
+        groups = {n: [m for m in last if last[m] == n] for n in sorted(set(last.values()))}
+        seeds = "seeds 0, 1 (" + "; ".join(
+            f"{', '.join(ms[:-1]) + ' and ' + ms[-1] if len(ms) > 1 else ms[0]}: 0-{n}" for n, ms in groups.items()) + ")"
     return (f"{s['dataset'].upper().replace('CIFAR', 'CIFAR-')}, {s['model']}, {s['train_subset']:,} training "
             f"images{augment}, {s['epochs']} epochs, {seeds}, {prov['runs']} runs")
 

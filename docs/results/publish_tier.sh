@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Publish the cpu-regime grid from its run directories: the archive of the finished runs (weights and every
 # evaluation record included, no path of this machine), the report, the plan and the confirmatory audit of OLS
-# against hard labels and LS (issue 26), and the generated sections (docs/results/cpu-regime.md, the README's
+# against hard labels and LS (issue 26) and of ELR, and the generated sections (docs/results/cpu-regime.md, the README's
 # table). Run it when the pilot (seeds 0 and 1 of every method) and the confirmation seeds the plan asks for are
 # done; until then the confirmatory audit says which claims wait for seeds.
 #
@@ -15,32 +15,32 @@ DOCS=${2:-docs/results/cpu-regime}
 EVAL_ID=5941e1bbdfab
 AUDIT="rbols audit --method ols --against hard,ls --preset cpu-regime --out $OUT --no-run"
 mkdir -p "$DOCS"
-# The confirmation seeds' finished run directories (seeds after the pilot's 0 and 1; an unfinished one resumes
-# from scratch of its cell) with all their evaluation records and final weights, spec.json naming the data root as
-# the commands give it (portable_copy.py), in a stable order, as runs-confirm.tar.xz; not the oracle epoch's
-# weights (model_oracle.pt: only `--select oracle` re-scoring reads them, and they would double the archive). The
-# pilot stays as published in runs.tar.xz, its scoring at $EVAL_ID in autoattack/evals.tar.xz (a 30 MB archive
-# is not committed again for nothing); restore.sh unpacks all three.
+# The finished run directories (weights and every evaluation record included; spec.json naming the data root as the
+# commands give it: portable_copy.py), in a stable order, without the oracle epoch's weights (model_oracle.pt: only
+# `--select oracle` re-scoring reads them, and they would double the archives). Published archives stay as they
+# are (a 30 MB archive is not committed again for nothing): runs.tar.xz (the pilot, seeds 0 and 1, its scoring at
+# $EVAL_ID in autoattack/evals.tar.xz) and runs-confirm.tar.xz (OLS's confirmation seeds, issue 26); the runs
+# finished after them go to runs-added.tar.xz (pilot seeds: issue 28's gls, elr and CIFAR-10N cells) and
+# runs-confirm-added.tar.xz (confirmation seeds: ELR's and its baselines'). restore.sh unpacks them all.
 copy=$(mktemp -d)
 python docs/results/portable_copy.py "$OUT" "$copy" ../shared/data
-confirm=$(cd "$copy" && for d in */; do
-  python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["spec"]["seed"] < 2)' "$d/spec.json" && echo "$d"
-done)
-(cd "$copy" && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 --exclude='*/model_oracle.pt' \
-  -cf - $confirm) | xz -9 > "$DOCS/runs-confirm.tar.xz.tmp"
-mv "$DOCS/runs-confirm.tar.xz.tmp" "$DOCS/runs-confirm.tar.xz"
-n=$(echo "$confirm" | wc -w)
-# the pilot seeds' runs added after the pilot was published (issue 28: gls, elr, the CIFAR-10N cells), likewise
-published=$(tar -tJf "$DOCS/runs.tar.xz" | cut -d/ -f1 | sort -u)
-added=$(cd "$copy" && for d in */; do
-  python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["spec"]["seed"] >= 2)' "$d/spec.json" &&
-    ! grep -qx "${d%/}" <<<"$published" && echo "$d"
-done; true)
-if [ -n "$added" ]; then
+archive() {  # archive NAME DIRS...: the run directories DIRS of the copy as $DOCS/NAME
+  local name=$1; shift
   (cd "$copy" && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 --exclude='*/model_oracle.pt' \
-    -cf - $added) | xz -9 > "$DOCS/runs-added.tar.xz.tmp"
-  mv "$DOCS/runs-added.tar.xz.tmp" "$DOCS/runs-added.tar.xz"
-fi
+    -cf - "$@") | xz -9 > "$DOCS/$name.tmp"
+  mv "$DOCS/$name.tmp" "$DOCS/$name"
+}
+not_in() {  # not_in ARCHIVE pilot|confirmation: the copy's run directories of those seeds that ARCHIVE lacks
+  local published; published=$(tar -tJf "$DOCS/$1" | cut -d/ -f1 | sort -u)
+  (cd "$copy" && for d in */; do
+    python -c 'import json, sys; sys.exit((json.load(open(sys.argv[1]))["spec"]["seed"] >= 2) != (sys.argv[2] == "confirmation"))' \
+      "$d/spec.json" "$2" && ! grep -qx "${d%/}" <<<"$published" && echo "${d%/}"
+  done; true)
+}
+added=$(not_in runs.tar.xz pilot)
+confirm_added=$(not_in runs-confirm.tar.xz confirmation)
+[ -z "$added" ] || archive runs-added.tar.xz $added
+[ -z "$confirm_added" ] || archive runs-confirm-added.tar.xz $confirm_added
 rm -rf "$copy"
 # the pilot's plan, committed before the confirmation seeds were trained, must be what the pilot still gives;
 # then the claims decided on the confirmation seeds alone, and the pilot's own exploratory audit
@@ -56,13 +56,19 @@ rbols audit --method gls --against hard,ls,gls:rate=0.2 --preset cpu-regime --ou
 rbols audit --method gls:rate=-0.2,warmup=20 --against hard,ls,gls:rate=0.2 --preset cpu-regime --out "$OUT" --no-run \
   --seeds 0,1 --to "$DOCS/gls-warmup-claims"
 rbols audit --method elr --against hard,ls --preset cpu-regime --out "$OUT" --no-run --seeds 0,1 --to "$DOCS/elr-claims"
-# what confirming them would take: the confirmation seeds each claim needs (the plan, not run)
+# what confirming them would take: the confirmation seeds each claim needs (the plan; NLS's not trained)
 rbols audit --method gls --against hard,ls,gls:rate=0.2 --preset cpu-regime --out "$OUT" --no-run --plan \
   --to "$DOCS/gls-plan" >/dev/null
-rbols audit --method elr --against hard,ls --preset cpu-regime --out "$OUT" --no-run --plan --to "$DOCS/elr-plan" >/dev/null
+# ELR's plan, committed before its confirmation seeds were trained, must be what the pilot still gives; then its
+# claims decided on those seeds alone (trained by the same audit command with --confirm and without --no-run)
+replan=$(mktemp -d)
+rbols audit --method elr --against hard,ls --preset cpu-regime --out "$OUT" --no-run --plan --to "$replan" >/dev/null
+cmp "$replan/plan.csv" "$DOCS/elr-plan/plan.csv" || { echo "the pilot no longer gives ELR's committed plan" >&2; exit 1; }
+rm -rf "$replan"
+rbols audit --method elr --against hard,ls --preset cpu-regime --out "$OUT" --no-run --confirm --to "$DOCS/elr-confirm"
 python docs/results/added_tables.py "$OUT" "$DOCS"
 rbols report "$OUT" --to "$DOCS" --paper --format png --eval-id "$EVAL_ID" --html --audit "$DOCS/confirm" \
   --audit "$DOCS/claims" --audit "$DOCS/gls-claims" \
-  --audit "$DOCS/gls-warmup-claims" --audit "$DOCS/elr-claims"
+  --audit "$DOCS/gls-warmup-claims" --audit "$DOCS/elr-claims" --audit "$DOCS/elr-confirm"
 python docs/results/build_readme.py
-echo "published $n confirmation runs and $(echo "$added" | wc -w) added pilot-seed runs from $OUT (the pilot: runs.tar.xz, as before)"
+echo "published $(echo "$added" | wc -w) added pilot-seed runs and $(echo "$confirm_added" | wc -w) added confirmation runs from $OUT (runs.tar.xz and runs-confirm.tar.xz as before)"
