@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_ols.models import create_model
-from robustbench_ols.models.compiling import MODE
+from robustbench_ols.models.compiling import compiled
 from robustbench_ols.models.precision import set_float32
 from robustbench_ols.store import EPOCH_COLUMNS, run_dirs
 
@@ -49,8 +49,6 @@ def bare_images_per_s(model_name: str, device: str, precision: str, steps: int, 
     set_float32(precision == "tf32")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = create_model(model_name, 10).to(dev).to(memory_format=fmt)
-    if compile_it:
-        model.forward = torch.compile(model.forward, mode=MODE)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x = torch.rand(batch, 3, 32, 32, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=dev)
@@ -61,18 +59,19 @@ def bare_images_per_s(model_name: str, device: str, precision: str, steps: int, 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    for _ in range(3):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    if ready is not None:
-        ready()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    return steps * batch / (time.perf_counter() - t)
+    with compiled([model], bool(compile_it)):
+        for _ in range(3):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        if ready is not None:
+            ready()
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return steps * batch / (time.perf_counter() - t)
 
 
 def main(argv=None) -> int:

@@ -152,12 +152,13 @@ def added_section() -> str:
     plans = [(f"[{name}'s plan](cpu-regime/{folder}/plan.md)", plan_lines(folder))
              for folder, name in (("gls-plan", "NLS"), ("elr-plan", "ELR"))]
     plans = [f"{link}: {text}" for link, text in plans if text]
+    confirmed = confirm_lines()
     if plans:
-        trained = "; ELR's trained, below" if confirm_lines() else ""
+        trained = "; ELR's trained, below" if confirmed else ""
         body += ["", "What confirming them would take, planned from these two seeds as issue 26 planned OLS's "
                  f"(NLS's not trained yet{trained}): " + "; ".join(plans)]
-    if confirm_lines():
-        body += ["", *confirm_lines()]
+    if confirmed:
+        body += ["", *confirmed]
     if t is not None and len(t):
         body += ["", "**CIFAR-10N worst: real human labels against their synthetic twin** "
                  "([cifar10n-twin.csv](cpu-regime/cifar10n-twin.csv)). The twin draws every label independently "
@@ -177,4 +178,5 @@ def added_summary() -> str:
         "2022; from scratch, and after 20 epochs of cross-entropy: its loss has no lower bound, and from scratch it "
         "fails at 0% noise), positive label smoothing at 0.2 (`gls:rate=0.2`) and ELR (Liu et al. 2020), audited like OLS, "
         f"exploratory (two seeds; [the tables and the real vs synthetic CIFAR-10N comparison]({page})):", "",
-        verdict_table(), *(["", *confirm_lines("docs/results/")] if confirm_lines() else []), "", ADDED_SUMMARY_END])
+        verdict_table(), *([""] + confirmed if (confirmed := confirm_lines("docs/results/")) else []), "",
+        ADDED_SUMMARY_END])

@@ -31,7 +31,7 @@ from robustbench_ols.report.cost import duration
 from robustbench_ols.report.tables import method_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, also when imported by the tests
-from added_sections import ADDED_BEGIN, ADDED_END, ADDED_SUMMARY_BEGIN, ADDED_SUMMARY_END, added_section, added_summary  # noqa: E402,I001
+from added_sections import ADDED_BEGIN, ADDED_END, ADDED_SUMMARY_BEGIN, ADDED_SUMMARY_END, CONFIRMS, added_section, added_summary  # noqa: E402,I001
 from text_format import signed as _signed, table as _table  # noqa: E402,I001
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -658,9 +658,10 @@ def _short_scale(folder: Path) -> str:
     (s,) = prov["scale"]
     augment = {True: " with augmentation", False: " without augmentation"}.get(s.get("training", {}).get("augment"), "")
     seeds = f"seeds {', '.join(map(str, s['seeds']))}"
-    last = {}  # method -> its last confirmation seed, over the tier's confirmatory audits
-    for audit, methods in (CONFIRM, ("hard", "ls", "ols")), (TIER / "elr-confirm", ("hard", "ls", "elr")):
-        if folder == TIER and (ROOT / audit / "audit.csv").exists():
+    last = {}  # method -> its last confirmation seed, over the tier's confirmatory audits (OLS's, then CONFIRMS)
+    audits = [(CONFIRM, ("hard", "ls", "ols"))] + [(TIER / f, (*bases, m)) for f, m, bases in CONFIRMS]
+    for audit, methods in audits if folder == TIER else []:
+        if (ROOT / audit / "audit.csv").exists():
             used = _read(audit, "audit.csv").seeds_used.dropna().astype(str)
             n = max(int(x.replace(",", "-").split("-")[-1]) for x in used)
             last.update({m: max(last.get(m, 0), n) for m in methods})

@@ -30,12 +30,13 @@ archive() {  # archive NAME DIRS...: the run directories DIRS of the copy as $DO
     -cf - "$@") | xz -9 > "$DOCS/$name.tmp"
   mv "$DOCS/$name.tmp" "$DOCS/$name"
 }
+# "<run directory> pilot|confirmation" for every run of the copy (seeds 0 and 1 are the pilot's), read once
+kinds=$(cd "$copy" && python -c 'import glob, json, os
+for f in sorted(glob.glob("*/spec.json")):
+    print(os.path.dirname(f), "pilot" if json.load(open(f))["spec"]["seed"] < 2 else "confirmation")')
 not_in() {  # not_in ARCHIVE pilot|confirmation: the copy's run directories of those seeds that ARCHIVE lacks
-  local published; published=$(tar -tJf "$DOCS/$1" | cut -d/ -f1 | sort -u)
-  (cd "$copy" && for d in */; do
-    python -c 'import json, sys; sys.exit((json.load(open(sys.argv[1]))["spec"]["seed"] >= 2) != (sys.argv[2] == "confirmation"))' \
-      "$d/spec.json" "$2" && ! grep -qx "${d%/}" <<<"$published" && echo "${d%/}"
-  done; true)
+  tar -tJf "$DOCS/$1" | cut -d/ -f1 | sort -u > "$copy/.published"
+  awk -v kind="$2" '$2 == kind {print $1}' <<<"$kinds" | grep -vxF -f "$copy/.published" || true
 }
 added=$(not_in runs.tar.xz pilot)
 confirm_added=$(not_in runs-confirm.tar.xz confirmation)

@@ -214,16 +214,18 @@ def _fit(r: ResolvedRun, ex: ExecOptions, run_dir: Path, models, optimizer, load
         store.set_status(run_dir, "failed", epoch=e.epoch, reason=e.reason)
         raise RunFailed(f"run {run_dir} failed: {e.reason}; the checkpoint of the last good epoch "
                         "is kept. Lower --lr or check the method's options.") from None
-    except (ContractError, RuntimeError) as e:
-        refused = None if isinstance(e, ContractError) else (
-            precision.deterministic_error(e) or (compiling.compile_error(e) if ex.compile else None))
-        if refused is None and not isinstance(e, ContractError):
+    except ContractError as e:
+        store.set_status(run_dir, "failed", epoch=state["epoch"] + 2, reason=str(e))
+        raise e from None
+    except RuntimeError as e:
+        refused = precision.deterministic_error(e) or (compiling.compile_error(e) if ex.compile else None)
+        if refused is None:
             raise
-        if refused is not None and created and state["epoch"] < 0:
+        if created and state["epoch"] < 0:
             shutil.rmtree(run_dir)
         else:
-            store.set_status(run_dir, "failed", epoch=state["epoch"] + 2, reason=str(refused or e))
-        raise (refused or e) from None
+            store.set_status(run_dir, "failed", epoch=state["epoch"] + 2, reason=str(refused))
+        raise refused from None
 
 
 def epoch_test_subset(test_y: np.ndarray, n: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -53,8 +54,8 @@ def test_a_compiled_step_equals_the_eager_one_within_rounding(one_torch_thread):
 
 def test_a_compiled_run_records_it_and_trains_as_eager_does(tmp_path, one_torch_thread):
     ex = ExecOptions(device="cpu", progress=False)
-    runs = {c: execute(RunSpec(**TINY), ExecOptions(**{**ex.__dict__, "compile": c}), tmp_path / str(c),
-                       EvalSpec(attacks=())) for c in (False, True)}
+    runs = {c: execute(RunSpec(**TINY), replace(ex, compile=c), tmp_path / str(c), EvalSpec(attacks=()))
+            for c in (False, True)}
     spec = {c: json.loads((r.run_dir / "spec.json").read_text()) for c, r in runs.items()}
     assert spec[True]["run_id"] == spec[False]["run_id"]  # an execution option: the same run
     assert spec[False]["execution"]["precision"]["compile"] is None
